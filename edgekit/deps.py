@@ -1,0 +1,42 @@
+"""Lazy imports of the optional tiers, with an error that names the extra to install."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from edgekit.errors import MissingDependencyError
+
+# module -> (extra, why it is needed)
+_EXTRAS: dict[str, str] = {
+    "onnxruntime": "cpu",
+    "torch": "export",
+    "torchvision": "export",
+    "timm": "export",
+    "onnxslim": "export",
+    "safetensors": "export",
+    "cv2": "video",
+    "tensorrt": "gpu",
+    "tensorrt_rtx": "rtx",
+}
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import ``module`` or raise an error saying which extra provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra = _EXTRAS.get(module.split(".")[0], "desktop")
+        raise MissingDependencyError(
+            f"{purpose} needs the Python module '{module}', which is not installed ({exc}); "
+            f'install it with: pip install "edgekit[{extra}]"'
+        ) from exc
+
+
+def available(module: str) -> bool:
+    """True when ``module`` can be imported (without importing it twice)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,276 @@
+"""PyTorch -> ONNX export into a bundle, parity-checked against PyTorch with ONNX Runtime."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import __version__, bundle
+from edgekit import labels as labels_mod
+from edgekit import manifest as mf
+from edgekit.deps import require
+from edgekit.errors import ExportError, UsageError
+from edgekit.images import read_image, sample_images
+from edgekit.preprocess import Preprocess, fit_frame, graph_constants, to_model_input
+from edgekit.zoo.registry import ModelSpec, get_spec
+
+# Opset 17: the newest that TensorRT 8.5 (JetPack 5) parses; 8.6, 10.x and 11 take it too.
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    model: str
+    out: Path | None = None
+    weights: str = "imagenet"
+    labels: Path | None = None
+    input_size: int | None = None
+    batch: int | None = None  # None: dynamic batch
+    float_input: bool = False
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    force: bool = False
+    parity_random: int = 8
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    bundle: Path
+    manifest: mf.Manifest
+    seconds: float
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def export(req: ExportRequest, log: Log = _noop) -> ExportResult:
+    """Export a zoo model into a new bundle; nothing is left behind if any step fails."""
+    t0 = time.perf_counter()
+    spec = get_spec(req.model)
+    size = req.input_size or spec.input_size
+    check_input_size(spec, size)
+    if req.batch is not None and req.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {req.batch}")
+    if req.weights == "imagenet" and spec.weight_source("imagenet") is None:
+        raise UsageError(
+            f"{spec.name} has no published ImageNet weights; pass your checkpoint with "
+            "--weights PATH, or --weights random for a trial"
+        )
+    out = req.out or bundle.default_dir(spec.name, "fp32")
+    if out.exists() and not req.force:
+        raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o")
+
+    from edgekit import weights as weights_mod
+
+    log(f"building {spec.name} ({spec.version}) with weights: {req.weights}")
+    model, loaded = weights_mod.build(spec, req.weights, size)
+    names = (labels_mod.read(req.labels, loaded.num_classes) if req.labels
+             else labels_mod.default_for(loaded.num_classes))
+    pre = spec.preprocess(loaded.source, size)
+    if req.mean or req.std:
+        pre = Preprocess(pre.height, pre.width, pre.crop_fraction, pre.interpolation,
+                         req.mean or pre.mean, req.std or pre.std, pre.color_order, pre.input_range)
+    _trial_forward(spec, model, size)
+
+    with bundle.staging(out, req.force) as tmp:
+        onnx_path = tmp / "model.onnx"
+        log(f"exporting to ONNX (opset {OPSET}, {'batch ' + str(req.batch) if req.batch else 'dynamic batch'}, "
+            f"{'float NCHW' if req.float_input else 'uint8 BGR NHWC'} input)")
+        te = time.perf_counter()
+        to_onnx(model, pre, onnx_path, req.batch, req.float_input)
+        export_s = time.perf_counter() - te
+        log("checking parity: ONNX Runtime against PyTorch")
+        parity = check_parity(model, pre, onnx_path, req.float_input, req.batch, req.parity_random)
+        log(f"parity: max relative error {parity['max_rel_error']:.2e}, "
+            f"top-1 {parity['top1_equal']}/{parity['inputs']} equal")
+        if not parity["passed"]:
+            raise ExportError(
+                f"ONNX export of {spec.name} does not match PyTorch: relative error "
+                f"{parity['max_rel_error']:.2e} (limit {PARITY_TOLERANCE:.0e}), top-1 equal on "
+                f"{parity['top1_equal']}/{parity['inputs']} inputs; no bundle written. "
+                "Please report it with the command you ran"
+            )
+        (tmp / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+        params = int(sum(p.numel() for p in model.parameters()))
+        man = _manifest(spec, pre, loaded, params, names, req, tmp, parity, export_s)
+        (tmp / mf.MANIFEST).write_text(man.to_json(), encoding="utf-8")
+    log(f"bundle written: {out}")
+    return ExportResult(out, man, time.perf_counter() - t0)
+
+
+def check_input_size(spec: ModelSpec, size: int) -> None:
+    if size < spec.min_input_size:
+        raise UsageError(
+            f"{spec.name} cannot take {size}x{size} input: its stride-2 stages shrink the image "
+            f"below 1 pixel; use --input-size {spec.min_input_size} or more (default {spec.input_size})"
+        )
+    if size % spec.size_multiple:
+        lower = max(spec.min_input_size, size - size % spec.size_multiple)
+        raise UsageError(
+            f"{spec.name} cannot take {size}x{size} input: {spec.size_note}; "
+            f"use a multiple of {spec.size_multiple}, e.g. {lower} or {lower + spec.size_multiple}"
+        )
+
+
+def _trial_forward(spec: ModelSpec, model: Any, size: int) -> None:
+    torch = require("torch", "exporting models")
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    except RuntimeError as exc:
+        raise UsageError(
+            f"{spec.name} cannot take {size}x{size} input ({str(exc).splitlines()[0][:120]}); "
+            f"use its default size {spec.input_size}"
+        ) from exc
+
+
+def wrap(model: Any, pre: Preprocess, float_input: bool) -> Any:
+    """The model with its preprocessing as graph nodes in front."""
+    torch = require("torch", "exporting models")
+    scale, offset = graph_constants(pre)
+
+    class InGraphPreprocess(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.uint8 = not float_input
+            self.register_buffer("scale", torch.from_numpy(scale).reshape(1, 3, 1, 1))
+            self.register_buffer("offset", torch.from_numpy(offset).reshape(1, 3, 1, 1))
+            self.swap = (not float_input) and pre.color_order == "RGB"
+            self.register_buffer("order", torch.tensor([2, 1, 0], dtype=torch.int64))
+
+        def forward(self, x: Any) -> Any:
+            if self.uint8:
+                # TensorRT takes a uint8 input only into a Cast: cast first, then transpose.
+                x = x.to(torch.float32).permute(0, 3, 1, 2)
+                if self.swap:
+                    x = torch.index_select(x, 1, self.order)
+            return self.model(x * self.scale + self.offset)
+
+    return InGraphPreprocess().eval()
+
+
+def to_onnx(model: Any, pre: Preprocess, path: Path, batch: int | None, float_input: bool) -> None:
+    torch = require("torch", "exporting models")
+    onnx = require("onnx", "exporting models")
+    net = wrap(model, pre, float_input)
+    n = batch or 1
+    if float_input:
+        dummy = torch.zeros(n, 3, pre.height, pre.width, dtype=torch.float32)
+    else:
+        dummy = torch.zeros(n, pre.height, pre.width, 3, dtype=torch.uint8)
+    dynamic = None if batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    raw = path.with_suffix(".raw.onnx")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.no_grad():
+                torch.onnx.export(
+                    net, (dummy,), str(raw), dynamo=False, opset_version=OPSET,
+                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic,
+                    do_constant_folding=True,
+                )
+        proto = onnx.load(str(raw))
+        proto = simplify(proto)
+        proto.doc_string = "exported by edgekit"
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(path))
+    except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
+        raise ExportError(f"ONNX export failed: {str(exc).splitlines()[0][:300]}") from exc
+    finally:
+        raw.unlink(missing_ok=True)
+
+
+def simplify(proto: Any) -> Any:
+    """Constant folding and dead-node removal with onnxslim; names of inputs/outputs kept."""
+    slim = require("onnxslim", "simplifying ONNX models")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return slim.slim(proto)
+
+
+def parity_inputs(pre: Preprocess, n_random: int, seed: int = 0) -> np.ndarray:
+    """Random uint8 BGR images plus the real sample photographs, NHWC."""
+    rng = np.random.default_rng(seed)
+    rand = rng.integers(0, 256, size=(n_random, pre.height, pre.width, 3), dtype=np.uint8)
+    photos = [fit_frame(read_image(p), pre) for p in sample_images()]
+    return np.concatenate([rand, np.stack(photos)], axis=0)
+
+
+def check_parity(model: Any, pre: Preprocess, onnx_path: Path, float_input: bool,
+                 batch: int | None, n_random: int = 8) -> dict[str, Any]:
+    torch = require("torch", "checking export parity")
+    from edgekit.runners.ort import OrtRunner
+
+    images = parity_inputs(pre, n_random)
+    ref_in = to_model_input(images, pre)
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(ref_in[i:i + 4])).numpy()
+                              for i in range(0, len(ref_in), 4)])
+    feed = onnx_input(images, pre, float_input)
+    step = batch or 4
+    with OrtRunner(onnx_path) as runner:
+        outs = []
+        for i in range(0, len(feed), step):
+            chunk = feed[i:i + step]
+            if batch and len(chunk) < batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
+            outs.append(runner.infer(chunk)[: len(feed[i:i + step])])
+    got = np.concatenate(outs)
+    rel = np.linalg.norm(got - ref, axis=1) / np.maximum(np.linalg.norm(ref, axis=1), 1e-12)
+    top1 = int((got.argmax(1) == ref.argmax(1)).sum())
+    max_rel = float(rel.max())
+    return {
+        "inputs": int(len(images)),
+        "random_inputs": n_random,
+        "photographs": int(len(images) - n_random),
+        "max_rel_error": max_rel,
+        "mean_rel_error": float(rel.mean()),
+        "max_abs_error": float(np.abs(got - ref).max()),
+        "top1_equal": top1,
+        "tolerance": PARITY_TOLERANCE,
+        "passed": bool(max_rel <= PARITY_TOLERANCE and top1 == len(images)),
+    }
+
+
+def onnx_input(images_bgr: np.ndarray, pre: Preprocess, float_input: bool) -> np.ndarray:
+    """What the exported graph takes, from uint8 BGR NHWC images."""
+    if not float_input:
+        return images_bgr
+    x = images_bgr[..., ::-1] if pre.color_order == "RGB" else images_bgr
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32)
+
+
+def _manifest(spec: ModelSpec, pre: Preprocess, loaded: Any, params: int, names: list[str],
+              req: ExportRequest, tmp: Path, parity: dict[str, Any], export_s: float) -> mf.Manifest:
+    b: int | str = req.batch or "batch"
+    if req.float_input:
+        inp = mf.TensorSpec(INPUT_NAME, "float32", "NCHW", (b, 3, pre.height, pre.width), pre.color_order)
+    else:
+        inp = mf.TensorSpec(INPUT_NAME, "uint8", "NHWC", (b, pre.height, pre.width, 3), "BGR")
+    out = mf.TensorSpec(OUTPUT_NAME, "float32", "NC", (b, loaded.num_classes))
+    arts = tuple(
+        mf.Artifact(name, kind, bundle.sha256(tmp / name), (tmp / name).stat().st_size, prec)
+        for name, kind, prec in (("model.onnx", "onnx", "fp32"), ("labels.txt", "labels", None))
+    )
+    return mf.Manifest(
+        model=mf.ModelInfo(spec.name, spec.version, loaded.description, loaded.sha256,
+                           loaded.num_classes, params, OPSET),
+        input=inp, output=out, preprocess=pre, labels="labels.txt", artifacts=arts,
+        validation={"parity": {**parity, "export_seconds": round(export_s, 2)}},
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        edgekit_version=__version__,
+    )

@@ -1,0 +1,71 @@
+"""A readable account of a bundle: what it holds, for what input, and how it was validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekit import bundle as bundle_mod
+from edgekit import manifest as mf
+from edgekit.errors import BundleError
+
+
+def check_artifacts(path: Path, man: mf.Manifest) -> list[tuple[mf.Artifact, str]]:
+    """(artifact, "ok" or what is wrong) for every artifact."""
+    out = []
+    for art in man.artifacts:
+        try:
+            bundle_mod.artifact_path(path, art)
+            out.append((art, "ok"))
+        except BundleError as exc:
+            out.append((art, str(exc).split(": ", 1)[-1]))
+    return out
+
+
+def describe(path: Path) -> str:
+    man = mf.read(path)
+    m = man.model
+    p = man.preprocess
+    lines = [
+        f"bundle      {path}",
+        f"model       {m.name} ({m.version}), {m.num_classes} classes, {m.params / 1e6:.2f} M parameters",
+        f"weights     {m.weights}" + (f" (sha256 {m.weights_sha256[:12]}…)" if m.weights_sha256 else ""),
+        f"input       {man.input.name}: {man.input.dtype} {man.input.layout} "
+        f"{_shape(man.input.shape)}" + (f", {man.input.color_order}" if man.input.color_order else ""),
+        f"output      {man.output.name}: {man.output.dtype} {_shape(man.output.shape)}",
+        f"preprocess  centre crop {p.crop_fraction:g} + {p.interpolation} resize to {p.height}x{p.width} "
+        f"(CPU); in the graph: {p.color_order} order, pixels x{p.input_range / 255:g}, "
+        f"mean {_vec(p.mean)}, std {_vec(p.std)}",
+        f"created     {man.created} by edgekit {man.edgekit_version} (schema {man.schema_version})",
+        "artifacts",
+    ]
+    for art, state in check_artifacts(path, man):
+        prec = f" [{art.precision}]" if art.precision else ""
+        lines.append(f"  {art.path:<24} {art.kind}{prec:<11} {art.bytes / 1e6:8.2f} MB  "
+                     f"sha256 {art.sha256[:12]}…  {state}")
+    if man.engines:
+        lines.append("engines")
+        for e in man.engines:
+            lines.append(f"  {e.get('path')}  {e.get('precision')}  TensorRT {e.get('trt_version')}  "
+                         f"{e.get('device')}")
+    lines.append("validation")
+    par: dict[str, Any] | None = man.validation.get("parity")
+    if par:
+        lines.append(
+            f"  parity (ONNX Runtime vs PyTorch): max relative error {par['max_rel_error']:.2e} "
+            f"(limit {par['tolerance']:.0e}), top-1 equal {par['top1_equal']}/{par['inputs']} "
+            f"({par['random_inputs']} random, {par['photographs']} photographs): "
+            f"{'passed' if par['passed'] else 'FAILED'}"
+        )
+    for key, val in man.validation.items():
+        if key != "parity":
+            lines.append(f"  {key}: {val}")
+    return "\n".join(lines)
+
+
+def _shape(shape: tuple[int | str, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _vec(v: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{x:g}" for x in v) + ")"

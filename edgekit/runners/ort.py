@@ -1,0 +1,52 @@
+"""ONNX Runtime runner (cpu tier): the backend everywhere TensorRT is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.deps import require
+from edgekit.errors import UsageError
+
+
+class OrtRunner:
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None,
+                 providers: list[str] | None = None) -> None:
+        ort = require("onnxruntime", "running ONNX models")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        available = ort.get_available_providers()
+        chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
+        if not chosen:
+            raise UsageError(
+                f"none of the ONNX Runtime providers {providers} is available here "
+                f"(available: {', '.join(available)})"
+            )
+        try:
+            self._session: Any = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise UsageError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}") from exc
+        self.input_name: str = self._session.get_inputs()[0].name
+        self.output_names: list[str] = [o.name for o in self._session.get_outputs()]
+        self.description = f"ONNX Runtime {ort.__version__} ({', '.join(chosen)}, {opts.intra_op_num_threads} threads)"
+
+    def infer(self, inputs: np.ndarray) -> np.ndarray:
+        out: list[np.ndarray] = self._session.run(self.output_names[:1], {self.input_name: inputs})
+        return out[0]
+
+    def close(self) -> None:
+        self._session = None
+
+    def __enter__(self) -> OrtRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

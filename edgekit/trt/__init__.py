@@ -1,0 +1,1 @@
+"""TensorRT (gpu tier): full TensorRT where installed, else TensorRT-RTX."""
