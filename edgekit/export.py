@@ -60,8 +60,12 @@ def export(req: ExportRequest, log: Log = _noop) -> ExportResult:
     """Export a zoo model into a new bundle; nothing is left behind if any step fails."""
     t0 = time.perf_counter()
     spec = get_spec(req.model)
+    for module in ("torch", "onnxruntime", "onnxslim"):  # fail before any work
+        require(module, "edgekit export")
     size = req.input_size or spec.input_size
     check_input_size(spec, size)
+    if req.labels is not None and not Path(req.labels).is_file():
+        raise UsageError(f"labels file {req.labels} does not exist")
     if req.batch is not None and req.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {req.batch}")
     if req.weights == "imagenet" and spec.weight_source("imagenet") is None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekit.deps import require
 from edgekit.zoo.registry import ModelSpec, WeightSource, register
 
 HALF = (0.5, 0.5, 0.5)
 
 
 def _googlenet(num_classes: int, input_size: int) -> Any:
-    import torchvision
-
+    torchvision = require("torchvision", "building googlenet")
     # transform_input off: the ImageNet weights' own normalisation (mean = std = 0.5, what
     # torchvision's transform_input converts to) is done once, in the preprocessing graph.
     return torchvision.models.googlenet(
@@ -22,20 +22,21 @@ def _googlenet(num_classes: int, input_size: int) -> Any:
 
 def _timm(arch: str) -> Any:
     def build(num_classes: int, input_size: int) -> Any:
-        import timm
-
+        timm = require("timm", f"building {arch}")
         return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
     return build
 
 
 def _bn_inception(num_classes: int, input_size: int) -> Any:
+    require("torch", "building bn_inception")
     from edgekit.zoo.bn_inception import BNInception
 
     return BNInception(num_classes)
 
 
 def _inception_resnet_v1(num_classes: int, input_size: int) -> Any:
+    require("torch", "building inception_resnet_v1")
     from edgekit.zoo.inception_resnet_v1 import InceptionResNetV1
 
     return InceptionResNetV1(num_classes)

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from edgekit import bundle as bundle_mod
+from edgekit import manifest as mf
+from edgekit.errors import BundleError, UsageError
+
+
+@pytest.fixture()
+def bundle_copy(googlenet_bundle, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(googlenet_bundle, dst)
+    return dst
+
+
+def _edit(path, fn):
+    data = json.loads((path / "manifest.json").read_text())
+    fn(data)
+    (path / "manifest.json").write_text(json.dumps(data))
+
+
+def test_round_trip(googlenet_bundle):
+    man = mf.read(googlenet_bundle)
+    assert mf.parse(man.to_json(), "x") == man
+
+
+def test_missing_key_names_file_and_key(bundle_copy):
+    _edit(bundle_copy, lambda d: d["input"].pop("dtype"))
+    with pytest.raises(BundleError, match=r"manifest.json: key 'input.dtype' is missing"):
+        mf.read(bundle_copy)
+
+
+def test_wrong_type_names_key(bundle_copy):
+    _edit(bundle_copy, lambda d: d["model"].__setitem__("num_classes", "many"))
+    with pytest.raises(BundleError, match=r"key 'model.num_classes' must be int, got str"):
+        mf.read(bundle_copy)
+
+
+@pytest.mark.parametrize("bad", ["../outside.onnx", "/etc/passwd", "a/../../x", "C:\\\\x.onnx"])
+def test_artifact_paths_must_stay_inside(bundle_copy, bad):
+    _edit(bundle_copy, lambda d: d["artifacts"][0].__setitem__("path", bad))
+    with pytest.raises(BundleError, match="outside the bundle"):
+        mf.read(bundle_copy)
+
+
+def test_symlink_escaping_the_bundle_is_refused(bundle_copy, tmp_path):
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.copy(bundle_copy / "model.onnx", outside)
+    (bundle_copy / "model.onnx").unlink()
+    (bundle_copy / "model.onnx").symlink_to(outside)
+    man = mf.read(bundle_copy)
+    with pytest.raises(BundleError, match="resolves outside the bundle"):
+        bundle_mod.artifact_path(bundle_copy, man.artifact("onnx", "fp32"))
+
+
+def test_sha_mismatch_is_reported_not_used(bundle_copy):
+    with open(bundle_copy / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    man = mf.read(bundle_copy)
+    with pytest.raises(BundleError, match="does not match its sha256"):
+        bundle_mod.artifact_path(bundle_copy, man.artifact("onnx", "fp32"))
+    from edgekit.classifier import load
+
+    with pytest.raises(BundleError, match="does not match its sha256"):
+        load(bundle_copy)
+
+
+def test_newer_schema_refused(bundle_copy):
+    _edit(bundle_copy, lambda d: d.__setitem__("schema_version", 99))
+    with pytest.raises(BundleError, match="newer than this edgekit understands"):
+        mf.read(bundle_copy)
+
+
+def test_not_json_and_not_bundle(tmp_path):
+    with pytest.raises(BundleError, match="is not a bundle: manifest.json is missing"):
+        mf.read(tmp_path)
+    (tmp_path / "manifest.json").write_text("{nope")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        mf.read(tmp_path)
+
+
+def test_find_latest(tmp_path, googlenet_bundle, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_BUILD_DIR", str(tmp_path))
+    with pytest.raises(UsageError, match="none found"):
+        bundle_mod.find_latest()
+    shutil.copytree(googlenet_bundle, tmp_path / "a")
+    shutil.copytree(googlenet_bundle, tmp_path / "b")
+    import os
+
+    os.utime(tmp_path / "a" / "manifest.json", (1, 1))
+    assert bundle_mod.find_latest() == tmp_path / "b"
+
+
+def test_staging_cleans_up_on_interrupt(tmp_path):
+    target = tmp_path / "t"
+    with pytest.raises(KeyboardInterrupt), bundle_mod.staging(target, force=False) as tmp:
+        (tmp / "half.onnx").write_bytes(b"x")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
