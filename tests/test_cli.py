@@ -30,7 +30,7 @@ def _main_wrapper(ctx):
 
 def test_help_has_examples_for_every_command():
     runner = CliRunner()
-    for name, cmd in cli.commands.items():
+    for name, _cmd in cli.commands.items():
         res = runner.invoke(cli, [name, "--help"])
         assert res.exit_code == 0, name
         assert "Example" in res.output and f"edgekit {name}" in res.output, name

@@ -24,7 +24,7 @@ def test_bn_inception_stage_shapes_follow_the_paper():
         shapes["conv1"] = tuple(x.shape[1:])
         x = m.stem[1:](x)
         shapes["pool2"] = tuple(x.shape[1:])
-        for cfg, block in zip(("3a", "3b", "3c", "4a", "4b", "4c", "4d", "4e", "5a", "5b"), m.blocks):
+        for cfg, block in zip(("3a", "3b", "3c", "4a", "4b", "4c", "4d", "4e", "5a", "5b"), m.blocks, strict=False):
             x = block(x)
             shapes[cfg] = tuple(x.shape[1:])
     assert shapes["conv1"] == (64, 112, 112)
