@@ -204,6 +204,144 @@ def classify(bundle: Path, images: tuple[Path, ...], topk: int, as_json: bool) -
                 click.echo(f"  {s:6.1%}  {lb}")
 
 
+class _ProgressBar:
+    """images done / total, images/s and ETA on one stderr line (a library callback)."""
+
+    def __init__(self, what: str) -> None:
+        import time
+
+        self.what = what
+        self.t0 = time.perf_counter()
+        self._time = time.perf_counter
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = max(self._time() - self.t0, 1e-9)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else 0.0
+        width = 24
+        filled = int(width * done / max(total, 1))
+        line = (f"\r{self.what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                f"{rate:5.1f} images/s  ETA {eta:4.0f} s")
+        click.echo(line, err=True, nl=done >= total)
+
+
+def calibration_options(f: F) -> F:
+    for opt in reversed([
+        click.option("--method", type=click.Choice(["entropy", "percentile", "minmax"]), default="entropy",
+                     show_default=True, help="Calibration method (entropy: TensorRT's EntropyCalibration2)."),
+        click.option("--num-images", type=int, default=None,
+                     help="Calibration images to use [default: all, up to 500]."),
+        click.option("--percentile", type=float, default=99.99, show_default=True,
+                     help="For --method percentile."),
+        click.option("--val-data", type=click.Path(path_type=Path), default=None,
+                     help="Validation images for the gate [default: a held-out share of the calibration data]."),
+        click.option("--holdout", type=float, default=0.2, show_default=True,
+                     help="Share of the calibration data held out for validation."),
+        click.option("--min-agreement", type=float, default=0.99, show_default=True,
+                     help="Least top-1 agreement of INT8 with FP32 on the validation images."),
+        click.option("--fallback", type=click.Choice(["none", "auto"]), default="none", show_default=True,
+                     help="auto: keep the most quantization-sensitive layers in FP32 until the gate passes."),
+        click.option("--max-fallback", type=int, default=10, show_default=True,
+                     help="Most layers --fallback auto may keep in FP32."),
+        click.option("--cache-trt-version", default="10.3.0", show_default=True,
+                     help="TensorRT version written in calibration.cache's header."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _calibrate(bundle: Path, data: Path | None, method: str, num_images: int | None, percentile: float,
+               val_data: Path | None, holdout: float, min_agreement: float, fallback: str, max_fallback: int,
+               cache_trt_version: str) -> None:
+    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+
+    req = CalibrateRequest(bundle, data, method, num_images, percentile, val_data, holdout, min_agreement,
+                           fallback, max_fallback, cache_trt_version)
+    res = calibrate_bundle(req, log=_echo_err, progress=_ProgressBar("calibrating"))
+    click.echo(f"{'precision':<10} {'top-1 agree':>11} {'top-5 overlap':>13} {'cosine':>8}  (vs FP32, "
+               f"{res.figures['int8']['images']} validation images)")
+    for prec, fig in res.figures.items():
+        click.echo(f"{prec:<10} {fig['top1_agreement']:>11.3f} {fig['top5_overlap']:>13.3f} {fig['cosine']:>8.4f}")
+    if res.fallback_layers:
+        click.echo(f"kept in FP32: {', '.join(res.fallback_layers)}")
+    click.echo(f"{bundle}: model.int8.onnx, model.int8-cpu.onnx, model.fp16.onnx, calibration.cache "
+               f"({res.seconds:.1f} s)")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Calibration images: folder (recursive), video or .npy [default: edgekit's photographs].")
+@calibration_options
+def calibrate(bundle: Path, data: Path | None, **opts: Any) -> None:
+    """INT8 calibration: Q/DQ ONNX for TensorRT and for CPUs, FP16, TensorRT cache, accuracy gate.
+
+    \b
+    Example:
+      edgekit calibrate build/inception_v4 --data ./images --method entropy --num-images 500
+    """
+    _calibrate(bundle, data, **opts)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
+@model_option(required=False)
+@weights_option
+@out_option
+@force_option
+@click.option("--int8", is_flag=True, help="Calibrate INT8 (and make FP16) after export.")
+@click.option("--calib-data", type=click.Path(path_type=Path), default=None,
+              help="Calibration images [default: edgekit's general-purpose photographs].")
+@calibration_options
+def build(bundle: Path | None, model: str | None, weights: str, out: Path | None, force: bool, int8: bool,
+          calib_data: Path | None, **opts: Any) -> None:
+    """Export (with --model) and calibrate (with --int8) a bundle, ready for the engine build.
+
+    \b
+    Examples:
+      edgekit build --model inception_v4 --int8 --calib-data ./images -o build/v4-int8
+      edgekit build build/inception_v4 --int8
+    """
+    from edgekit.export import ExportRequest
+    from edgekit.export import export as do_export
+
+    if (bundle is None) == (model is None):
+        raise UsageError("give either a BUNDLE directory or --model NAME (edgekit build --help)")
+    if model is not None:
+        from edgekit import bundle as bundle_mod
+
+        target = out or bundle_mod.default_dir(model.strip().lower().replace("-", "_"), "int8" if int8 else "fp32")
+        bundle = do_export(ExportRequest(model, target, weights, force=force), log=_echo_err).bundle
+    assert bundle is not None
+    if int8:
+        _calibrate(bundle, calib_data, **opts)
+    _echo_err("TensorRT engine: not built; engine building is not implemented yet "
+              "(the bundle's ONNX models are what a TensorRT build takes)")
+    click.echo(str(bundle))
+
+
+@cli.command(name="eval")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Labelled images: DATA/<class>/<images>, folders named as the labels or by index.")
+@click.option("--class-map", type=click.Path(path_type=Path), default=None,
+              help="File mapping folder names to class indices ('folder index' per line).")
+@click.option("--limit", type=int, default=None, help="Use at most this many images.")
+def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None) -> None:
+    """Top-1/top-5 accuracy of every precision in a bundle, side by side.
+
+    \b
+    Example:
+      edgekit eval build/v4-int8 --data ./labelled_val
+    """
+    from edgekit.evaluate import evaluate
+
+    rows = evaluate(bundle, data, class_map, limit)
+    click.echo(f"{'precision':<10} {'top-1':>7} {'top-5':>7}  ({rows[0].images} images)")
+    for r in rows:
+        click.echo(f"{r.precision:<10} {r.top1:>7.2%} {r.top5:>7.2%}")
+
+
 @cli.command()
 @click.option("--model", "-m", default="inception_v3", show_default=True, metavar="NAME")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("build/demo"), show_default=True)

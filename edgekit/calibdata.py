@@ -1,0 +1,192 @@
+"""Calibration and validation images: folders, videos and preprocessed .npy arrays.
+
+Every image goes through :func:`edgekit.preprocess.fit_frame`, the very step the runtime
+applies to camera frames, so calibration sees what the camera will give.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import UsageError
+from edgekit.images import IMAGE_SUFFIXES, read_image
+from edgekit.preprocess import Preprocess, fit_frame
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+FRAMES_PER_VIDEO = 50
+
+
+@dataclass(frozen=True)
+class Item:
+    """One calibration sample: an image file, a video frame, or a row of an .npy array."""
+
+    path: Path
+    index: int = -1  # frame or row; -1 for an image file
+
+    @property
+    def key(self) -> str:
+        return f"{self.path.as_posix()}#{self.index}" if self.index >= 0 else self.path.as_posix()
+
+
+@dataclass
+class Collected:
+    images: np.ndarray  # (N, H, W, 3) uint8 BGR at model size
+    items: list[Item]
+    skipped: list[tuple[Item, str]] = field(default_factory=list)
+
+    def digest(self) -> str:
+        """A hash of the image list, recorded in calibration.json."""
+        h = hashlib.sha256()
+        for it in self.items:
+            h.update(it.key.encode() + b"\n")
+        return h.hexdigest()
+
+
+def default_set() -> Path:
+    """The general-purpose set that ships with edgekit (see calibration/README.md)."""
+    repo = Path(__file__).resolve().parent.parent / "calibration" / "general"
+    if repo.is_dir():
+        return repo
+    return Path(__file__).parent / "data" / "samples"
+
+
+def discover(source: Path, variants: int = 1) -> list[Item]:
+    """All samples under ``source`` in a stable order.
+
+    ``variants`` > 1 turns each image file into that many deterministic crops (for the
+    small general-purpose set that ships with edgekit).
+    """
+    source = Path(source)
+    if not source.exists():
+        raise UsageError(f"calibration data {source} does not exist; give a folder of images, a video or an .npy file")
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    items: list[Item] = []
+    for f in files:
+        suffix = f.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            items.extend([Item(f)] if variants <= 1 else [Item(f, k) for k in range(variants)])
+        elif suffix in VIDEO_SUFFIXES:
+            items.extend(_video_items(f))
+        elif suffix == ".npy":
+            n = _npy_rows(f)
+            items.extend(Item(f, i) for i in range(n))
+    if not items:
+        raise UsageError(
+            f"no images found in {source} (searched recursively for {', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)}, .npy)"
+        )
+    return items
+
+
+def _video_items(path: Path) -> list[Item]:
+    try:
+        import cv2
+    except ImportError as exc:
+        raise UsageError(f'reading video {path} needs OpenCV: pip install "edgekit[video]"') from exc
+    cap = cv2.VideoCapture(str(path))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    cap.release()
+    if n <= 0:
+        return [Item(path, 0)]  # unreadable: reported as skipped when loaded
+    picks = np.unique(np.linspace(0, n - 1, min(n, FRAMES_PER_VIDEO)).round().astype(int))
+    return [Item(path, int(i)) for i in picks]
+
+
+def _npy_rows(path: Path) -> int:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError):
+        return 1  # reported as skipped when loaded
+    return int(arr.shape[0]) if arr.ndim == 4 else 1
+
+
+def split(items: list[Item], holdout: float) -> tuple[list[Item], list[Item]]:
+    """Deterministic calibration/validation split by a hash of each sample's name.
+
+    Crops of one photograph stay together, so no photograph is in both sets.
+    """
+    calib: list[Item] = []
+    val: list[Item] = []
+    for it in items:
+        name = it.path.as_posix() if it.path.suffix.lower() in IMAGE_SUFFIXES else it.key
+        bucket = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (val if bucket < holdout else calib).append(it)
+    return calib, val
+
+
+def load_item(item: Item, pre: Preprocess) -> np.ndarray:
+    """The model-size uint8 BGR image for one sample; UsageError if unreadable."""
+    suffix = item.path.suffix.lower()
+    if suffix == ".npy":
+        arr = np.load(item.path, mmap_mode="r", allow_pickle=False)
+        x = np.asarray(arr[item.index] if arr.ndim == 4 else arr)
+        want = (pre.height, pre.width, 3)
+        if x.shape != want or x.dtype != np.uint8:
+            raise UsageError(f"{item.path} holds {x.dtype} {x.shape}; preprocessed arrays must be uint8 {want} (BGR)")
+        return np.ascontiguousarray(x)
+    if suffix in VIDEO_SUFFIXES:
+        import cv2
+
+        cap = cv2.VideoCapture(str(item.path))
+        try:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, item.index)
+            ok, frame = cap.read()
+        finally:
+            cap.release()
+        if not ok or frame is None:
+            raise UsageError(f"cannot read frame {item.index} of {item.path}")
+        return fit_frame(frame, pre)
+    img = read_image(item.path)
+    if item.index >= 0:
+        img = _variant(img, item.index)
+    return fit_frame(img, pre)
+
+
+def _variant(img: np.ndarray, k: int) -> np.ndarray:
+    """Crop number ``k`` of a photograph: a deterministic scale, position and mirror."""
+    rng = np.random.default_rng(k)
+    h, w = img.shape[:2]
+    scale = 1.0 if k == 0 else float(rng.uniform(0.45, 0.9))
+    ch, cw = max(8, int(h * scale)), max(8, int(w * scale))
+    y0 = int(rng.integers(0, h - ch + 1))
+    x0 = int(rng.integers(0, w - cw + 1))
+    out = img[y0:y0 + ch, x0:x0 + cw]
+    return np.ascontiguousarray(out[:, ::-1] if k % 2 else out)
+
+
+def iter_loaded(items: list[Item], pre: Preprocess) -> Iterator[tuple[Item, np.ndarray | None, str]]:
+    """(item, image or None, why it was skipped) for each item, in order."""
+    for it in items:
+        try:
+            yield it, load_item(it, pre), ""
+        except (UsageError, ValueError, OSError) as exc:
+            yield it, None, str(exc)
+
+
+def collect(items: list[Item], pre: Preprocess, limit: int | None = None) -> Collected:
+    """Load up to ``limit`` usable images, skipping (and recording) unreadable ones."""
+    images: list[np.ndarray] = []
+    used: list[Item] = []
+    skipped: list[tuple[Item, str]] = []
+    for it, img, why in iter_loaded(items, pre):
+        if img is None:
+            skipped.append((it, why))
+            continue
+        images.append(img)
+        used.append(it)
+        if limit is not None and len(images) >= limit:
+            break
+    arr = np.stack(images) if images else np.zeros((0, pre.height, pre.width, 3), np.uint8)
+    return Collected(arr, used, skipped)
+
+
+def skipped_warning(skipped: list[tuple[Item, str]], shown: int = 3) -> str | None:
+    if not skipped:
+        return None
+    names = ", ".join(it.key for it, _ in skipped[:shown])
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"skipped {len(skipped)} unreadable file(s): {names}{more}"
