@@ -1,0 +1,236 @@
+"""INT8 end to end on a model trained here: GoogLeNet on scikit-learn's handwritten digits.
+
+Trained for ~250 steps (about a minute on two cores) to well above chance (10 classes),
+exported through the real pipeline, calibrated on one part of the data, judged on another.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+pytest.importorskip("cv2")
+
+import onnx  # noqa: E402
+
+from edgekit import calibcache, quantize  # noqa: E402
+from edgekit import manifest as mf  # noqa: E402
+from edgekit.calibrate import CalibrateRequest, GateError, calibrate_bundle  # noqa: E402
+from edgekit.errors import UsageError  # noqa: E402
+from edgekit.evaluate import evaluate  # noqa: E402
+from edgekit.export import ExportRequest, export  # noqa: E402
+from tests import digits  # noqa: E402
+
+TRAIN = 1300
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    x, y = digits.images()
+    model = digits.train_googlenet(x[:TRAIN], y[:TRAIN])
+    torch.save(model.state_dict(), root / "digits.pth")
+    (root / "labels.txt").write_text("\n".join(str(i) for i in range(10)) + "\n")
+    fp32 = export(ExportRequest("googlenet", root / "fp32", weights=str(root / "digits.pth"), input_size=64,
+                                labels=root / "labels.txt")).bundle
+    digits.write_folder(root / "calib", x[:TRAIN:4], y[:TRAIN:4], by_class=False)  # 325 training images
+    digits.write_folder(root / "val", x[TRAIN:], y[TRAIN:])  # 497 held out, by class
+    const = root / "constant"
+    digits.write_folder(const, np.full((40, 64, 64, 3), 128, np.uint8), np.zeros(40, int), by_class=False)
+    return root, fp32
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(trained):
+    root, fp32 = trained
+    b = root / "int8"
+    shutil.copytree(fp32, b)
+    res = calibrate_bundle(CalibrateRequest(b, root / "calib", method="entropy", val_data=root / "val"))
+    return b, res
+
+
+def test_model_learned_and_int8_keeps_accuracy_within_one_point(trained, int8_bundle):
+    root, _ = trained
+    b, res = int8_bundle
+    acc = {a.precision: a for a in evaluate(b, root / "val")}
+    assert acc["fp32"].images == 497
+    assert acc["fp32"].top1 > 0.8  # chance is 0.1
+    assert abs(acc["int8"].top1 - acc["fp32"].top1) <= 0.01
+    assert abs(acc["int8-cpu"].top1 - acc["fp32"].top1) <= 0.01
+    assert abs(acc["fp16"].top1 - acc["fp32"].top1) <= 0.002
+    assert res.figures["int8"]["top1_agreement"] >= 0.99
+    assert res.figures["fp16"]["top1_agreement"] >= 0.999
+
+
+def test_manifest_records_artifacts_and_figures(int8_bundle):
+    b, _ = int8_bundle
+    man = mf.read(b)
+    for prec in ("fp32", "fp16", "int8", "int8-cpu"):
+        assert man.artifact("onnx", prec) is not None
+    paths = {a.path for a in man.artifacts}
+    assert {"calibration.cache", "calibration.json"} <= paths
+    v = man.validation["int8"]
+    assert v["method"] == "entropy" and v["calibration_images"] == 325 and v["validation_images"] == 497
+    assert v["tensorrt"]["top1_agreement"] >= 0.99 and v["fallback_layers"] == []
+    assert "fp16" in man.validation
+    assert not [p for p in b.iterdir() if p.name.startswith(".calibrate-")]  # no leftovers
+
+
+def test_tensorrt_qdq_model_structure(int8_bundle):
+    b, _ = int8_bundle
+    m = onnx.load(str(b / "model.int8.onnx"))
+    inits = {i.name: i for i in m.graph.initializer}
+    # float biases: nothing quantized to int32
+    assert not [i for i in m.graph.initializer if i.data_type == onnx.TensorProto.INT32]
+    qs = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs
+    for n in qs:  # symmetric int8 activations: zero point 0, int8
+        zp = onnx.numpy_helper.to_array(inits[n.input[2]])
+        assert zp.dtype == np.int8 and not zp.any()
+    per_channel = [n for n in m.graph.node if n.op_type == "DequantizeLinear"
+                   and onnx.numpy_helper.to_array(inits[n.input[1]]).size > 1]
+    assert len(per_channel) >= 50  # every conv's weights, per output channel
+    # preprocessing stays float: its nodes are kept and none of their outputs but the last is quantized
+    pre = quantize.preprocessing_nodes(onnx.load(str(b / "model.onnx")))
+    nodes = {n.name: n for n in m.graph.node}
+    assert [nodes[p].op_type for p in pre] == ["Cast", "Transpose", "Gather", "Mul", "Add"]
+    quantized_inputs = {n.input[0] for n in qs}
+    assert not {o for p in pre[:-1] for o in nodes[p].output} & quantized_inputs
+
+
+def test_cpu_variant_uses_uint8_activations(int8_bundle):
+    b, _ = int8_bundle
+    m = onnx.load(str(b / "model.int8-cpu.onnx"))
+    inits = {i.name: i for i in m.graph.initializer}
+    zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in m.graph.node
+           if n.op_type == "QuantizeLinear" and n.input[2] in inits]
+    assert zps and all(z.dtype == np.uint8 for z in zps)
+
+
+def test_fp16_model_keeps_io_types(int8_bundle):
+    b, _ = int8_bundle
+    m = onnx.load(str(b / "model.fp16.onnx"))
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)
+
+
+def test_calibration_cache_and_json(int8_bundle):
+    b, _ = int8_bundle
+    cache = calibcache.loads((b / "calibration.cache").read_text())
+    assert cache.version == 100300 and cache.algorithm == "EntropyCalibration2"
+    fp32 = onnx.load(str(b / "model.onnx"))
+    tensors = {o for n in fp32.graph.node for o in n.output}
+    assert set(cache.scales) <= tensors | {fp32.graph.input[0].name}
+    assert len(cache.scales) > 50
+    data = json.loads((b / "calibration.json").read_text())
+    assert data["images"] == 325 and len(data["image_list_sha256"]) == 64
+    name = next(iter(cache.scales))
+    assert cache.amax(name) == pytest.approx(data["tensors"][name]["amax"], rel=1e-6)
+
+
+def test_tensorrt_rtx_builds_int8_and_fp16(int8_bundle):
+    pytest.importorskip("tensorrt_rtx")
+    from edgekit.trt.build import build_engine
+
+    b, _ = int8_bundle
+    for name in ("model.int8.onnx", "model.fp16.onnx"):
+        built = build_engine(b / name, (1, 4, 8), prefer="tensorrt_rtx")
+        assert len(built.plan) > 1_000_000
+
+
+def test_gate_catches_constant_image_calibration(trained):
+    root, fp32 = trained
+    b = root / "broken"
+    shutil.copytree(fp32, b)
+    before = (b / "manifest.json").read_text()
+    with pytest.raises(GateError) as e:
+        calibrate_bundle(CalibrateRequest(b, root / "constant", val_data=root / "val"))
+    msg = str(e.value)
+    assert "accuracy gate failed" in msg and "--fallback auto" in msg and "Nothing was written" in msg
+    assert (b / "manifest.json").read_text() == before
+    assert sorted(p.name for p in b.iterdir()) == ["labels.txt", "manifest.json", "model.onnx"]
+
+
+def test_fallback_auto_finds_a_deliberately_broken_layer(trained, monkeypatch):
+    """One tensor's range is shrunk 100x: the gate fails; fallback keeps its consumer in FP32."""
+    root, fp32 = trained
+    b = root / "fallback"
+    shutil.copytree(fp32, b)
+    broken_tensor = "/model/inception4c/branch2/branch2.0/Relu_output_0"
+    consumer = "/model/inception4c/branch2/branch2.1/conv/Conv"
+    real = quantize.calibrate
+
+    def sabotaged(*args, **kwargs):
+        cal = real(*args, **kwargs)
+        td = cal.tensors_data.data[broken_tensor]
+        td.lowest, td.highest = td.lowest / 100, td.highest / 100
+        return cal
+
+    monkeypatch.setattr(quantize, "calibrate", sabotaged)
+    with pytest.raises(GateError):
+        calibrate_bundle(CalibrateRequest(b, root / "calib", val_data=root / "val"))
+    res = calibrate_bundle(CalibrateRequest(b, root / "calib", val_data=root / "val", fallback="auto"))
+    assert consumer in res.fallback_layers and len(res.fallback_layers) <= 3
+    assert mf.read(b).validation["int8"]["fallback_layers"] == res.fallback_layers
+
+
+def test_too_few_images_gives_both_counts(trained):
+    root, fp32 = trained
+    with pytest.raises(UsageError, match=r"asked for 1000 calibration images but .* has only \d+ usable"):
+        calibrate_bundle(CalibrateRequest(fp32, root / "calib", num_images=1000, val_data=root / "val"))
+
+
+def test_overlapping_validation_refused(trained):
+    root, fp32 = trained
+    with pytest.raises(UsageError, match="must not overlap"):
+        calibrate_bundle(CalibrateRequest(fp32, root / "val", val_data=root / "val"))
+
+
+def test_cli_calibrate_eval_and_build(trained, tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    root, fp32 = trained
+    b = tmp_path / "cli"
+    shutil.copytree(fp32, b)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["calibrate", str(b), "--data", str(root / "calib"), "--val-data", str(root / "val"),
+                              "--method", "minmax"])
+    assert res.exit_code == 0, res.output
+    assert "int8-cpu" in res.stdout and "images/s" in res.stderr and "ETA" in res.stderr
+    res = runner.invoke(cli, ["eval", str(b), "--data", str(root / "val")])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert "497 images" in lines[0] and {ln.split()[0] for ln in lines[1:]} == {"fp32", "fp16", "int8", "int8-cpu"}
+    res = runner.invoke(cli, ["build", str(b), "--int8", "--calib-data", str(root / "constant"),
+                              "--val-data", str(root / "val")])
+    assert res.exit_code != 0 and isinstance(res.exception, GateError)
+
+
+def test_eval_class_map_and_bad_folders(trained, tmp_path):
+    root, fp32 = trained
+    mapping = tmp_path / "map.txt"
+    mapping.write_text("\n".join(f"{i} {i}" for i in range(10)))
+    rows = evaluate(fp32, root / "val", mapping)
+    assert rows[0].precision == "fp32" and rows[0].top1 > 0.8
+    bad = tmp_path / "bad"
+    (bad / "zebra").mkdir(parents=True)
+    with pytest.raises(UsageError, match="neither one of the bundle's labels"):
+        evaluate(fp32, bad)
+
+
+def test_default_calibration_set_notice(trained, tmp_path):
+    _, fp32 = trained
+    b = tmp_path / "d"
+    shutil.copytree(fp32, b)
+    said: list[str] = []
+    calibrate_bundle(CalibrateRequest(b, None, min_agreement=0.0), log=said.append)
+    assert any("own camera" in s for s in said)
+    assert mf.read(b).validation["int8"]["calibration_images"] > 40

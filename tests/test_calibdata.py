@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit import calibdata
+from edgekit.errors import UsageError
+from edgekit.preprocess import Preprocess
+
+cv2 = pytest.importorskip("cv2")
+PRE = Preprocess(32, 32)
+
+
+def _img(seed):
+    return np.random.default_rng(seed).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for i, ext in enumerate(["jpg", "png", "bmp", "webp"]):
+        cv2.imwrite(str(tmp_path / "a" / f"img{i}.{ext}"), _img(i))
+    cv2.imwrite(str(tmp_path / "a" / "b" / "deep.png"), _img(9))
+    (tmp_path / "a" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    (tmp_path / "a" / "notes.txt").write_text("ignored")
+    return tmp_path / "a"
+
+
+def test_discover_is_recursive_and_typed(folder):
+    items = calibdata.discover(folder)
+    names = sorted(i.path.name for i in items)
+    assert names == ["broken.jpg", "deep.png", "img0.jpg", "img1.png", "img2.bmp", "img3.webp"]
+
+
+def test_corrupt_files_are_skipped_counted_and_named(folder):
+    col = calibdata.collect(calibdata.discover(folder), PRE)
+    assert len(col.items) == 5 and col.images.shape == (5, 32, 32, 3)
+    warn = calibdata.skipped_warning(col.skipped)
+    assert warn is not None and "skipped 1 unreadable" in warn and "broken.jpg" in warn
+
+
+def test_video_frames_are_sampled_evenly(tmp_path):
+    path = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 40))
+    for i in range(120):
+        frame = np.full((40, 48, 3), i * 2, np.uint8)
+        w.write(frame)
+    w.release()
+    items = calibdata.discover(path)
+    assert len(items) == calibdata.FRAMES_PER_VIDEO
+    idx = [i.index for i in items]
+    assert idx[0] == 0 and idx[-1] == 119 and np.all(np.diff(idx) > 0)
+    col = calibdata.collect(items[:3], PRE)
+    assert col.images.shape == (3, 32, 32, 3)
+    assert col.images[2].mean() > col.images[0].mean()  # later frames are brighter
+
+
+def test_npy_preprocessed_arrays(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", arr)
+    col = calibdata.collect(calibdata.discover(tmp_path / "x.npy"), PRE)
+    np.testing.assert_array_equal(col.images, arr)
+    np.save(tmp_path / "bad.npy", np.zeros((2, 10, 10, 3), np.float32))
+    with pytest.raises(UsageError, match="must be uint8"):
+        calibdata.load_item(calibdata.discover(tmp_path / "bad.npy")[0], PRE)
+
+
+def test_split_is_deterministic_disjoint_and_keeps_crops_together(folder):
+    items = calibdata.discover(folder, variants=4)
+    a1, b1 = calibdata.split(items, 0.3)
+    a2, b2 = calibdata.split(items, 0.3)
+    assert a1 == a2 and b1 == b2 and len(a1) + len(b1) == len(items)
+    assert not {i.path for i in a1} & {i.path for i in b1}
+
+
+def test_missing_and_empty_sources(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        calibdata.discover(tmp_path / "nope")
+    with pytest.raises(UsageError, match="no images found"):
+        calibdata.discover(tmp_path)
+
+
+def test_default_set_is_real_photographs():
+    items = calibdata.discover(calibdata.default_set(), variants=8)
+    assert len(items) >= 80
+    col = calibdata.collect(items[:8], PRE)
+    assert col.images.std() > 20  # real content, not blank
