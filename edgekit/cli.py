@@ -289,35 +289,123 @@ def calibrate(bundle: Path, data: Path | None, **opts: Any) -> None:
 @weights_option
 @out_option
 @force_option
-@click.option("--int8", is_flag=True, help="Calibrate INT8 (and make FP16) after export.")
+@click.option("--int8", "precision", flag_value="int8", help="INT8 engine (calibrates first if needed).")
+@click.option("--fp16", "precision", flag_value="fp16", help="FP16 engine.")
+@click.option("--fp32", "precision", flag_value="fp32", help="FP32 engine.")
+@click.option("--profile", "profile", default=None, metavar="NAME|PATH",
+              help="Device profile [default: detect this machine] (edgekit profiles lists them).")
+@click.option("--dla", type=int, default=None, metavar="CORE", help="Build for a DLA core, with GPU fallback.")
+@click.option("--batch", "batch_text", default=None, metavar="N|MIN:OPT:MAX",
+              help="Optimisation profile for the batch dimension [default: the profile's].")
+@click.option("--workspace", type=int, default=None, metavar="MIB", help="Builder workspace limit.")
+@click.option("--opt-level", type=click.IntRange(0, 5), default=None, help="Builder optimisation level.")
+@click.option("--version-compatible", is_flag=True, help="Engine loadable by later TensorRT versions (8.6+).")
+@click.option("--hardware-compatible", is_flag=True, help="Engine for any Ampere+ desktop GPU (not Jetson).")
+@click.option("--rebuild", is_flag=True, help="Rebuild even when a matching engine is cached.")
 @click.option("--calib-data", type=click.Path(path_type=Path), default=None,
               help="Calibration images [default: edgekit's general-purpose photographs].")
 @calibration_options
-def build(bundle: Path | None, model: str | None, weights: str, out: Path | None, force: bool, int8: bool,
-          calib_data: Path | None, **opts: Any) -> None:
-    """Export (with --model) and calibrate (with --int8) a bundle, ready for the engine build.
+def build(bundle: Path | None, model: str | None, weights: str, out: Path | None, force: bool,
+          precision: str | None, profile: str | None, dla: int | None, batch_text: str | None,
+          workspace: int | None, opt_level: int | None, version_compatible: bool, hardware_compatible: bool,
+          rebuild: bool, calib_data: Path | None, **opts: Any) -> None:
+    """Build a TensorRT engine for this device (or --profile) from a bundle or a zoo model.
+
+    With --model, export (and for INT8, calibration) run first. On a Jetson, a bundle made on
+    a desktop builds without torch installed.
 
     \b
     Examples:
-      edgekit build --model inception_v4 --int8 --calib-data ./images -o build/v4-int8
-      edgekit build build/inception_v4 --int8
+      edgekit build --model inception_v4 --int8 --calib-data ./images
+      edgekit build build/v4-int8 --profile jetson-agx-orin --dla 0
+      edgekit build build/v4-int8 --fp16 --batch 1:4:8
     """
-    from edgekit.export import ExportRequest
-    from edgekit.export import export as do_export
+    from edgekit import bundle as bundle_mod
+    from edgekit import manifest as mf
+    from edgekit import profiles as prof_mod
+    from edgekit.engine import EngineRequest, parse_batch
+    from edgekit.engine import build as build_engine
 
     if (bundle is None) == (model is None):
         raise UsageError("give either a BUNDLE directory or --model NAME (edgekit build --help)")
+    # refuse what the device cannot honour before any work
+    prof = prof_mod.get(profile) if profile else prof_mod.detect()[0]
+    batch = parse_batch(batch_text) if batch_text else None
+    if prof.kind != "cpu":
+        prof_mod.check_request(prof, precision or prof.default_precision, dla, batch, workspace)
     if model is not None:
-        from edgekit import bundle as bundle_mod
+        from edgekit.export import ExportRequest
+        from edgekit.export import export as do_export
 
-        target = out or bundle_mod.default_dir(model.strip().lower().replace("-", "_"), "int8" if int8 else "fp32")
+        name = model.strip().lower().replace("-", "_")
+        target = out or bundle_mod.default_dir(name, precision or "fp32")
         bundle = do_export(ExportRequest(model, target, weights, force=force), log=_echo_err).bundle
     assert bundle is not None
-    if int8:
+    man = mf.read(bundle)
+    want = precision or (prof.default_precision if prof.kind != "cpu" else None)
+    if want in ("int8", "fp16") and man.artifact("onnx", want) is None:
         _calibrate(bundle, calib_data, **opts)
-    _echo_err("TensorRT engine: not built; engine building is not implemented yet "
-              "(the bundle's ONNX models are what a TensorRT build takes)")
-    click.echo(str(bundle))
+    if prof.kind == "cpu" and profile is None:
+        _echo_err("no NVIDIA GPU or Jetson detected: no TensorRT engine built; the bundle runs on ONNX Runtime "
+                  "(edgekit build BUNDLE on the device, or --profile NAME to build ahead of time with TensorRT-RTX)")
+        click.echo(str(bundle))
+        return
+    from edgekit.deps import available
+
+    if not (available("tensorrt") or available("tensorrt_rtx")):
+        _echo_err("TensorRT is not installed here: no engine built; copy the bundle to the device and run "
+                  "edgekit build BUNDLE there (JetPack provides TensorRT)")
+        click.echo(str(bundle))
+        return
+    res = build_engine(EngineRequest(bundle, precision, profile, dla, batch, workspace, opt_level,
+                                     version_compatible, hardware_compatible, rebuild), log=_echo_err)
+    click.echo(f"{res.path}  ({res.entry['precision']}, {res.entry['trt_flavour']} {res.entry['trt_version']}, "
+               f"{res.entry['device']}{', reused' if res.reused else ''})")
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def profiles(ctx: click.Context) -> None:
+    """The device profiles, and which one this machine matches.
+
+    \b
+    Examples:
+      edgekit profiles
+      edgekit profiles show jetson-orin-nano
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgekit import profiles as prof_mod
+
+    here, dev = prof_mod.detect()
+    rows = [("", "name", "kind", "cc", "fast", "DLA", "batch", "description")]
+    for p in prof_mod.all_profiles():
+        rows.append(("*" if p.name == here.name else "", p.name, p.kind, ",".join(p.compute_capability),
+                     ",".join(p.fast_precisions), str(p.dla_cores), f"{p.batch.min}:{p.batch.opt}:{p.batch.max}",
+                     p.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    seen = dev.model or dev.gpu_name or "no NVIDIA GPU"
+    click.echo(f"\nthis machine: {seen}" + (f", L4T {dev.l4t}" if dev.l4t else "") + f" -> {here.name}")
+
+
+@profiles.command("show")
+@click.argument("name")
+def profiles_show(name: str) -> None:
+    """Print one profile (a name or a YAML path), with its sources.
+
+    \b
+    Example:
+      edgekit profiles show jetson-orin-nano
+    """
+    import yaml
+
+    from edgekit import profiles as prof_mod
+
+    p = prof_mod.get(name)
+    click.echo(f"# {p.path}")
+    click.echo(yaml.safe_dump(p.raw, sort_keys=False, width=100).rstrip())
 
 
 @cli.command(name="eval")

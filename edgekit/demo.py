@@ -1,4 +1,5 @@
-"""The main job: export a model with real weights where possible and classify real photos."""
+"""The main job: export a model with real weights where possible, calibrate INT8 on real
+photographs, and classify real photos with FP32 and INT8 side by side."""
 
 from __future__ import annotations
 
@@ -26,15 +27,31 @@ def run_demo(model: str, out: Path, say: Out, note: Out) -> None:
         random_weights = True
         export(ExportRequest(model, out, "random", force=True), log=note)
 
+    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+
+    # Random weights have no accuracy to keep: the gate is opened for them (and says so).
+    gate = 0.0 if random_weights else 0.99
+    if random_weights:
+        note("INT8 accuracy gate opened (--min-agreement 0): random weights have no accuracy to keep")
+    res = calibrate_bundle(CalibrateRequest(out, None, min_agreement=gate, fallback="auto"), log=note)
+    for prec, fig in res.figures.items():
+        say(f"{prec:<9} vs FP32 on held-out photographs: top-1 agreement {fig['top1_agreement']:.3f}, "
+            f"cosine {fig['cosine']:.4f}")
+
     from edgekit.classifier import load
 
-    with load(out) as clf:
-        say(f"classifying {len(sample_images())} photographs with {out} on {clf.runner.description}")
-        clf.classify(read_image(sample_images()[0]))  # warm-up
-        for p in sample_images():
-            pred = clf.classify(read_image(p), topk=5)
-            say(f"{p.name}  {pred.latency_ms:.1f} ms/image")
-            for lb, s in zip(pred.labels, pred.scores, strict=False):
-                say(f"  {s:6.1%}  {lb}")
+    photos = sample_images()
+    with load(out, precision="fp32") as fp32, load(out, precision="int8-cpu") as int8:
+        say(f"classifying {len(photos)} photographs with {out} on {fp32.runner.description}")
+        for clf in (fp32, int8):
+            clf.classify(read_image(photos[0]))  # warm-up
+        for p in photos:
+            img = read_image(p)
+            a = fp32.classify(img, topk=5)
+            b = int8.classify(img, topk=5)
+            say(f"{p.name}   FP32 {a.latency_ms:.1f} ms/image   INT8 {b.latency_ms:.1f} ms/image")
+            for (la, sa), (lb, sb) in zip(zip(a.labels, a.scores, strict=True), zip(b.labels, b.scores, strict=True),
+                                         strict=True):
+                say(f"  {sa:6.1%}  {la:<28.28} | {sb:6.1%}  {lb}")
     if random_weights:
         say("(random weights: labels are meaningless; run with internet access for ImageNet weights)")

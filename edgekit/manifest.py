@@ -179,6 +179,9 @@ def parse(text: str, source: str) -> Manifest:
         arts.append(Artifact(path, ar.get("kind", str), sha, ar.get("bytes", int), precision))
     labels = safe_relpath(source, r.get("labels", str), "labels")
     engines = tuple(r.get("engines", list, optional=True) or ())
+    for i, e in enumerate(engines):
+        er = _Reader(source, e, f"engines[{i}]")
+        safe_relpath(source, er.get("path", str), f"engines[{i}].path")
     return Manifest(
         model=model, input=_tensor(r.sub("input")), output=_tensor(r.sub("output")),
         preprocess=pre, labels=labels, artifacts=tuple(arts), engines=engines,

@@ -110,7 +110,9 @@ def calibrate(onnx_path: Path, images: np.ndarray, method: str = "entropy", perc
     # Entropy: ONNX Runtime collects |x| histograms (its percentile collector); the
     # threshold search is TensorRT's (edgekit.entropy). Percentile, minmax: ONNX Runtime.
     collect_as = "percentile" if method == "entropy" else method
-    extra: dict[str, Any] = {"symmetric": True}
+    # Ranges are kept one-sided where the data is (a ReLU's output is never negative): the
+    # TensorRT model symmetrises them (ActivationSymmetric), the CPU model's uint8 uses them as they are.
+    extra: dict[str, Any] = {"symmetric": collect_as != "minmax"}
     if collect_as == "percentile":
         extra.update(num_bins=2048, percentile=percentile)
     t0 = time.perf_counter()
@@ -128,16 +130,22 @@ def calibrate(onnx_path: Path, images: np.ndarray, method: str = "entropy", perc
             calibrator.collect_data(_Chunk(input_name, chunk, step))
             if progress:
                 progress(min(len(images), start + per_pass), len(images))
-        if method == "entropy":
+        if method == "minmax":
+            data = calibrator.compute_data()
+        else:
             from onnxruntime.quantization.calibrate import TensorData, TensorsData
 
-            from edgekit.entropy import entropy_amax
+            hists = calibrator.collector.histogram_dict
+            if method == "entropy":
+                from edgekit.entropy import entropy_amax
 
-            amax = {name: entropy_amax(h[0], h[1]) for name, h in calibrator.collector.histogram_dict.items()}
-            data = TensorsData(_ort_method("entropy"), {
-                k: TensorData(lowest=np.float32(-a), highest=np.float32(a)) for k, a in amax.items()})
-        else:
-            data = calibrator.compute_data()
+                amax = {name: entropy_amax(h[0], h[1]) for name, h in hists.items()}
+            else:
+                amax = {name: float(np.asarray(td.range_value[1]).ravel()[0])
+                        for name, td in calibrator.compute_data().data.items()}
+            data = TensorsData(_ort_method(method), {
+                k: TensorData(lowest=np.float32(max(float(hists[k][2]), -a)), highest=np.float32(a))
+                for k, a in amax.items()})
     ranges = {}
     for name, td in data.data.items():
         lo, hi = (td.range_value if hasattr(td, "range_value") else td)[:2]

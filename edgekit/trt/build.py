@@ -1,22 +1,37 @@
-"""Building TensorRT engines from typed ONNX (gpu tier).
+"""Building TensorRT engines (gpu tier), driven by the compatibility table.
 
-Strongly typed networks: precision comes from the ONNX (FP16 weights, Q/DQ INT8). With
-TensorRT-RTX the build runs ahead of time on the CPU; the engine is JIT-compiled on the GPU
-at load. (Per-device profiles, caching and older TensorRT versions: see the engine issue.)
+Never constructs a Runtime: building works without a GPU on TensorRT-RTX.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.trt.parse import load_trt, network_flags
+from edgekit.trt import compat
+from edgekit.trt.parse import load_trt
 
 
 class BuildError(EdgekitError):
     """TensorRT refused the model or ran out of resources."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    batch: tuple[int, int, int] = (1, 1, 1)
+    workspace_mib: int | None = None
+    opt_level: int | None = None
+    dla_core: int | None = None
+    target_cc: str | None = None  # ahead-of-time target (TensorRT-RTX)
+    version_compatible: bool = False
+    hardware_compatible: bool = False
+    timing_cache: bytes | None = None
+    calibration_cache: str | None = None  # for the implicit-INT8 (DLA) path
 
 
 @dataclass(frozen=True)
@@ -25,56 +40,131 @@ class Built:
     flavour: str
     version: str
     seconds: float
+    timing_cache: bytes | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
 
-class _Logger:
-    """Keeps TensorRT's last messages for error reports."""
+def _recorder(trt: ModuleType) -> Any:
+    base = trt.ILogger
 
-    def __init__(self, trt: object) -> None:
-        base = trt.ILogger  # type: ignore[attr-defined]
+    class Recorder(base):  # type: ignore[misc,valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.lines: list[str] = []
 
-        class Recorder(base):  # type: ignore[misc,valid-type]
-            def __init__(self) -> None:
-                base.__init__(self)
-                self.lines: list[str] = []
+        def log(self, severity: Any, msg: str) -> None:
+            if severity <= trt.ILogger.Severity.WARNING:
+                self.lines.append(msg)
 
-            def log(self, severity: object, msg: str) -> None:
-                if severity <= trt.ILogger.Severity.WARNING:  # type: ignore[attr-defined]
-                    self.lines.append(msg)
-
-        self.logger = Recorder()
+    return Recorder()
 
 
-def build_engine(onnx_path: str | Path, batch: tuple[int, int, int] = (1, 1, 1), workspace_mib: int | None = None,
-                 prefer: str | None = None) -> Built:
+def _calibrator(trt: ModuleType, cache_text: str) -> Any:
+    """Serves the bundle's calibration cache; rewrites the header for the running TensorRT
+    (which ignores a cache of another version) and never asks for a calibration batch."""
+    from edgekit import calibcache
+
+    cache = calibcache.loads(cache_text)
+    cache = calibcache.CalibrationCache(calibcache.trt_version_number(trt.__version__), "EntropyCalibration2",
+                                        cache.scales)
+    data = calibcache.dumps(cache).encode()
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> None:
+            return None
+
+        def read_calibration_cache(self) -> bytes:
+            return data
+
+        def write_calibration_cache(self, cache: bytes) -> None:
+            return None
+
+    return CacheCalibrator()
+
+
+def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildOptions | None = None,
+                 prefer: str | None = None, log: Callable[[str], None] | None = None) -> Built:
+    """Build one engine; ``onnx_path`` must be the ONNX the strategy names (see compat.strategy)."""
+    opts = options or BuildOptions()
     trt = load_trt(prefer)
-    rec = _Logger(trt).logger
+    feats = compat.features(trt.__name__, trt.__version__)
+    strat = compat.strategy(feats, precision, opts.dla_core is not None)
+    say = log or (lambda _: None)
+    rec = _recorder(trt)
+    phases: dict[str, float] = {}
     t0 = time.perf_counter()
     builder = trt.Builder(rec)
-    flags = network_flags(trt)
+    flags = 0
     ncf = trt.NetworkDefinitionCreationFlag
-    if hasattr(ncf, "STRONGLY_TYPED"):
+    if feats.explicit_batch_flag:
+        flags |= 1 << int(ncf.EXPLICIT_BATCH)
+    if strat.strongly_typed and feats.strongly_typed_flag:
         flags |= 1 << int(ncf.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, rec)
+    say(f"parsing {Path(onnx_path).name} with {trt.__name__} {trt.__version__}")
     if not parser.parse_from_file(str(onnx_path)):
         errs = [parser.get_error(i) for i in range(parser.num_errors)]
         detail = "; ".join(f"node {e.node_name() if hasattr(e, 'node_name') else e.node()} "
                            f"({e.node_operator() if hasattr(e, 'node_operator') else '?'}): {e.desc()}" for e in errs)
-        raise BuildError(f"TensorRT's ONNX parser refused {onnx_path}: {detail or 'no details'}")
+        raise BuildError(f"TensorRT's ONNX parser refused {Path(onnx_path).name}: {detail or 'no details'}; "
+                         "re-export the bundle, or report the node above")
+    phases["parse"] = time.perf_counter() - t0
     config = builder.create_builder_config()
-    if workspace_mib:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if opts.workspace_mib:
+        if feats.memory_pools:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
+        else:
+            config.max_workspace_size = opts.workspace_mib << 20
+    if opts.opt_level is not None and feats.opt_level:
+        config.builder_optimization_level = opts.opt_level
+    for name in strat.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if opts.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = opts.dla_core
+    if strat.calibrator:
+        if not opts.calibration_cache:
+            raise BuildError("INT8 on DLA with this TensorRT needs the bundle's calibration.cache; "
+                             "run edgekit calibrate first")
+        config.int8_calibrator = _calibrator(trt, opts.calibration_cache)
+    if opts.version_compatible and feats.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if opts.hardware_compatible and feats.hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if opts.target_cc and feats.target_compute_capability:
+        sm = getattr(trt.ComputeCapability, "SM" + opts.target_cc.replace(".", ""), None)
+        if sm is None:
+            raise BuildError(f"{trt.__name__} {trt.__version__} cannot target compute capability {opts.target_cc}")
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(sm, 0)
+    cache = None
+    if feats.timing_cache:
+        cache = config.create_timing_cache(opts.timing_cache or b"")
+        config.set_timing_cache(cache, ignore_mismatch=True)
     inp = network.get_input(0)
     if inp.shape[0] == -1:
-        lo, opt, hi = batch
+        lo, opt, hi = opts.batch
         profile = builder.create_optimization_profile()
         rest = list(inp.shape)[1:]
         profile.set_shape(inp.name, [lo, *rest], [opt, *rest], [hi, *rest])
         config.add_optimization_profile(profile)
+    say(f"building ({precision}, batch {opts.batch[0]}:{opts.batch[1]}:{opts.batch[2]}"
+        + (f", DLA {opts.dla_core}" if opts.dla_core is not None else "") + "); this can take minutes on a Jetson")
+    t1 = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
+    phases["build"] = time.perf_counter() - t1
     if plan is None:
         tail = " | ".join(rec.lines[-3:]) or "no message"
-        raise BuildError(f"TensorRT could not build {onnx_path}: {tail}; if it ran out of memory, "
-                         "lower the workspace or the maximum batch")
-    return Built(bytes(plan), trt.__name__, trt.__version__, time.perf_counter() - t0)
+        oom = any(w in tail.lower() for w in ("memory", "alloc", "workspace"))
+        fix = ("out of memory: use a smaller --workspace or --batch (on a Nano, add swap)" if oom
+               else "check the lines above; a smaller --batch or --workspace often helps")
+        raise BuildError(f"TensorRT could not build {Path(onnx_path).name}: {tail}; {fix}")
+    timing = bytes(cache.serialize()) if cache is not None else None
+    return Built(bytes(plan), trt.__name__, trt.__version__, time.perf_counter() - t0, timing, phases)

@@ -136,11 +136,11 @@ def test_calibration_cache_and_json(int8_bundle):
 
 def test_tensorrt_rtx_builds_int8_and_fp16(int8_bundle):
     pytest.importorskip("tensorrt_rtx")
-    from edgekit.trt.build import build_engine
+    from edgekit.trt.build import BuildOptions, build_engine
 
     b, _ = int8_bundle
     for name in ("model.int8.onnx", "model.fp16.onnx"):
-        built = build_engine(b / name, (1, 4, 8), prefer="tensorrt_rtx")
+        built = build_engine(b / name, name.split(".")[1], BuildOptions(batch=(1, 4, 8)), prefer="tensorrt_rtx")
         assert len(built.plan) > 1_000_000
 
 
@@ -234,3 +234,18 @@ def test_default_calibration_set_notice(trained, tmp_path):
     calibrate_bundle(CalibrateRequest(b, None, min_agreement=0.0), log=said.append)
     assert any("own camera" in s for s in said)
     assert mf.read(b).validation["int8"]["calibration_images"] > 40
+
+
+def test_interrupted_calibration_leaves_the_bundle_as_it_was(trained, monkeypatch):
+    root, fp32 = trained
+    b = root / "interrupted"
+    shutil.copytree(fp32, b)
+    before = sorted(p.name for p in b.iterdir())
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quantize, "to_fp16", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_bundle(CalibrateRequest(b, root / "calib", val_data=root / "val"))
+    assert sorted(p.name for p in b.iterdir()) == before

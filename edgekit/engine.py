@@ -1,0 +1,169 @@
+"""`edgekit build BUNDLE`: a TensorRT engine for one device profile, cached in the bundle.
+
+The cache key covers the ONNX's sha256, precision, TensorRT flavour and version, profile and
+compute capability, DLA core, batch shapes, workspace and optimisation level: a matching
+engine is reused, anything else rebuilds. Plans stay plain TensorRT plans (trtexec,
+DeepStream and Triton load them); their metadata goes in the manifest. A timing cache per
+device and TensorRT version makes rebuilds faster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgekit import bundle as bundle_mod
+from edgekit import manifest as mf
+from edgekit import profiles as prof_mod
+from edgekit.errors import UsageError
+from edgekit.hashing import sha256_file
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    bundle: Path
+    precision: str | None = None  # None: the profile's default
+    profile: str | None = None  # name or YAML path; None: detect this machine
+    dla: int | None = None
+    batch: prof_mod.Batch | None = None
+    workspace_mib: int | None = None
+    opt_level: int | None = None
+    version_compatible: bool = False
+    hardware_compatible: bool = False
+    force: bool = False
+    prefer: str | None = None  # "tensorrt" or "tensorrt_rtx"
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    path: Path
+    entry: dict[str, Any]
+    reused: bool
+
+
+def parse_batch(text: str) -> prof_mod.Batch:
+    """'8' or 'min:opt:max'."""
+    try:
+        parts = [int(p) for p in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = [1, parts[0], parts[0]]
+    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
+        raise UsageError(f"--batch must be N or min:opt:max with 1 <= min <= opt <= max, got {text!r}")
+    return prof_mod.Batch(*parts)
+
+
+def timing_cache_path(profile: str, flavour: str, version: str) -> Path:
+    root = Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit"))
+    return root / "timing" / f"{profile}-{flavour}-{version}.cache"
+
+
+def cache_key(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
+    man = mf.read(req.bundle)
+    profile = prof_mod.get(req.profile) if req.profile else prof_mod.detect()[0]
+    if req.profile is None:
+        log(f"profile: {profile.name} (detected)")
+    if profile.kind == "cpu":
+        raise UsageError(
+            "no NVIDIA GPU or Jetson detected (profile 'cpu'): there is no engine to build, the bundle runs on "
+            "ONNX Runtime; to build ahead of time with TensorRT-RTX name an RTX profile, e.g. --profile desktop-ada"
+        )
+    precision = req.precision or profile.default_precision
+    batch = req.batch or profile.batch
+    workspace = req.workspace_mib or profile.workspace_mib
+    prof_mod.check_request(profile, precision, req.dla, batch, req.workspace_mib)
+
+    from edgekit.trt import compat
+    from edgekit.trt.build import BuildOptions, build_engine
+    from edgekit.trt.parse import load_trt
+
+    trt = load_trt(req.prefer)
+    if trt.__name__ == "tensorrt_rtx" and not profile.tensorrt_rtx:
+        raise UsageError(f"TensorRT-RTX does not target {profile.name} ({profile.architecture}); install "
+                         "NVIDIA's TensorRT (JetPack on a Jetson) or choose an RTX profile")
+    feats = compat.features(trt.__name__, trt.__version__)
+    strat = compat.strategy(feats, precision, req.dla is not None)
+    art = man.artifact("onnx", strat.onnx_precision)
+    if art is None:
+        how = "edgekit calibrate BUNDLE" if strat.onnx_precision in ("int8", "fp16") else "edgekit export"
+        raise UsageError(f"{req.bundle} has no {strat.onnx_precision} ONNX model, which a {precision} build with "
+                         f"{trt.__name__} {trt.__version__} needs; make it with {how}")
+    onnx_file = bundle_mod.artifact_path(req.bundle, art)
+    calib_text = None
+    if strat.calibrator:
+        cart = next((a for a in man.artifacts if a.path == "calibration.cache"), None)
+        if cart is None:
+            raise UsageError(f"{req.bundle} has no calibration.cache for implicit INT8 on DLA; run edgekit calibrate")
+        calib_text = bundle_mod.artifact_path(req.bundle, cart).read_text(encoding="utf-8")
+    target_cc = profile.compute_capability[0] if profile.compute_capability else None
+    fields = {
+        "onnx_sha256": art.sha256, "precision": precision, "flavour": trt.__name__, "trt_version": trt.__version__,
+        "profile": profile.name, "compute_capability": target_cc, "dla_core": req.dla,
+        "batch": [batch.min, batch.opt, batch.max], "workspace_mib": workspace,
+        "opt_level": req.opt_level if req.opt_level is not None else profile.opt_level,
+        "version_compatible": req.version_compatible, "hardware_compatible": req.hardware_compatible,
+        "calibration_sha256": hashlib.sha256(calib_text.encode()).hexdigest() if calib_text else None,
+    }
+    key = cache_key(fields)
+    for entry in man.engines:
+        if entry.get("key") == key and not req.force:
+            path = req.bundle / str(entry["path"])
+            if path.is_file() and sha256_file(path) == entry.get("sha256"):
+                log(f"engine up to date: {entry['path']} (same ONNX, precision, TensorRT, device and shapes)")
+                return EngineResult(path, entry, True)
+    tc_path = timing_cache_path(profile.name, trt.__name__, trt.__version__)
+    timing = tc_path.read_bytes() if tc_path.is_file() else None
+    opts = BuildOptions(
+        batch=(batch.min, batch.opt, batch.max), workspace_mib=workspace,
+        opt_level=fields["opt_level"], dla_core=req.dla, target_cc=target_cc,
+        version_compatible=req.version_compatible, hardware_compatible=req.hardware_compatible,
+        timing_cache=timing, calibration_cache=calib_text,
+    )
+    built = build_engine(onnx_file, precision, opts, prefer=trt.__name__, log=log)
+    log(f"built in {built.seconds:.1f} s (parse {built.phases.get('parse', 0):.1f} s, "
+        f"build {built.phases.get('build', 0):.1f} s)")
+    name = f"engines/{profile.name}-{precision}{'-dla' + str(req.dla) if req.dla is not None else ''}-{key[:12]}.plan"
+    target = req.bundle / name
+    target.parent.mkdir(exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(built.plan)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if built.timing_cache:
+        tc_path.parent.mkdir(parents=True, exist_ok=True)
+        ttmp = tc_path.with_name(f".{tc_path.name}.tmp-{os.getpid()}")
+        ttmp.write_bytes(built.timing_cache)
+        os.replace(ttmp, tc_path)
+    entry = {
+        "path": name, "sha256": sha256_file(target), "bytes": target.stat().st_size, "key": key,
+        "precision": precision, "onnx": art.path, "trt_flavour": trt.__name__, "trt_version": trt.__version__,
+        "device": profile.name, "compute_capability": target_cc, "dla_core": req.dla,
+        "batch": {"min": batch.min, "opt": batch.opt, "max": batch.max}, "workspace_mib": workspace,
+        "opt_level": fields["opt_level"], "strongly_typed": strat.strongly_typed,
+        "builder_flags": list(strat.builder_flags), "implicit_int8": strat.calibrator,
+        "build_seconds": round(built.seconds, 2),
+        "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    old = [e for e in man.engines if e.get("path") != name and not (
+        e.get("device") == profile.name and e.get("precision") == precision and e.get("dla_core") == req.dla)]
+    for e in man.engines:  # replaced engines: their plan files go too
+        if e not in old and e.get("path") != name:
+            (req.bundle / str(e["path"])).unlink(missing_ok=True)
+    new = replace(man, engines=tuple(old) + (entry,))
+    bundle_mod.write_text_atomic(req.bundle / mf.MANIFEST, new.to_json())
+    return EngineResult(target, entry, False)

@@ -1,0 +1,347 @@
+"""Per-device profiles: what a device runs fast and how to build for it (base tier).
+
+Profiles are YAML files (edgekit/profiles/*.yaml, shipped in the wheel) validated into frozen
+dataclasses when loaded; errors name the file and the key. A user profile may ``extends:``
+a shipped one. Detection reads the device tree and /etc/nv_tegra_release on a Jetson, and
+the GPU's name and compute capability elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgekit.errors import UsageError
+
+SHIPPED = Path(__file__).parent / "profiles"
+KINDS = ("jetson", "desktop", "datacenter", "cpu")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def user_dir() -> Path:
+    return Path(os.environ.get("EDGEKIT_PROFILES", Path.home() / ".config" / "edgekit" / "profiles"))
+
+
+@dataclass(frozen=True)
+class Batch:
+    min: int
+    opt: int
+    max: int
+
+
+@dataclass(frozen=True)
+class Software:
+    jetpack: str
+    l4t: str
+    tensorrt: str
+
+
+@dataclass(frozen=True)
+class Camera:
+    width: int
+    height: int
+    fps: int
+    sensor_mode: int | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    kind: str
+    compute_capability: tuple[str, ...]
+    architecture: str
+    fast_precisions: tuple[str, ...]
+    default_precision: str
+    dla_cores: int
+    workspace_mib: int
+    batch: Batch
+    max_batch: int
+    opt_level: int
+    camera: Camera
+    power: str
+    sources: tuple[str, ...]
+    device_tree: tuple[str, ...] = ()
+    compatible: tuple[str, ...] = ()
+    gpu_names: tuple[str, ...] = ()
+    memory_gb: tuple[float, ...] = ()
+    software: tuple[Software, ...] = ()
+    tensorrt_rtx: bool = False
+    path: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+class _Keys:
+    def __init__(self, source: str, data: Any, where: str = "") -> None:
+        if not isinstance(data, dict):
+            raise UsageError(f"{source}: {'key ' + repr(where) if where else 'the file'} must be a mapping")
+        self.source, self.data, self.where = source, data, where
+
+    def _path(self, key: str) -> str:
+        if not key:
+            return self.where
+        return f"{self.where}.{key}" if self.where else key
+
+    def fail(self, key: str, why: str) -> UsageError:
+        return UsageError(f"{self.source}: key '{self._path(key)}' {why}")
+
+    def get(self, key: str, typ: type | tuple[type, ...], default: Any = ..., choices: tuple[Any, ...] = ()) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if default is ...:
+                raise self.fail(key, "is missing")
+            return default
+        v = self.data[key]
+        if typ is float and isinstance(v, int):
+            v = float(v)
+        if not isinstance(v, typ) or (isinstance(v, bool) and typ is int):
+            name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+            raise self.fail(key, f"must be {name}, got {type(v).__name__} {v!r}")
+        if choices and v not in choices:
+            raise self.fail(key, f"must be one of {', '.join(map(str, choices))}, got {v!r}")
+        return v
+
+    def strings(self, key: str, choices: tuple[str, ...] = ()) -> tuple[str, ...]:
+        items = self.get(key, list, [])
+        for i, v in enumerate(items):
+            if not isinstance(v, str):
+                raise self.fail(f"{key}[{i}]", f"must be a string, got {v!r}")
+            if choices and v not in choices:
+                raise self.fail(f"{key}[{i}]", f"must be one of {', '.join(choices)}, got {v!r}")
+        return tuple(items)
+
+    def sub(self, key: str) -> _Keys:
+        return _Keys(self.source, self.get(key, dict, {}), self._path(key))
+
+
+KNOWN_KEYS = {"name", "description", "kind", "extends", "detect", "compute_capability", "architecture", "memory_gb",
+              "precisions", "dla_cores", "build", "software", "camera", "power", "sources", "tensorrt_rtx"}
+
+
+def _validate(data: dict[str, Any], source: str) -> Profile:
+    r = _Keys(source, data)
+    unknown = sorted(set(data) - KNOWN_KEYS)
+    if unknown:
+        raise r.fail(unknown[0], f"is not a profile key (valid: {', '.join(sorted(KNOWN_KEYS))})")
+    name = r.get("name", str)
+    description = r.get("description", str)
+    kind = r.get("kind", str, choices=KINDS)
+    d = r.sub("detect")
+    p = r.sub("precisions")
+    fast = p.strings("fast", PRECISIONS)
+    if not fast:
+        raise p.fail("fast", "must list at least one of fp32, fp16, int8")
+    default = p.get("default", str, choices=PRECISIONS)
+    if default not in fast:
+        raise p.fail("default", f"is {default!r}, which is not among the fast precisions {list(fast)}")
+    b = r.sub("build")
+    bb = b.sub("batch")
+    batch = Batch(bb.get("min", int, 1), bb.get("opt", int, 1), bb.get("max", int, 1))
+    if not 1 <= batch.min <= batch.opt <= batch.max:
+        raise bb.fail("", f"needs 1 <= min <= opt <= max, got {batch.min}:{batch.opt}:{batch.max}")
+    max_batch = b.get("max_batch", int, batch.max)
+    if max_batch < batch.max:
+        raise b.fail("max_batch", f"({max_batch}) is smaller than batch.max ({batch.max})")
+    cam = r.sub("camera")
+    software = []
+    for i, s in enumerate(r.get("software", list, [])):
+        k = _Keys(source, s, f"software[{i}]")
+        software.append(Software(str(k.get("jetpack", (str, int, float))), str(k.get("l4t", (str, int, float))),
+                                 str(k.get("tensorrt", (str, int, float)))))
+    ccs = r.strings("compute_capability")
+    for i, cc in enumerate(ccs):
+        if not re.fullmatch(r"\d+\.\d+", cc):
+            raise r.fail(f"compute_capability[{i}]", f"must look like '8.7', got {cc!r}")
+    mem = r.get("memory_gb", list, [])
+    dla = r.get("dla_cores", int, 0)
+    if dla < 0 or dla > 2:
+        raise r.fail("dla_cores", f"must be 0, 1 or 2, got {dla}")
+    opt_level = b.get("opt_level", int, 3)
+    if not 0 <= opt_level <= 5:
+        raise b.fail("opt_level", f"must be 0-5 (TensorRT's builder optimisation level), got {opt_level}")
+    return Profile(
+        name=name, description=description, kind=kind,
+        compute_capability=ccs, architecture=r.get("architecture", str, ""),
+        fast_precisions=fast, default_precision=default, dla_cores=dla,
+        workspace_mib=b.get("workspace_mib", int, 1024), batch=batch, max_batch=max_batch, opt_level=opt_level,
+        camera=Camera(cam.get("width", int, 1280), cam.get("height", int, 720), cam.get("fps", int, 30),
+                      cam.get("sensor_mode", int, None)),
+        power=r.get("power", str, ""), sources=r.strings("sources"),
+        device_tree=d.strings("device_tree"), compatible=d.strings("compatible"), gpu_names=d.strings("gpu_names"),
+        memory_gb=tuple(float(m) for m in mem), software=tuple(software),
+        tensorrt_rtx=r.get("tensorrt_rtx", bool, False), path=source, raw=data,
+    )
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a profile must be a YAML mapping of keys")
+    return data
+
+
+def load_file(path: Path, _seen: tuple[str, ...] = ()) -> Profile:
+    data = _read(path)
+    parent = data.get("extends")
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise UsageError(f"{path}: key 'extends' must be a profile name or path")
+        if parent in _seen:
+            raise UsageError(f"{path}: 'extends' loops back to {parent!r}")
+        try:
+            ppath = Path(parent) if parent.endswith((".yaml", ".yml")) else _find(parent, path.parent)
+        except UsageError as exc:
+            raise UsageError(f"{path}: key 'extends': {exc}") from exc
+        base = load_file(ppath, (*_seen, parent)).raw
+        own = {k: v for k, v in data.items() if k != "extends"}
+        data = _merge({k: v for k, v in base.items() if k != "extends"}, own)
+    return _validate(data, str(path))
+
+
+def _find(name: str, near: Path | None = None) -> Path:
+    for folder in [near, user_dir(), SHIPPED]:
+        if folder is not None and (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    names = ", ".join(p.name for p in all_profiles())
+    raise UsageError(f"unknown profile {name!r}; edgekit profiles lists them: {names}")
+
+
+def all_profiles() -> list[Profile]:
+    found: dict[str, Profile] = {}
+    for folder in (SHIPPED, user_dir()):
+        if folder.is_dir():
+            for f in sorted(folder.glob("*.yaml")):
+                prof = load_file(f)
+                found[prof.name] = prof
+    return list(found.values())
+
+
+def get(name_or_path: str) -> Profile:
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise UsageError(f"profile file {path} does not exist")
+        return load_file(path)
+    return load_file(_find(name_or_path))
+
+
+# ------------------------------------------------------------------ detection
+
+
+@dataclass(frozen=True)
+class Device:
+    """What this machine is, as read from the system."""
+
+    model: str = ""  # /proc/device-tree/model
+    compatible: tuple[str, ...] = ()
+    l4t: str = ""  # "36.4.3" from /etc/nv_tegra_release
+    gpu_name: str = ""
+    compute_capability: str = ""
+
+    @property
+    def is_jetson(self) -> bool:
+        return bool(self.model or self.compatible or self.l4t)
+
+
+def read_device(root: Path = Path("/"), gpu: tuple[str, str] | None = None) -> Device:
+    """Read the device tree and L4T release under ``root`` (tests pass recorded files)."""
+    def text(rel: str) -> str:
+        p = root / rel
+        try:
+            return p.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    model = text("proc/device-tree/model").strip("\x00").strip()
+    compatible = tuple(c for c in text("proc/device-tree/compatible").split("\x00") if c)
+    release = text("etc/nv_tegra_release")
+    l4t = ""
+    m = re.search(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release)
+    if m:
+        l4t = f"{m.group(1)}.{m.group(2)}"
+    name, cc = gpu if gpu is not None else (_query_gpu() if not (model or compatible) else ("", ""))
+    return Device(model, compatible, l4t, name, cc)
+
+
+def _query_gpu() -> tuple[str, str]:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return "", ""
+    try:
+        out = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "", ""
+    if not out:
+        return "", ""
+    parts = [p.strip() for p in out[0].split(",")]
+    return (parts[0], parts[1]) if len(parts) >= 2 else (parts[0], "")
+
+
+def match(device: Device, profiles: list[Profile] | None = None) -> Profile:
+    """The profile for ``device``: device tree first on a Jetson, then GPU name and compute capability."""
+    profiles = profiles or all_profiles()
+    if device.is_jetson:
+        for p in profiles:
+            if p.kind == "jetson" and any(c in device.compatible for c in p.compatible):
+                return p
+        for p in profiles:
+            if p.kind == "jetson" and any(s.lower() in device.model.lower() for s in p.device_tree):
+                return p
+    if device.gpu_name or device.compute_capability:
+        for p in profiles:
+            if p.kind != "jetson" and any(s.lower() in device.gpu_name.lower() for s in p.gpu_names) \
+                    and (not device.compute_capability or device.compute_capability in p.compute_capability):
+                return p
+        for p in profiles:
+            if p.kind != "jetson" and device.compute_capability in p.compute_capability:
+                return p
+    return next(p for p in profiles if p.kind == "cpu")
+
+
+def detect(root: Path = Path("/")) -> tuple[Profile, Device]:
+    dev = read_device(root)
+    return match(dev), dev
+
+
+# ------------------------------------------------------------------ refusals
+
+
+def check_request(p: Profile, precision: str, dla: int | None = None, batch: Batch | None = None,
+                  workspace_mib: int | None = None) -> None:
+    """Refuse, before any work, what the device cannot honour, saying what to do instead."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision not in p.fast_precisions:
+        arch = p.architecture
+        if p.compute_capability:
+            arch += f" (sm_{p.compute_capability[0].replace('.', '')})"
+        better = "--fp16" if "fp16" in p.fast_precisions else "--fp32"
+        raise UsageError(f"{p.name}: no fast {precision.upper()} on {arch}: use {better}")
+    if dla is not None:
+        if p.dla_cores == 0:
+            raise UsageError(f"{p.name} has no DLA (DLA cores: 0); drop --dla to build for the GPU")
+        if not 0 <= dla < p.dla_cores:
+            raise UsageError(f"{p.name} has DLA cores 0-{p.dla_cores - 1}; --dla {dla} does not exist")
+    if batch is not None and batch.max > p.max_batch:
+        raise UsageError(f"{p.name}: batch {batch.max} is beyond the profile's largest ({p.max_batch}); "
+                         f"use --batch {batch.min}:{min(batch.opt, p.max_batch)}:{p.max_batch} or less")
+    if workspace_mib is not None and p.workspace_mib and workspace_mib > p.workspace_mib:
+        raise UsageError(f"{p.name}: workspace {workspace_mib} MiB is beyond the profile's limit "
+                         f"({p.workspace_mib} MiB); builds on this board get killed for memory above it")

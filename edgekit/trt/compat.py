@@ -1,0 +1,95 @@
+"""Every TensorRT version difference edgekit cares about, in one table (base tier: no import).
+
+Rows are (flavour, first version) -> features; a version takes the last row at or below it.
+Sources: TensorRT release notes and API docs (8.5: execute_async_v3 and memory pools;
+8.6: builder optimisation level, version- and hardware-compatible engines; 9.x/10.0:
+STRONGLY_TYPED and explicit batch by default; 11.0: implicit quantization, precision
+builder flags and IInt8Calibrator removed). TensorRT-RTX is strongly typed only, has no
+calibrators and no DLA, and builds ahead of time without a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgekit.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Features:
+    explicit_batch_flag: bool  # must pass NetworkDefinitionCreationFlag.EXPLICIT_BATCH
+    strongly_typed: bool  # precision from the ONNX types (FP16 ONNX, Q/DQ INT8)
+    strongly_typed_flag: bool  # ... asked for with NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    precision_flags: bool  # BuilderFlag.FP16 / INT8 exist
+    implicit_int8: bool  # IInt8EntropyCalibrator2 and calibration caches
+    dla: bool  # can target a DLA core
+    execute_v3: bool  # IExecutionContext.execute_async_v3 + set_tensor_address
+    memory_pools: bool  # set_memory_pool_limit (else max_workspace_size)
+    opt_level: bool  # builder_optimization_level
+    version_compatible: bool  # BuilderFlag.VERSION_COMPATIBLE
+    hardware_compatible: bool  # hardware_compatibility_level (desktop Ampere+, not Jetson)
+    target_compute_capability: bool  # set_compute_capability (ahead-of-time builds, RTX)
+    timing_cache: bool = True  # no-op (deprecated) in TensorRT-RTX since 1.2
+
+
+_T = True
+_F = False
+#                    explicit strongly st-flag prec-flags implicit dla   v3  pools opt   vc    hw    target
+TABLE: dict[tuple[str, tuple[int, int]], Features] = {
+    ("tensorrt", (8, 0)): Features(_T, _F, _F, _T, _T, _T, _F, _F, _F, _F, _F, _F),
+    ("tensorrt", (8, 4)): Features(_T, _F, _F, _T, _T, _T, _F, _T, _F, _F, _F, _F),
+    ("tensorrt", (8, 5)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _F, _F, _F, _F),
+    ("tensorrt", (8, 6)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _T, _T, _T, _F),
+    ("tensorrt", (10, 0)): Features(_F, _T, _T, _T, _T, _T, _T, _T, _T, _T, _T, _F),
+    ("tensorrt", (11, 0)): Features(_F, _T, _T, _F, _F, _T, _T, _T, _T, _T, _T, _F),
+    ("tensorrt_rtx", (1, 0)): Features(_F, _T, _F, _F, _F, _F, _T, _T, _T, _T, _T, _T, timing_cache=_F),
+}
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError as exc:
+        raise UsageError(f"cannot read TensorRT version {version!r}") from exc
+
+
+def features(flavour: str, version: str) -> Features:
+    v = parse_version(version)
+    rows = sorted((k[1], f) for k, f in TABLE.items() if k[0] == flavour and k[1] <= v)
+    if not rows:
+        supported = ", ".join(f"{a}.{b}" for (fl, (a, b)) in TABLE if fl == flavour)
+        raise UsageError(f"{flavour} {version} is older than edgekit supports (from {supported}); "
+                         "upgrade JetPack or TensorRT")
+    return rows[-1][1]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    onnx_precision: str  # which of the bundle's ONNX models to parse
+    strongly_typed: bool
+    builder_flags: tuple[str, ...]  # BuilderFlag names to set
+    calibrator: bool  # serve calibration.cache through an IInt8EntropyCalibrator2
+
+
+def strategy(f: Features, precision: str, dla: bool) -> Strategy:
+    """How to get ``precision`` out of this TensorRT: typed ONNX first, flags where needed."""
+    if dla and not f.dla:
+        raise UsageError("this TensorRT cannot target DLA (TensorRT-RTX has no DLA); drop --dla")
+    gpu_fallback = ("GPU_FALLBACK",) if dla else ()
+    if precision == "fp32":
+        return Strategy("fp32", f.strongly_typed, gpu_fallback, False)
+    if precision == "fp16":
+        if f.strongly_typed and not dla:
+            return Strategy("fp16", True, (), False)
+        if f.precision_flags:
+            return Strategy("fp32", False, ("FP16",) + gpu_fallback, False)
+        return Strategy("fp16", True, gpu_fallback, False)
+    if precision == "int8":
+        if dla and f.implicit_int8:
+            # DLA before TensorRT 11 takes INT8 from per-tensor scales: serve the bundle's cache
+            return Strategy("fp32", False, ("INT8", "FP16") + gpu_fallback, True)
+        if f.strongly_typed:
+            return Strategy("int8", True, gpu_fallback, False)
+        return Strategy("int8", False, ("INT8", "FP16") + gpu_fallback, False)
+    raise UsageError(f"unknown precision {precision!r}; choose from fp32, fp16, int8")

@@ -1,0 +1,145 @@
+"""Engine builds through `edgekit build` with TensorRT-RTX on the CPU: cache, refusals, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("tensorrt_rtx")
+pytest.importorskip("torch")
+
+from edgekit import manifest as mf  # noqa: E402
+from edgekit.cli import cli  # noqa: E402
+from edgekit.engine import EngineRequest, build, parse_batch  # noqa: E402
+from edgekit.errors import UsageError  # noqa: E402
+from edgekit.profiles import Batch  # noqa: E402
+from edgekit.trt.build import BuildError, build_engine  # noqa: E402
+
+
+@pytest.fixture()
+def bundle(googlenet_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    b = tmp_path / "b"
+    shutil.copytree(googlenet_bundle, b)
+    from edgekit.quantize import to_fp16
+
+    # an FP16 model, as calibrate would add it (kept out of the manifest check on purpose: added below)
+    to_fp16(b / "model.onnx", b / "model.fp16.onnx")
+    man = mf.read(b)
+    from edgekit.hashing import sha256_file
+
+    art = mf.Artifact("model.fp16.onnx", "onnx", sha256_file(b / "model.fp16.onnx"),
+                      (b / "model.fp16.onnx").stat().st_size, "fp16")
+    (b / "manifest.json").write_text(man.with_artifact(art).to_json())
+    return b
+
+
+def _req(b: Path, **kw) -> EngineRequest:
+    kw.setdefault("profile", "desktop-ada")
+    kw.setdefault("prefer", "tensorrt_rtx")
+    return EngineRequest(b, **kw)
+
+
+def test_cache_reuses_and_invalidates(bundle):
+    first = build(_req(bundle, precision="fp16", batch=Batch(1, 2, 4)))
+    assert not first.reused
+    plan = first.path.read_bytes()
+    assert not plan.startswith(b"{")  # a plain TensorRT plan, no header of ours
+    again = build(_req(bundle, precision="fp16", batch=Batch(1, 2, 4)))
+    assert again.reused and again.path == first.path
+    shapes = build(_req(bundle, precision="fp16", batch=Batch(1, 4, 8)))
+    assert not shapes.reused and shapes.entry["key"] != first.entry["key"]
+    assert not first.path.exists()  # the superseded plan for the same device/precision is removed
+    precision = build(_req(bundle, precision="fp32", batch=Batch(1, 4, 8)))
+    assert not precision.reused
+    engines = mf.read(bundle).engines
+    assert sorted(e["precision"] for e in engines) == ["fp16", "fp32"]
+    # the ONNX changes (here: its doc string): the engine is rebuilt
+    m = onnx.load(str(bundle / "model.onnx"))
+    m.doc_string = "changed"
+    onnx.save(m, str(bundle / "model.onnx"))
+    from edgekit.hashing import sha256_file
+
+    man = mf.read(bundle)
+    art = man.artifact("onnx", "fp32")
+    new_art = mf.Artifact(art.path, art.kind, sha256_file(bundle / "model.onnx"),
+                          (bundle / "model.onnx").stat().st_size, "fp32")
+    (bundle / "manifest.json").write_text(man.with_artifact(new_art).to_json())
+    rebuilt = build(_req(bundle, precision="fp32", batch=Batch(1, 4, 8)))
+    assert not rebuilt.reused and rebuilt.entry["key"] != precision.entry["key"]
+
+
+def test_timing_cache_path_per_device_and_version(bundle, tmp_path):
+    from edgekit.engine import timing_cache_path
+    from edgekit.trt.compat import features
+
+    a = timing_cache_path("jetson-agx-orin", "tensorrt", "10.3.0")
+    assert a != timing_cache_path("jetson-agx-orin", "tensorrt", "8.6.2")
+    assert a != timing_cache_path("x", "tensorrt", "10.3.0")
+    # TensorRT-RTX made timing caches no-ops (1.2): nothing is written for it
+    assert not features("tensorrt_rtx", "1.7").timing_cache
+    build(_req(bundle, precision="fp32"))
+    assert not list((tmp_path / "cache").rglob("*.cache"))
+
+
+def test_missing_precision_model_says_how_to_make_it(bundle):
+    with pytest.raises(UsageError, match="no int8 ONNX model.*edgekit calibrate"):
+        build(_req(bundle, precision="int8"))
+
+
+def test_profile_refusals_before_any_work(bundle):
+    with pytest.raises(UsageError, match="no fast INT8 on Maxwell"):
+        build(_req(bundle, precision="int8", profile="jetson-nano"))
+    with pytest.raises(UsageError, match="TensorRT-RTX does not target jetson-orin-nano"):
+        build(_req(bundle, precision="fp16", profile="jetson-orin-nano"))
+    with pytest.raises(UsageError, match="no NVIDIA GPU or Jetson detected"):
+        build(_req(bundle, precision="fp16", profile="cpu"))
+
+
+def test_corrupt_onnx_fails_clearly(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not a protobuf model")
+    with pytest.raises(BuildError, match="parser refused model.onnx"):
+        build_engine(bad, "fp32", prefer="tensorrt_rtx")
+
+
+def test_refused_op_names_node_and_op(tmp_path):
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("NoSuchOp", ["x"], ["y"], name="mystery_node", domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    with pytest.raises(BuildError) as e:
+        build_engine(tmp_path / "m.onnx", "fp32", prefer="tensorrt_rtx")
+    assert "mystery_node" in str(e.value) and "NoSuchOp" in str(e.value)
+
+
+@pytest.mark.parametrize("text,ok", [("8", (1, 8, 8)), ("1:4:8", (1, 4, 8)), ("4:2:8", None), ("x", None)])
+def test_parse_batch(text, ok):
+    if ok:
+        assert (lambda b: (b.min, b.opt, b.max))(parse_batch(text)) == ok
+    else:
+        with pytest.raises(UsageError):
+            parse_batch(text)
+
+
+def test_cli_build_profiles_and_refusals(bundle):
+    r = CliRunner()
+    res = r.invoke(cli, ["build", str(bundle), "--fp16", "--profile", "desktop-ada", "--batch", "1:2:4"])
+    assert res.exit_code == 0, res.output
+    assert "desktop-ada" in res.stdout and "parsing" in res.stderr and "built in" in res.stderr
+    res = r.invoke(cli, ["build", str(bundle), "--fp16", "--profile", "desktop-ada", "--batch", "1:2:4"])
+    assert "reused" in res.stdout
+    res = r.invoke(cli, ["profiles"])
+    assert res.exit_code == 0 and "jetson-agx-orin" in res.stdout and "this machine:" in res.stdout
+    res = r.invoke(cli, ["profiles", "show", "jetson-orin-nano"])
+    assert res.exit_code == 0 and "dla_cores: 0" in res.stdout and "sources:" in res.stdout
+    data = json.loads((bundle / "manifest.json").read_text())
+    assert data["engines"][0]["trt_flavour"] == "tensorrt_rtx"
