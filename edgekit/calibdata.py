@@ -104,17 +104,31 @@ def _npy_rows(path: Path) -> int:
     return int(arr.shape[0]) if arr.ndim == 4 else 1
 
 
-def split(items: list[Item], holdout: float) -> tuple[list[Item], list[Item]]:
+def split(items: list[Item], holdout: float, root: Path | None = None) -> tuple[list[Item], list[Item]]:
     """Deterministic calibration/validation split by a hash of each sample's name.
 
-    Crops of one photograph stay together, so no photograph is in both sets.
+    Names are taken relative to ``root``, so the split does not depend on where the data
+    lives. Crops of one photograph stay together, so no photograph is in both sets; a
+    non-empty holdout holds out that share of the photographs (at least one of several).
     """
-    calib: list[Item] = []
-    val: list[Item] = []
-    for it in items:
-        name = it.path.as_posix() if it.path.suffix.lower() in IMAGE_SUFFIXES else it.key
-        bucket = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (val if bucket < holdout else calib).append(it)
+    def group(it: Item) -> str:
+        p = it.path
+        if root is not None:
+            try:
+                p = p.relative_to(root)
+            except ValueError:
+                pass
+        name = p.as_posix()
+        return name if it.path.suffix.lower() in IMAGE_SUFFIXES else f"{name}#{it.index}"
+
+    def bucket(name: str) -> float:
+        return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    groups = sorted({group(it) for it in items}, key=bucket)
+    n_held = max(1, round(holdout * len(groups))) if holdout > 0 and len(groups) > 1 else 0
+    held = set(groups[:n_held])
+    calib = [it for it in items if group(it) not in held]
+    val = [it for it in items if group(it) in held]
     return calib, val
 
 

@@ -82,7 +82,7 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> tuple[calibdat
     else:
         if not 0 < req.holdout < 1:
             raise UsageError(f"--holdout must be between 0 and 1, got {req.holdout}")
-        calib_items, val_items = calibdata.split(items, req.holdout)
+        calib_items, val_items = calibdata.split(items, req.holdout, Path(source) if Path(source).is_dir() else None)
     if req.num_images is not None and req.num_images < 1:
         raise UsageError(f"--num-images must be at least 1, got {req.num_images}")
     calib = calibdata.collect(calib_items, pre, req.num_images or DEFAULT_IMAGES)

@@ -73,6 +73,19 @@ def test_split_is_deterministic_disjoint_and_keeps_crops_together(folder):
     assert not {i.path for i in a1} & {i.path for i in b1}
 
 
+def test_split_does_not_depend_on_location(folder, tmp_path):
+    import shutil
+
+    moved = tmp_path / "elsewhere" / "deeper"
+    shutil.copytree(folder, moved)
+    a = calibdata.split(calibdata.discover(folder, variants=2), 0.3, folder)
+    b = calibdata.split(calibdata.discover(moved, variants=2), 0.3, moved)
+    names = [[sorted(i.path.relative_to(r).as_posix() for i in part) for part in pair] for pair, r in
+             ((a, folder), (b, moved))]
+    assert names[0] == names[1]
+    assert a[1]  # something is held out even from a small set
+
+
 def test_missing_and_empty_sources(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         calibdata.discover(tmp_path / "nope")

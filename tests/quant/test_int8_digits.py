@@ -209,7 +209,9 @@ def test_cli_calibrate_eval_and_build(trained, tmp_path):
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
     assert "497 images" in lines[0] and {ln.split()[0] for ln in lines[1:]} == {"fp32", "fp16", "int8", "int8-cpu"}
-    res = runner.invoke(cli, ["build", str(b), "--int8", "--calib-data", str(root / "constant"),
+    fresh = tmp_path / "fresh"
+    shutil.copytree(fp32, fresh)
+    res = runner.invoke(cli, ["build", str(fresh), "--int8", "--calib-data", str(root / "constant"),
                               "--val-data", str(root / "val")])
     assert res.exit_code != 0 and isinstance(res.exception, GateError)
 

@@ -1,0 +1,277 @@
+"""Frame sources (video tier): cameras, CSI, RTSP, files, image folders.
+
+A live source is read by a capture thread that keeps only the newest frame, so a slow model
+never processes stale frames; frames it overwrites are counted as dropped. Files can be read
+frame by frame instead (``every_frame``) for offline runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.deps import require
+from edgekit.errors import EdgekitError, UsageError
+from edgekit.images import IMAGE_SUFFIXES, read_image
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+
+class SourceError(EdgekitError):
+    """A source cannot be opened, or was lost and did not come back."""
+
+
+def redact(uri: str) -> str:
+    """rtsp://user:pass@host/... -> rtsp://***@host/... (never print credentials)."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", uri)
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray  # BGR uint8
+    index: int  # frame number from the source (0-based)
+    captured: float  # time.perf_counter() when it was read
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # "v4l2", "csi", "rtsp", "file", "images"
+    target: str  # device index/path, pipeline, URL, file or pattern
+    live: bool
+    display_name: str
+
+
+def csi_pipeline(sensor: int, width: int, height: int, fps: int) -> str:
+    # drop=true max-buffers=1: without it frames queue in appsink and latency grows
+    return (f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+            f"framerate={fps}/1, format=NV12 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! "
+            "video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
+
+
+def parse(spec: str | int, width: int = 1280, height: int = 720, fps: int = 30) -> SourceSpec:
+    """What the user typed -> a source (the URIs Jetson users know from jetson-inference)."""
+    s = str(spec).strip()
+    if s.isdigit():
+        return SourceSpec("v4l2", s, True, f"/dev/video{s}")
+    m = re.fullmatch(r"(?:v4l2://)?/dev/video(\d+)", s)
+    if m:
+        return SourceSpec("v4l2", m.group(1), True, f"/dev/video{m.group(1)}")
+    m = re.fullmatch(r"csi://(\d+)", s)
+    if m:
+        return SourceSpec("csi", csi_pipeline(int(m.group(1)), width, height, fps), True, s)
+    if re.match(r"(rtsp|rtsps|http|https)://", s):
+        return SourceSpec("rtsp", s, True, redact(s))
+    if s.startswith("file://"):
+        s = s[len("file://"):]
+    p = Path(s)
+    if p.is_dir():
+        return SourceSpec("images", str(p), False, s)
+    if any(ch in s for ch in "*?["):
+        return SourceSpec("images", s, False, s)
+    if p.is_file():
+        kind = "images" if p.suffix.lower() in IMAGE_SUFFIXES else "file"
+        return SourceSpec(kind, s, False, s)
+    raise UsageError(f"source {redact(s)!r} is neither a camera (0, /dev/video0, csi://0), a stream URL "
+                     "(rtsp://...), nor an existing video file, image folder or glob")
+
+
+def has_gstreamer(cv2: Any) -> bool:
+    info = cv2.getBuildInformation()
+    m = re.search(r"GStreamer:\s*(\w+)", info)
+    return bool(m and m.group(1).upper() == "YES")
+
+
+class Reader:
+    """Reads frames from one source in order; reopen() after a failure."""
+
+    def __init__(self, spec: SourceSpec, width: int | None = None, height: int | None = None,
+                 fps: int | None = None) -> None:
+        self.spec = spec
+        self.size = (width, height, fps)
+        self._cap: Any = None
+        self._images: list[Path] = []
+        self._next = 0
+        self.fps: float = 0.0
+        self.open()
+
+    def open(self) -> None:
+        spec = self.spec
+        if spec.kind == "images":
+            p = Path(spec.target)
+            if p.is_dir():
+                files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            elif p.is_file():
+                files = [p]
+            else:
+                files = sorted(Path(f) for f in glob.glob(spec.target) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise SourceError(f"no images in {spec.display_name}")
+            self._images = files
+            return
+        cv2 = require("cv2", "reading cameras and video")
+        if spec.kind == "csi" and not has_gstreamer(cv2):
+            raise SourceError(
+                "csi:// cameras need OpenCV built with GStreamer, and this cv2 has none (pip's OpenCV wheels lack "
+                "it); on a Jetson use JetPack's OpenCV: pip uninstall opencv-python opencv-python-headless"
+            )
+        if spec.kind == "v4l2":
+            cap = cv2.VideoCapture(int(spec.target), cv2.CAP_V4L2)
+            w, h, fps = self.size
+            if w and h:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
+            if fps:
+                cap.set(cv2.CAP_PROP_FPS, fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # often ignored (opencv #10671): the thread keeps the newest
+        elif spec.kind == "csi":
+            cap = cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
+        else:
+            cap = cv2.VideoCapture(spec.target)
+        if not cap.isOpened():
+            cap.release()
+            hint = {"v4l2": "is the camera connected (ls /dev/video*) and not used by another program?",
+                    "csi": "is the sensor connected? 'Failed to create CaptureSession': sudo systemctl restart "
+                           "nvargus-daemon",
+                    "rtsp": "check the URL, the network and the credentials",
+                    "file": "is it a video file OpenCV can decode?"}[spec.kind]
+            raise SourceError(f"cannot open {spec.display_name}: {hint}")
+        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._cap = cap
+
+    def read(self) -> np.ndarray | None:
+        """The next frame, or None at the end (files) or on failure (live)."""
+        if self._images:
+            if self._next >= len(self._images):
+                return None
+            img = read_image(self._images[self._next])
+            self._next += 1
+            return img
+        ok, frame = self._cap.read()
+        return frame if ok else None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    attempts: int = 5
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+
+
+class LatestFrame:
+    """A capture thread that keeps only the newest frame (never a queue of stale ones)."""
+
+    def __init__(self, open_reader: Callable[[], Reader], live: bool, pace_fps: float | None = None,
+                 reconnect: Reconnect = Reconnect(), on_event: Callable[[str], None] | None = None) -> None:
+        self._open = open_reader
+        self._live = live
+        self._pace = pace_fps
+        self._reconnect = reconnect
+        self._say = on_event or (lambda _: None)
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._taken = -1
+        self._done = False
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self.read_count = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self._reader = self._open()
+        self._thread = threading.Thread(target=self._run, name="edgekit-capture", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        index = 0
+        t_next = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                img = self._reader.read()
+                if img is None:
+                    if not self._live:
+                        break
+                    self._reopen()
+                    continue
+                now = time.perf_counter()
+                with self._cond:
+                    if self._frame is not None and self._frame.index != self._taken:
+                        self.dropped += 1  # overwritten before anyone took it
+                    self._frame = Frame(img, index, now)
+                    self.read_count += 1
+                    self._cond.notify_all()
+                index += 1
+                if self._pace:
+                    t_next += 1.0 / self._pace
+                    delay = t_next - time.perf_counter()
+                    if delay > 0:
+                        self._stop.wait(delay)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._error = exc
+        finally:
+            self._reader.close()
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _reopen(self) -> None:
+        self._reader.close()
+        delay = self._reconnect.first_delay
+        for attempt in range(1, self._reconnect.attempts + 1):
+            self._say(f"source lost; reconnecting ({attempt}/{self._reconnect.attempts}) in {delay:.1f} s")
+            if self._stop.wait(delay):
+                return
+            try:
+                self._reader = self._open()
+                self.reconnects += 1
+                self._say("source reconnected")
+                return
+            except SourceError:
+                delay = min(delay * 2, self._reconnect.max_delay)
+        raise SourceError(f"source lost and not back after {self._reconnect.attempts} attempts")
+
+    def next(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame not yet taken; None when the source has ended."""
+        with self._cond:
+            while True:
+                if self._frame is not None and self._frame.index != self._taken:
+                    self._taken = self._frame.index
+                    return self._frame
+                if self._done:
+                    if self._error is not None:
+                        raise self._error
+                    return None
+                if not self._cond.wait(timeout):
+                    return None if self._stop.is_set() else self._frame_or_none()
+
+    def _frame_or_none(self) -> Frame | None:
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def every_frame(reader: Reader) -> Iterator[Frame]:
+    """All frames of a file or folder, in order, none skipped."""
+    index = 0
+    try:
+        while True:
+            img = reader.read()
+            if img is None:
+                return
+            yield Frame(img, index, time.perf_counter())
+            index += 1
+    finally:
+        reader.close()
