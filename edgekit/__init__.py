@@ -17,4 +17,15 @@ def load(bundle: str | None = None, backend: str = "auto", **kwargs: Any) -> Cla
     return _load(bundle, backend=backend, **kwargs)
 
 
-__all__ = ["__version__", "load"]
+def stream(source: str | int, clf: Classifier, **options: Any) -> Any:
+    """Iterate over classification results of a camera, stream, file or folder.
+
+    ``for r in edgekit.stream("csi://0", clf): print(r.prediction.label)``; leaving the loop
+    (or ``.stop()``) stops capture cleanly. Options: see edgekit.stream.StreamOptions.
+    """
+    from edgekit.stream import Stream, StreamOptions
+
+    return Stream(source, clf, StreamOptions(**options))
+
+
+__all__ = ["__version__", "load", "stream"]

@@ -91,12 +91,18 @@ class Classifier:
         self.close()
 
 
-def load(bundle: str | Path | None = None, backend: str = "auto", precision: str = "fp32",
+def load(bundle: str | Path | None = None, backend: str = "auto", precision: str = "auto",
          threads: int | None = None) -> Classifier:
+    """Load a bundle. ``precision="auto"`` takes the fastest model this backend runs well."""
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     path = Path(bundle) if bundle is not None else bundle_mod.find_latest()
     man = mf.read(path)
+    chosen_why = ""
+    if precision == "auto":
+        # ONNX Runtime on a CPU: the uint8/int8 model is the fast one; FP32 where it is absent
+        precision = "int8-cpu" if man.artifact("onnx", "int8-cpu") is not None else "fp32"
+        chosen_why = "; the fastest model in the bundle for a CPU"
     art = man.artifact("onnx", precision)
     if art is None:
         have = sorted({a.precision for a in man.artifacts if a.kind == "onnx" and a.precision})
@@ -106,7 +112,7 @@ def load(bundle: str | Path | None = None, backend: str = "auto", precision: str
     from edgekit.runners.ort import OrtRunner
 
     runner = OrtRunner(onnx_file, threads=threads)
-    why = "no TensorRT engine in the bundle for this device" if backend == "auto" else "requested"
+    why = ("no TensorRT runner for this device yet" if backend == "auto" else "requested") + chosen_why
     return Classifier(path, man, runner, precision, why)
 
 

@@ -431,6 +431,86 @@ def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None
 
 
 @cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
+@click.option("--camera", default=None, metavar="N|URI", help="0, /dev/video0, v4l2:///dev/video0, csi://0, rtsp://...")
+@click.option("--source", default=None, metavar="URI|PATH", help="A video file, image folder or glob, or a stream URL.")
+@click.option("--precision", default="auto", show_default=True, help="auto, fp32, fp16, int8, int8-cpu.")
+@click.option("--topk", default=5, show_default=True, type=click.IntRange(1, 100))
+@click.option("--threshold", default=0.0, show_default=True, type=float, help="Below it the label is null.")
+@click.option("--smooth", default=None, type=click.FloatRange(0, 0.999), help="EWMA weight of the past, e.g. 0.6.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per result on stdout.")
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Annotated video file.")
+@click.option("--display", is_flag=True, help="Show an annotated window.")
+@click.option("--every-frame", is_flag=True, help="Files: classify every frame in order (offline).")
+@click.option("--width", default=1280, show_default=True)
+@click.option("--height", default=720, show_default=True)
+@click.option("--fps", default=30, show_default=True)
+@click.option("--max-frames", type=int, default=None, help="Stop after this many results.")
+@click.option("--reconnect-attempts", default=5, show_default=True, help="Before giving up on a lost camera.")
+def run(bundle: Path | None, camera: str | None, source: str | None, precision: str, topk: int, threshold: float,
+        smooth: float | None, as_json: bool, output: Path | None, display: bool, every_frame: bool, width: int,
+        height: int, fps: int, max_frames: int | None, reconnect_attempts: int) -> None:
+    """Classify a live camera, stream, video file or image folder.
+
+    \b
+    Examples:
+      edgekit run build/v4-int8 --camera 0
+      edgekit run build/v4-int8 --camera csi://0 --display
+      edgekit run build/v4-int8 --source clip.mp4 --json > preds.jsonl --output annotated.mp4
+      edgekit run build/v4-int8 --source rtsp://cam.local/stream --topk 3 --smooth 0.6
+    """
+    import signal
+
+    from edgekit import bundle as bundle_mod
+    from edgekit import sinks
+    from edgekit.classifier import load
+    from edgekit.sources import Reconnect
+    from edgekit.stream import SinkThread, Stream, StreamOptions
+
+    if (camera is None) == (source is None):
+        raise UsageError("give one of --camera N|URI or --source PATH|URI (edgekit run --help)")
+    if bundle is None:
+        bundle = bundle_mod.find_latest()
+        _echo_err(f"bundle: {bundle} (the most recently built)")
+    clf = load(bundle, precision=precision)
+    _echo_err(f"backend: {clf.runner.description}, {clf.precision} ({clf.why})")
+    opts = StreamOptions(topk, threshold, smooth, every_frame, True, width, height, fps,
+                         Reconnect(attempts=reconnect_attempts), max_frames)
+    st = Stream(camera if camera is not None else str(source), clf, opts, on_event=_echo_err,
+                keep_frames=bool(output or display))
+    stats = sinks.Stats()
+    out: list[Any] = [stats]
+    if as_json:
+        out.append(sinks.JsonLines(sys.stdout, threshold))
+    else:
+        out.append(sinks.TerminalStatus(stats, lambda: st.dropped, lambda t: click.echo(t, err=True, nl=False)))
+    video = sinks.VideoOutput(output, st.fps) if output else None
+    if video:
+        out.append(video)
+    if display:
+        out.append(sinks.Window())
+    writer = SinkThread(out)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        st.stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    _echo_err(f"source: {st.name}")
+    try:
+        for r in st:
+            writer.put(r)
+    except BaseException:
+        if video:
+            video.abort()
+        raise
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    writer.close()
+    _echo_err(stats.summary(st.dropped, st.reconnects))
+
+
+@cli.command()
 @click.option("--model", "-m", default="inception_v3", show_default=True, metavar="NAME")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("build/demo"), show_default=True)
 def demo(model: str, out: Path) -> None:

@@ -31,7 +31,8 @@ class SourceError(EdgekitError):
 
 def redact(uri: str) -> str:
     """rtsp://user:pass@host/... -> rtsp://***@host/... (never print credentials)."""
-    return re.sub(r"(?<=://)[^/@\s]+@", "***@", uri)
+    uri = re.sub(r"(?<=://)[^/@\s]+@", "***@", uri)
+    return re.sub(r"[^/\s:@]+:[^/\s@]+@", "***@", uri)  # user:pass@ anywhere, typos included
 
 
 @dataclass(frozen=True)
@@ -253,10 +254,15 @@ class LatestFrame:
                         raise self._error
                     return None
                 if not self._cond.wait(timeout):
-                    return None if self._stop.is_set() else self._frame_or_none()
+                    return None
 
-    def _frame_or_none(self) -> Frame | None:
-        return None
+    @property
+    def finished(self) -> bool:
+        """The source ended (a file) or failed for good; next() raises the failure."""
+        with self._cond:
+            if self._done and self._error is not None:
+                raise self._error
+            return self._done and (self._frame is None or self._frame.index == self._taken)
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,229 @@
+"""Streams over real video files written here, whose frames carry their own index as a bit
+pattern, so each test can tell exactly which frames were classified."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+import edgekit  # noqa: E402
+from edgekit import sources  # noqa: E402
+from edgekit.stream import Stream, StreamOptions  # noqa: E402
+
+BITS = 10
+W, H = 320, 240
+
+
+def encode(i: int) -> np.ndarray:
+    img = np.full((H, W, 3), 90, np.uint8)
+    cv2.circle(img, (W // 2, H // 2 + 30), 60, (30, 160, 220), -1)
+    for b in range(BITS):
+        v = 255 if (i >> b) & 1 else 0
+        img[0:32, b * 32:(b + 1) * 32] = v
+    return img
+
+
+def decode(img: np.ndarray) -> int:
+    if img.shape[:2] != (H, W):
+        img = cv2.resize(img, (W, H))
+    return sum(1 << b for b in range(BITS) if img[8:24, b * 32 + 8:b * 32 + 24].mean() > 127)
+
+
+def write_video(path: Path, n: int, fps: float) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (W, H))
+    for i in range(n):
+        w.write(encode(i))
+    w.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def fast_video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("video") / "fast.avi", 240, 200.0)
+
+
+@pytest.fixture(scope="module")
+def clf(googlenet_bundle):
+    with edgekit.load(googlenet_bundle) as c:
+        yield c
+
+
+def test_bit_pattern_survives_the_codec(fast_video):
+    cap = cv2.VideoCapture(str(fast_video))
+    for i in range(20):
+        ok, frame = cap.read()
+        assert ok and decode(frame) == i
+    cap.release()
+
+
+def test_source_faster_than_model_gives_only_fresh_frames(fast_video, clf):
+    st = Stream(str(fast_video), clf, StreamOptions(topk=3), keep_frames=True)
+    results = list(st)
+    idx = [r.frame_index for r in results]
+    assert len(results) >= 5
+    assert all(decode(r.frame) == r.frame_index for r in results)  # the frame is the one named
+    assert idx == sorted(set(idx))  # never the same or an older frame twice
+    assert st.dropped > 0 and max(np.diff(idx)) > 1  # the model is slower: stale frames are skipped
+    lat = np.median([r.latency_ms for r in results])
+    inf = np.median([r.infer_ms for r in results])
+    assert lat <= 2.0 * inf + 15  # frame age stays bounded by about one inference
+
+
+def test_every_frame_skips_none(fast_video, clf):
+    st = Stream(str(fast_video), clf, StreamOptions(every_frame=True), keep_frames=True)
+    results = list(st)
+    assert [r.frame_index for r in results] == list(range(240))
+    assert [decode(r.frame) for r in results] == list(range(240))
+
+
+def test_image_folder_and_glob(tmp_path, clf):
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), encode(i))
+    got = [decode(r.frame) for r in Stream(str(tmp_path), clf, StreamOptions(every_frame=True), keep_frames=True)]
+    assert got == list(range(5))
+    got = [r.frame_index for r in Stream(str(tmp_path / "00[0-2].png"), clf, StreamOptions(every_frame=True))]
+    assert got == [0, 1, 2]
+
+
+def test_source_that_fails_mid_stream_reconnects(fast_video):
+    """The first connection dies after 30 frames (a wrapper over the real file reader stands
+    in for a camera unplugged mid-stream); the capture thread reconnects."""
+    opened = []
+    spec = sources.parse(str(fast_video))
+
+    class Dying(sources.Reader):
+        def read(self):
+            if len(opened) == 1 and self._n >= 30:
+                return None
+            self._n += 1
+            return super().read()
+
+    def open_reader():
+        r = Dying(spec)
+        r._n = 0
+        opened.append(r)
+        return r
+
+    events: list[str] = []
+    cap = sources.LatestFrame(open_reader, live=True, pace_fps=400,
+                              reconnect=sources.Reconnect(3, 0.05, 0.1), on_event=events.append)
+    seen = 0
+    t0 = time.time()
+    while cap.reconnects == 0 and time.time() - t0 < 10:
+        if cap.next(timeout=0.2) is not None:
+            seen += 1
+    cap.stop()
+    assert cap.reconnects == 1 and len(opened) == 2
+    assert any("reconnecting" in e for e in events) and "source reconnected" in events
+
+
+def test_source_that_never_opens_is_a_clear_error():
+    with pytest.raises(sources.SourceError, match="cannot open /dev/video57"):
+        sources.Reader(sources.parse("/dev/video57"))
+    with pytest.raises(edgekit.errors.UsageError, match="neither a camera"):
+        sources.parse("no/such/clip.mp4")
+
+
+def test_lost_live_source_gives_up_after_attempts(fast_video):
+    spec = sources.parse(str(fast_video))
+    calls = []
+
+    def open_reader():
+        calls.append(1)
+        if len(calls) > 1:
+            raise sources.SourceError("cannot open camera")
+        return sources.Reader(spec)
+
+    cap = sources.LatestFrame(open_reader, live=True, pace_fps=None, reconnect=sources.Reconnect(2, 0.01, 0.02))
+    with pytest.raises(sources.SourceError, match="not back after 2 attempts"):
+        while True:
+            cap.next(timeout=1)
+    cap.stop()
+
+
+def test_credentials_never_shown():
+    spec = sources.parse("rtsp://admin:s3cret@cam.local:554/stream1")
+    assert "s3cret" not in spec.display_name and "admin" not in spec.display_name
+    assert spec.display_name == "rtsp://***@cam.local:554/stream1"
+    with pytest.raises(edgekit.errors.UsageError) as e:
+        sources.parse("rtsp:/admin:s3cret@cam.local/stream1")  # a typo: not a URL
+    assert "s3cret" not in str(e.value)
+
+
+def test_csi_uses_a_dropping_appsink():
+    spec = sources.parse("csi://1", 1920, 1080, 30)
+    assert spec.kind == "csi" and "sensor-id=1" in spec.target
+    assert "appsink drop=true max-buffers=1 sync=false" in spec.target
+
+
+def test_classify_from_four_threads_matches_one(clf):
+    from edgekit.images import read_image, sample_images
+
+    frames = [read_image(p) for p in sample_images()]
+    ref = [clf.classify(f).indices for f in frames]
+    errors: list[BaseException] = []
+    out: dict[int, list] = {}
+
+    def work(t: int) -> None:
+        try:
+            out[t] = [clf.classify(f).indices for _ in range(5) for f in frames]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for t in range(4):
+        assert out[t] == ref * 5
+
+
+def test_run_cli_json_and_annotated_output(fast_video, googlenet_bundle, tmp_path):
+    out = tmp_path / "annotated.avi"
+    res = subprocess.run([sys.executable, "-m", "edgekit", "run", str(googlenet_bundle), "--source", str(fast_video),
+                          "--every-frame", "--json", "--topk", "2", "--output", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [x["frame"] for x in lines] == list(range(240))
+    assert all(len(x["top"]) == 2 and x["latency_ms"] > 0 for x in lines)
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 240
+    cap.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.avi"]
+    assert "240 frames" in res.stderr
+
+
+def test_run_cli_sigint_stops_cleanly(tmp_path, googlenet_bundle):
+    video = write_video(tmp_path / "long.avi", 600, 30.0)  # 20 s at its own pace
+    out = tmp_path / "out.avi"
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "run", str(googlenet_bundle), "--source", str(video),
+                             "--json", "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "frames," in stderr and "Traceback" not in stderr
+    lines = [json.loads(x) for x in stdout.splitlines()]  # every line complete
+    assert 0 < len(lines) < 600
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(lines)
+    cap.release()
+
+
+def test_run_needs_a_source(googlenet_bundle):
+    res = subprocess.run([sys.executable, "-m", "edgekit", "run", str(googlenet_bundle)], capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and "give one of --camera" in res.stderr
