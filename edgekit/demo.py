@@ -20,10 +20,13 @@ def run_demo(model: str, out: Path, say: Out, note: Out) -> None:
     except WeightsError as exc:
         note(f"{exc}")
         note("")
-        note("*" * 78)
-        note("* NOTICE: ImageNet weights could not be downloaded; the demo continues with *")
-        note("* RANDOM weights. The pipeline is real, but the labels below are MEANINGLESS. *")
-        note("*" * 78)
+        lines = ["NOTICE: ImageNet weights could not be downloaded; the demo continues with",
+                 "RANDOM weights. The pipeline is real, but the labels below are MEANINGLESS."]
+        width = max(len(x) for x in lines)
+        note("*" * (width + 4))
+        for x in lines:
+            note(f"* {x.ljust(width)} *")
+        note("*" * (width + 4))
         random_weights = True
         export(ExportRequest(model, out, "random", force=True), log=note)
 
