@@ -327,7 +327,15 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
     from edgekit.engine import build as build_engine
 
     if (bundle is None) == (model is None):
-        raise UsageError("give either a BUNDLE directory or --model NAME (edgekit build --help)")
+        raise UsageError("give either a BUNDLE directory (or an .onnx file) or --model NAME (edgekit build --help)")
+    if bundle is not None and bundle.suffix.lower() == ".onnx":
+        from edgekit.engine import build_bare
+
+        res = build_bare(bundle, precision, profile, parse_batch(batch_text) if batch_text else None, workspace,
+                         out, log=_echo_err)
+        click.echo(f"{res.path}  ({res.entry['precision']}, {res.entry['trt_flavour']} {res.entry['trt_version']}, "
+                   f"{res.entry['device']}; metadata in {res.path.name}.json)")
+        return
     # refuse what the device cannot honour before any work
     prof = prof_mod.get(profile) if profile else prof_mod.detect()[0]
     batch = parse_batch(batch_text) if batch_text else None

@@ -167,3 +167,64 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
     new = replace(man, engines=tuple(old) + (entry,))
     bundle_mod.write_text_atomic(req.bundle / mf.MANIFEST, new.to_json())
     return EngineResult(target, entry, False)
+
+
+def build_bare(onnx_path: Path, precision: str | None, profile_name: str | None, batch: prof_mod.Batch | None = None,
+               workspace_mib: int | None = None, out: Path | None = None, prefer: str | None = None,
+               log: Log = lambda _: None) -> EngineResult:
+    """An engine from a bare ONNX file (no bundle): the plan, and its metadata beside it as JSON."""
+    import tempfile
+
+    import onnx
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise UsageError(f"{onnx_path} does not exist")
+    profile = prof_mod.get(profile_name) if profile_name else prof_mod.detect()[0]
+    if profile.kind == "cpu":
+        raise UsageError("no NVIDIA GPU or Jetson detected (profile 'cpu'): name a profile to build ahead of time "
+                         "with TensorRT-RTX, e.g. --profile desktop-ada")
+    precision = precision or profile.default_precision
+    batch = batch or profile.batch
+    prof_mod.check_request(profile, precision, None, batch, workspace_mib)
+    from edgekit.trt import compat
+    from edgekit.trt.build import BuildOptions, build_engine
+    from edgekit.trt.parse import load_trt
+
+    trt = load_trt(prefer)
+    feats = compat.features(trt.__name__, trt.__version__)
+    strat = compat.strategy(feats, precision, False)
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others
+        raise UsageError(f"{onnx_path} is not a readable ONNX model ({exc})") from exc
+    has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    if precision == "int8" and not has_qdq:
+        raise UsageError(f"{onnx_path.name} has no INT8 scales (no Q/DQ nodes): make a bundle and calibrate it "
+                         "(edgekit build --model NAME --int8), or give a Q/DQ ONNX")
+    target = out or onnx_path.with_name(f"{onnx_path.stem}.{profile.name}-{precision}.plan")
+    with tempfile.TemporaryDirectory(prefix="edgekit-bare-") as tmp:
+        source = onnx_path
+        if precision == "fp16" and strat.onnx_precision == "fp16":
+            log("converting to an FP16-typed ONNX for a strongly typed build")
+            from edgekit.quantize import to_fp16
+
+            source = Path(tmp) / "model.fp16.onnx"
+            to_fp16(onnx_path, source)
+        opts = BuildOptions(batch=(batch.min, batch.opt, batch.max),
+                            workspace_mib=workspace_mib or profile.workspace_mib, opt_level=profile.opt_level,
+                            target_cc=profile.compute_capability[0] if profile.compute_capability else None)
+        built = build_engine(source, precision, opts, prefer=trt.__name__, log=log)
+    tmp_plan = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        tmp_plan.write_bytes(built.plan)
+        os.replace(tmp_plan, target)
+    finally:
+        tmp_plan.unlink(missing_ok=True)
+    entry = {"path": target.name, "sha256": sha256_file(target), "onnx": onnx_path.name,
+             "onnx_sha256": sha256_file(onnx_path), "precision": precision, "trt_flavour": trt.__name__,
+             "trt_version": trt.__version__, "device": profile.name, "batch": {"min": batch.min, "opt": batch.opt,
+                                                                               "max": batch.max},
+             "build_seconds": round(built.seconds, 2)}
+    bundle_mod.write_text_atomic(target.with_name(target.name + ".json"), json.dumps(entry, indent=2) + "\n")
+    return EngineResult(target, entry, False)

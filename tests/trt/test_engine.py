@@ -143,3 +143,16 @@ def test_cli_build_profiles_and_refusals(bundle):
     assert res.exit_code == 0 and "dla_cores: 0" in res.stdout and "sources:" in res.stdout
     data = json.loads((bundle / "manifest.json").read_text())
     assert data["engines"][0]["trt_flavour"] == "tensorrt_rtx"
+
+
+def test_bare_onnx_file(googlenet_bundle, tmp_path):
+    onnx_file = tmp_path / "model.onnx"
+    shutil.copy(googlenet_bundle / "model.onnx", onnx_file)
+    r = CliRunner()
+    res = r.invoke(cli, ["build", str(onnx_file), "--fp16", "--profile", "desktop-ada", "--batch", "1:1:2"])
+    assert res.exit_code == 0, res.output
+    plan = tmp_path / "model.desktop-ada-fp16.plan"
+    meta = json.loads((tmp_path / "model.desktop-ada-fp16.plan.json").read_text())
+    assert plan.stat().st_size > 1_000_000 and meta["precision"] == "fp16" and meta["onnx"] == "model.onnx"
+    res = r.invoke(cli, ["build", str(onnx_file), "--int8", "--profile", "desktop-ada"])
+    assert res.exit_code != 0 and "no INT8 scales" in str(res.exception)
