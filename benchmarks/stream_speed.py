@@ -54,13 +54,12 @@ def make_clip(path: Path, n: int = 300) -> Path:
 class Looping(sources.Reader):
     """A file read round and round: a camera that never ends (benchmark only)."""
 
-    def read(self):
-        img = super().read()
-        if img is None:
-            self.close()
-            self.open()
-            img = super().read()
-        return img
+    def grab(self):
+        if super().grab():
+            return True
+        self.close()
+        self.open()
+        return super().grab()
 
 
 def main() -> None:

@@ -147,16 +147,25 @@ class Reader:
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self._cap = cap
 
-    def read(self) -> np.ndarray | None:
-        """The next frame, or None at the end (files) or on failure (live)."""
+    def grab(self) -> bool:
+        """Advance to the next frame without decoding it; False at the end or on failure."""
         if self._images:
             if self._next >= len(self._images):
-                return None
-            img = read_image(self._images[self._next])
+                return False
             self._next += 1
-            return img
-        ok, frame = self._cap.read()
+            return True
+        return bool(self._cap.grab())
+
+    def retrieve(self) -> np.ndarray | None:
+        """Decode the frame grab() reached."""
+        if self._images:
+            return read_image(self._images[self._next - 1])
+        ok, frame = self._cap.retrieve()
         return frame if ok else None
+
+    def read(self) -> np.ndarray | None:
+        """The next frame, or None at the end (files) or on failure (live)."""
+        return self.retrieve() if self.grab() else None
 
     def close(self) -> None:
         if self._cap is not None:
@@ -172,7 +181,12 @@ class Reconnect:
 
 
 class LatestFrame:
-    """A capture thread that keeps only the newest frame (never a queue of stale ones)."""
+    """A capture thread that keeps only the newest frame (never a queue of stale ones).
+
+    Frames are grabbed continuously (so no driver or network buffer fills with stale ones)
+    but decoded only when a consumer is waiting: a slow model costs no decoding of frames
+    it would never see, leaving the cores to inference.
+    """
 
     def __init__(self, open_reader: Callable[[], Reader], live: bool, pace_fps: float | None = None,
                  reconnect: Reconnect = Reconnect(), on_event: Callable[[str], None] | None = None) -> None:
@@ -184,6 +198,7 @@ class LatestFrame:
         self._cond = threading.Condition()
         self._frame: Frame | None = None
         self._taken = -1
+        self._waiting = 0
         self._done = False
         self._error: BaseException | None = None
         self._stop = threading.Event()
@@ -199,19 +214,24 @@ class LatestFrame:
         t_next = time.perf_counter()
         try:
             while not self._stop.is_set():
-                img = self._reader.read()
-                if img is None:
+                if not self._reader.grab():
                     if not self._live:
                         break
                     self._reopen()
                     continue
                 now = time.perf_counter()
                 with self._cond:
-                    if self._frame is not None and self._frame.index != self._taken:
-                        self.dropped += 1  # overwritten before anyone took it
-                    self._frame = Frame(img, index, now)
-                    self.read_count += 1
-                    self._cond.notify_all()
+                    wanted = self._waiting > 0
+                img = self._reader.retrieve() if wanted else None
+                with self._cond:
+                    if img is None:
+                        self.dropped += 1  # nobody was waiting: never decoded
+                    else:
+                        if self._frame is not None and self._frame.index != self._taken:
+                            self.dropped += 1  # overwritten before anyone took it
+                        self._frame = Frame(img, index, now)
+                        self.read_count += 1
+                        self._cond.notify_all()
                 index += 1
                 if self._pace:
                     t_next += 1.0 / self._pace
@@ -245,16 +265,20 @@ class LatestFrame:
     def next(self, timeout: float | None = None) -> Frame | None:
         """The newest frame not yet taken; None when the source has ended."""
         with self._cond:
-            while True:
-                if self._frame is not None and self._frame.index != self._taken:
-                    self._taken = self._frame.index
-                    return self._frame
-                if self._done:
-                    if self._error is not None:
-                        raise self._error
-                    return None
-                if not self._cond.wait(timeout):
-                    return None
+            self._waiting += 1
+            try:
+                while True:
+                    if self._frame is not None and self._frame.index != self._taken:
+                        self._taken = self._frame.index
+                        return self._frame
+                    if self._done:
+                        if self._error is not None:
+                            raise self._error
+                        return None
+                    if not self._cond.wait(timeout):
+                        return None
+            finally:
+                self._waiting -= 1
 
     @property
     def finished(self) -> bool:

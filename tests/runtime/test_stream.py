@@ -102,11 +102,11 @@ def test_source_that_fails_mid_stream_reconnects(fast_video):
     spec = sources.parse(str(fast_video))
 
     class Dying(sources.Reader):
-        def read(self):
+        def grab(self):
             if len(opened) == 1 and self._n >= 30:
-                return None
+                return False
             self._n += 1
-            return super().read()
+            return super().grab()
 
     def open_reader():
         r = Dying(spec)
