@@ -124,8 +124,7 @@ def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress
         f"validating on {len(val_set.items)} held-out images")
     cal = quantize.calibrate(fp32, calib_set.images, req.method, req.percentile, progress)
     log(f"calibration: {cal.seconds:.1f} s ({len(calib_set.items) / max(cal.seconds, 1e-9):.1f} images/s)")
-    static = isinstance(man.input.shape[0], int)
-    batch = int(man.input.shape[0]) if static else 8
+    batch, static = gate.batching(man)
 
     from edgekit.runners.ort import OrtRunner
 

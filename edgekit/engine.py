@@ -138,17 +138,10 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
     name = f"engines/{profile.name}-{precision}{'-dla' + str(req.dla) if req.dla is not None else ''}-{key[:12]}.plan"
     target = req.bundle / name
     target.parent.mkdir(exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(built.plan)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    bundle_mod.write_bytes_atomic(target, built.plan)
     if built.timing_cache:
         tc_path.parent.mkdir(parents=True, exist_ok=True)
-        ttmp = tc_path.with_name(f".{tc_path.name}.tmp-{os.getpid()}")
-        ttmp.write_bytes(built.timing_cache)
-        os.replace(ttmp, tc_path)
+        bundle_mod.write_bytes_atomic(tc_path, built.timing_cache)
     entry = {
         "path": name, "sha256": sha256_file(target), "bytes": target.stat().st_size, "key": key,
         "precision": precision, "onnx": art.path, "trt_flavour": trt.__name__, "trt_version": trt.__version__,
@@ -215,12 +208,7 @@ def build_bare(onnx_path: Path, precision: str | None, profile_name: str | None,
                             workspace_mib=workspace_mib or profile.workspace_mib, opt_level=profile.opt_level,
                             target_cc=profile.compute_capability[0] if profile.compute_capability else None)
         built = build_engine(source, precision, opts, prefer=trt.__name__, log=log)
-    tmp_plan = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp_plan.write_bytes(built.plan)
-        os.replace(tmp_plan, target)
-    finally:
-        tmp_plan.unlink(missing_ok=True)
+    bundle_mod.write_bytes_atomic(target, built.plan)
     entry = {"path": target.name, "sha256": sha256_file(target), "onnx": onnx_path.name,
              "onnx_sha256": sha256_file(onnx_path), "precision": precision, "trt_flavour": trt.__name__,
              "trt_version": trt.__version__, "device": profile.name, "batch": {"min": batch.min, "opt": batch.opt,

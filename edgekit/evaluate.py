@@ -76,8 +76,7 @@ def evaluate(bundle: Path, data: Path, class_map_file: Path | None = None,
         raise UsageError(f"no readable images in {data}")
     x = np.stack(images)
     y = np.asarray(keep)
-    static = isinstance(man.input.shape[0], int)
-    batch = int(man.input.shape[0]) if static else 8
+    batch, static = gate.batching(man)
 
     from edgekit.runners.ort import OrtRunner
 

@@ -17,6 +17,7 @@ from edgekit import labels as labels_mod
 from edgekit import manifest as mf
 from edgekit.deps import require
 from edgekit.errors import ExportError, UsageError
+from edgekit.gate import run_all
 from edgekit.images import read_image, sample_images
 from edgekit.preprocess import Preprocess, fit_frame, graph_constants, to_model_input
 from edgekit.zoo.registry import ModelSpec, get_spec
@@ -225,15 +226,8 @@ def check_parity(model: Any, pre: Preprocess, onnx_path: Path, float_input: bool
         ref = np.concatenate([model(torch.from_numpy(ref_in[i:i + 4])).numpy()
                               for i in range(0, len(ref_in), 4)])
     feed = onnx_input(images, pre, float_input)
-    step = batch or 4
     with OrtRunner(onnx_path) as runner:
-        outs = []
-        for i in range(0, len(feed), step):
-            chunk = feed[i:i + step]
-            if batch and len(chunk) < batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
-            outs.append(runner.infer(chunk)[: len(feed[i:i + step])])
-    got = np.concatenate(outs)
+        got = run_all(runner, feed, batch or 4, static=batch is not None)
     rel = np.linalg.norm(got - ref, axis=1) / np.maximum(np.linalg.norm(ref, axis=1), 1e-12)
     top1 = int((got.argmax(1) == ref.argmax(1)).sum())
     max_rel = float(rel.max())

@@ -34,6 +34,12 @@ def agreement(ref: np.ndarray, got: np.ndarray) -> Agreement:
     return Agreement(len(ref), top1, overlap, cos, float(np.abs(ref - got).max()))
 
 
+def batching(man: Any) -> tuple[int, bool]:
+    """(batch size, static?) for running a bundle's model: its static batch, else 8."""
+    first = man.input.shape[0]
+    return (first, True) if isinstance(first, int) else (8, False)
+
+
 def run_all(runner: Any, images: np.ndarray, batch: int = 8, static: bool = False) -> np.ndarray:
     """Logits for all images, in batches (the last one padded for static-batch models)."""
     out = []

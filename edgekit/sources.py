@@ -22,8 +22,6 @@ from edgekit.deps import require
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.images import IMAGE_SUFFIXES, read_image
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
-
 
 class SourceError(EdgekitError):
     """A source cannot be opened, or was lost and did not come back."""
