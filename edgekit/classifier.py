@@ -11,10 +11,11 @@ import numpy as np
 
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
-from edgekit.errors import UsageError
+from edgekit.errors import EdgekitError, UsageError
+from edgekit.hashing import sha256_file as hashing_sha256
 from edgekit.preprocess import fit_frame
 
-BACKENDS = ("auto", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -92,28 +93,96 @@ class Classifier:
 
 
 def load(bundle: str | Path | None = None, backend: str = "auto", precision: str = "auto",
-         threads: int | None = None) -> Classifier:
-    """Load a bundle. ``precision="auto"`` takes the fastest model this backend runs well."""
+         threads: int | None = None, log: Any = None) -> Classifier:
+    """Load a bundle on the best backend here, saying which and why (``Classifier.why``).
+
+    ``backend="auto"``: the bundle's TensorRT engine for this device when TensorRT, a GPU and
+    a matching engine are all present; otherwise ONNX Runtime, with the reason. ``"tensorrt"``
+    makes any of those missing an error with the fix. ``precision="auto"`` takes the fastest
+    model the chosen backend runs well.
+    """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     path = Path(bundle) if bundle is not None else bundle_mod.find_latest()
     man = mf.read(path)
-    chosen_why = ""
+    bundle_mod.artifact_path(path, _labels_artifact(man, path))
+    why_not_trt = ""
+    if backend in ("auto", "tensorrt"):
+        try:
+            runner, entry, why = _tensorrt(path, man, precision)
+            return Classifier(path, man, runner, str(entry["precision"]), why)
+        except EdgekitError as exc:  # missing TensorRT/CUDA, engine mismatch, CUDA init failure
+            if backend == "tensorrt":
+                raise
+            why_not_trt = str(exc)
+    runner, prec, why = _onnxruntime(path, man, precision, threads)
+    return Classifier(path, man, runner, prec, f"{why_not_trt}; {why}" if why_not_trt else why)
+
+
+def _tensorrt(path: Path, man: mf.Manifest, precision: str) -> tuple[Any, dict[str, Any], str]:
+    from edgekit import profiles as prof_mod
+    from edgekit.runners import trt as trt_runner
+
+    profile, dev = prof_mod.detect()
+    if profile.kind == "cpu":
+        raise UsageError("no NVIDIA GPU or Jetson detected, so no TensorRT")
+    if not man.engines:
+        raise UsageError(f"{path} has no TensorRT engine (make one here: edgekit build {path})")
+    from edgekit.trt.parse import load_trt
+
+    trt = load_trt()
+    cc = dev.compute_capability or (profile.compute_capability[0] if profile.compute_capability else "")
+    here = trt_runner.Here(trt.__name__, trt.__version__, cc, profile.name)
+    entry = trt_runner.pick_engine(man.engines, precision, here)
+    if entry is None:
+        have = sorted({str(e.get("precision")) for e in man.engines})
+        raise UsageError(f"{path} has no {precision} engine (it has {', '.join(have)}); "
+                         f"edgekit build {path} --{precision}")
+    trt_runner.check_engine(entry, here, path)
+    plan = path / str(entry["path"])
+    if not plan.is_file() or hashing_sha256(plan) != entry.get("sha256"):
+        raise UsageError(f"{plan} is missing or changed since it was built; rebuild: edgekit build {path} --force")
+    runner = trt_runner.TrtRunner(plan, entry)
+    return runner, entry, f"{entry['path']} matches this {profile.name} and {trt.__name__} {trt.__version__}"
+
+
+def _onnxruntime(path: Path, man: mf.Manifest, precision: str, threads: int | None) -> tuple[Any, str, str]:
+    from edgekit.runners.ort import OrtRunner, gpu_providers
+
+    gpu = gpu_providers()
+    why = ""
     if precision == "auto":
-        # ONNX Runtime on a CPU: the uint8/int8 model is the fast one; FP32 where it is absent
-        precision = "int8-cpu" if man.artifact("onnx", "int8-cpu") is not None else "fp32"
-        chosen_why = "; the fastest model in the bundle for a CPU"
+        if gpu and man.artifact("onnx", "fp16") is not None:
+            precision, why = "fp16", f"FP16 model on {gpu[0]}"
+        elif man.artifact("onnx", "int8-cpu") is not None and not gpu:
+            precision, why = "int8-cpu", "the fastest model in the bundle for a CPU"
+        else:
+            precision, why = "fp32", "FP32 model (the bundle has no faster one for this backend)"
     art = man.artifact("onnx", precision)
     if art is None:
         have = sorted({a.precision for a in man.artifacts if a.kind == "onnx" and a.precision})
         raise UsageError(f"{path} has no {precision} model; it has: {', '.join(have)}")
     onnx_file = bundle_mod.artifact_path(path, art)
-    bundle_mod.artifact_path(path, _labels_artifact(man, path))
-    from edgekit.runners.ort import OrtRunner
+    if threads is None:
+        threads = _profile_threads()
+    # the CPU-tuned uint8 model stays on the CPU; the rest goes to a GPU provider when there is one
+    providers = ["CPUExecutionProvider"] if precision == "int8-cpu" or not gpu else gpu + ["CPUExecutionProvider"]
+    runner = OrtRunner(onnx_file, threads=threads, providers=providers)
+    return runner, precision, "ONNX Runtime: " + (why or f"{precision} as asked")
 
-    runner = OrtRunner(onnx_file, threads=threads)
-    why = ("no TensorRT runner for this device yet" if backend == "auto" else "requested") + chosen_why
-    return Classifier(path, man, runner, precision, why)
+
+def _profile_threads() -> int | None:
+    import os
+
+    from edgekit import profiles as prof_mod
+
+    try:
+        profile = prof_mod.detect()[0]
+    except UsageError:
+        return None
+    if profile.cpu_threads is None:
+        return None
+    return max(1, min(profile.cpu_threads, (os.cpu_count() or 2) - 1))
 
 
 def _labels_artifact(man: mf.Manifest, path: Path) -> mf.Artifact:

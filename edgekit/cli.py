@@ -177,7 +177,10 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--topk", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image.")
-def classify(bundle: Path, images: tuple[Path, ...], topk: int, as_json: bool) -> None:
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
+              help="auto: the bundle's TensorRT engine where it fits this device, else ONNX Runtime (says why).")
+@click.option("--precision", default="auto", show_default=True, help="auto, fp32, fp16, int8, int8-cpu.")
+def classify(bundle: Path, images: tuple[Path, ...], topk: int, as_json: bool, backend: str, precision: str) -> None:
     """Classify image files with a bundle (the shipped sample photographs when none are given).
 
     \b
@@ -188,7 +191,7 @@ def classify(bundle: Path, images: tuple[Path, ...], topk: int, as_json: bool) -
     from edgekit.images import read_image, sample_images
 
     paths = list(images) or sample_images()
-    with load(bundle) as clf:
+    with load(bundle, backend=backend, precision=precision) as clf:
         if not as_json:
             _echo_err(f"backend: {clf.runner.description} ({clf.why})")
         clf.classify(read_image(paths[0]))  # warm-up, not timed
@@ -443,6 +446,8 @@ def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None
 @click.option("--camera", default=None, metavar="N|URI", help="0, /dev/video0, v4l2:///dev/video0, csi://0, rtsp://...")
 @click.option("--source", default=None, metavar="URI|PATH", help="A video file, image folder or glob, or a stream URL.")
 @click.option("--precision", default="auto", show_default=True, help="auto, fp32, fp16, int8, int8-cpu.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
+              help="auto: the bundle's TensorRT engine where it fits this device, else ONNX Runtime (says why).")
 @click.option("--topk", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option("--threshold", default=0.0, show_default=True, type=float, help="Below it the label is null.")
 @click.option("--smooth", default=None, type=click.FloatRange(0, 0.999), help="EWMA weight of the past, e.g. 0.6.")
@@ -455,7 +460,8 @@ def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None
 @click.option("--fps", default=30, show_default=True)
 @click.option("--max-frames", type=int, default=None, help="Stop after this many results.")
 @click.option("--reconnect-attempts", default=5, show_default=True, help="Before giving up on a lost camera.")
-def run(bundle: Path | None, camera: str | None, source: str | None, precision: str, topk: int, threshold: float,
+def run(bundle: Path | None, camera: str | None, source: str | None, precision: str, backend: str, topk: int,
+        threshold: float,
         smooth: float | None, as_json: bool, output: Path | None, display: bool, every_frame: bool, width: int,
         height: int, fps: int, max_frames: int | None, reconnect_attempts: int) -> None:
     """Classify a live camera, stream, video file or image folder.
@@ -480,7 +486,7 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
     if bundle is None:
         bundle = bundle_mod.find_latest()
         _echo_err(f"bundle: {bundle} (the most recently built)")
-    clf = load(bundle, precision=precision)
+    clf = load(bundle, backend=backend, precision=precision)
     _echo_err(f"backend: {clf.runner.description}, {clf.precision} ({clf.why})")
     opts = StreamOptions(topk, threshold, smooth, every_frame, True, width, height, fps,
                          Reconnect(attempts=reconnect_attempts), max_frames)

@@ -74,6 +74,7 @@ class Profile:
     memory_gb: tuple[float, ...] = ()
     software: tuple[Software, ...] = ()
     tensorrt_rtx: bool = False
+    cpu_threads: int | None = None  # ONNX Runtime threads: the CPU's cores less one for capture
     path: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -121,7 +122,8 @@ class _Keys:
 
 
 KNOWN_KEYS = {"name", "description", "kind", "extends", "detect", "compute_capability", "architecture", "memory_gb",
-              "precisions", "dla_cores", "build", "software", "camera", "power", "sources", "tensorrt_rtx"}
+              "precisions", "dla_cores", "build", "software", "camera", "power", "sources", "tensorrt_rtx",
+              "cpu_threads"}
 
 
 def _validate(data: dict[str, Any], source: str) -> Profile:
@@ -175,8 +177,15 @@ def _validate(data: dict[str, Any], source: str) -> Profile:
         power=r.get("power", str, ""), sources=r.strings("sources"),
         device_tree=d.strings("device_tree"), compatible=d.strings("compatible"), gpu_names=d.strings("gpu_names"),
         memory_gb=tuple(float(m) for m in mem), software=tuple(software),
-        tensorrt_rtx=r.get("tensorrt_rtx", bool, False), path=source, raw=data,
+        tensorrt_rtx=r.get("tensorrt_rtx", bool, False), cpu_threads=_threads(r), path=source, raw=data,
     )
+
+
+def _threads(r: _Keys) -> int | None:
+    n = r.get("cpu_threads", int, None)
+    if n is not None and not 1 <= n <= 64:
+        raise r.fail("cpu_threads", f"must be 1-64, got {n}")
+    return n  # type: ignore[no-any-return]
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

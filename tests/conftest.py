@@ -33,3 +33,28 @@ def export_bundle(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def googlenet_bundle(export_bundle) -> Path:
     return export_bundle("googlenet")
+
+
+def _gpu_here() -> str:
+    """'' when an NVIDIA GPU answers, else why not (the skip reason of tests marked gpu)."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return "no NVIDIA GPU here (no nvidia-smi); make test-gpu on a GPU machine runs these"
+    try:
+        subprocess.run([smi, "-L"], check=True, capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"nvidia-smi fails ({exc}); no usable GPU"
+    return ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    why = None
+    for item in items:
+        if item.get_closest_marker("gpu") is None:
+            continue
+        why = _gpu_here() if why is None else why
+        if why:
+            item.add_marker(pytest.mark.skip(reason=why))

@@ -10,11 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import EdgekitError
 from edgekit.trt import compat
 from edgekit.trt.parse import load_trt
+
+if TYPE_CHECKING:  # checked against stubs generated from the bindings (tests/trt/test_stubs.py)
+    from tensorrt_rtx import Builder, IBuilderConfig, INetworkDefinition, OnnxParser
 
 
 class BuildError(EdgekitError):
@@ -99,15 +102,15 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
     rec = _recorder(trt)
     phases: dict[str, float] = {}
     t0 = time.perf_counter()
-    builder = trt.Builder(rec)
+    builder: Builder = trt.Builder(rec)
     flags = 0
     ncf = trt.NetworkDefinitionCreationFlag
     if feats.explicit_batch_flag:
         flags |= 1 << int(ncf.EXPLICIT_BATCH)
     if strat.strongly_typed and feats.strongly_typed_flag:
         flags |= 1 << int(ncf.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, rec)
+    network: INetworkDefinition = builder.create_network(flags)
+    parser: OnnxParser = trt.OnnxParser(network, rec)
     say(f"parsing {Path(onnx_path).name} with {trt.__name__} {trt.__version__}")
     if not parser.parse_from_file(str(onnx_path)):
         errs = [parser.get_error(i) for i in range(parser.num_errors)]
@@ -116,12 +119,13 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
         raise BuildError(f"TensorRT's ONNX parser refused {Path(onnx_path).name}: {detail or 'no details'}; "
                          "re-export the bundle, or report the node above")
     phases["parse"] = time.perf_counter() - t0
-    config = builder.create_builder_config()
+    config: IBuilderConfig = builder.create_builder_config()
+    legacy: Any = config  # attributes of older TensorRT versions, absent from current stubs
     if opts.workspace_mib:
         if feats.memory_pools:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
         else:
-            config.max_workspace_size = opts.workspace_mib << 20
+            legacy.max_workspace_size = opts.workspace_mib << 20
     if opts.opt_level is not None and feats.opt_level:
         config.builder_optimization_level = opts.opt_level
     for name in strat.builder_flags:
@@ -133,7 +137,7 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
         if not opts.calibration_cache:
             raise BuildError("INT8 on DLA with this TensorRT needs the bundle's calibration.cache; "
                              "run edgekit calibrate first")
-        config.int8_calibrator = _calibrator(trt, opts.calibration_cache)
+        legacy.int8_calibrator = _calibrator(trt, opts.calibration_cache)
     if opts.version_compatible and feats.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if opts.hardware_compatible and feats.hardware_compatible:
@@ -152,13 +156,13 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
     if inp.shape[0] == -1:
         lo, opt, hi = opts.batch
         profile = builder.create_optimization_profile()
-        rest = list(inp.shape)[1:]
-        profile.set_shape(inp.name, [lo, *rest], [opt, *rest], [hi, *rest])
+        rest = [int(inp.shape[i]) for i in range(1, len(inp.shape))]
+        profile.set_shape(inp.name, trt.Dims([lo, *rest]), trt.Dims([opt, *rest]), trt.Dims([hi, *rest]))
         config.add_optimization_profile(profile)
     say(f"building ({precision}, batch {opts.batch[0]}:{opts.batch[1]}:{opts.batch[2]}"
         + (f", DLA {opts.dla_core}" if opts.dla_core is not None else "") + "); this can take minutes on a Jetson")
     t1 = time.perf_counter()
-    plan = builder.build_serialized_network(network, config)
+    plan: Any = builder.build_serialized_network(network, config)  # IHostMemory: a buffer
     phases["build"] = time.perf_counter() - t1
     if plan is None:
         tail = " | ".join(rec.lines[-3:]) or "no message"
@@ -166,5 +170,5 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
         fix = ("out of memory: use a smaller --workspace or --batch (on a Nano, add swap)" if oom
                else "check the lines above; a smaller --batch or --workspace often helps")
         raise BuildError(f"TensorRT could not build {Path(onnx_path).name}: {tail}; {fix}")
-    timing = bytes(cache.serialize()) if cache is not None else None
+    timing = bytes(memoryview(cache.serialize())) if cache is not None else None  # type: ignore[arg-type]
     return Built(bytes(plan), trt.__name__, trt.__version__, time.perf_counter() - t0, timing, phases)

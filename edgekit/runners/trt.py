@@ -1,0 +1,238 @@
+"""TensorRT runner (gpu tier): a bundle's engine on this device.
+
+Pinned host buffers, device buffers and a CUDA stream per thread; async copies and
+``execute_async_v3`` (``execute_async_v2`` with bindings before TensorRT 8.5); one execution
+context per thread; the CUDA context pushed and popped around every call.
+
+Before anything is deserialised, ``check_engine`` compares the engine's manifest entry
+with this TensorRT and this GPU (a plan from another version or GPU fails to deserialise,
+or worse), and says which ``edgekit build`` makes the right one.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekit.errors import BundleError, UsageError
+from edgekit.runners.cuda import Cuda, open_cuda
+from edgekit.trt import compat
+from edgekit.trt.parse import load_trt
+
+if TYPE_CHECKING:
+    # Names checked against stubs generated from TensorRT's bindings (tests/trt/test_stubs.py);
+    # without the stubs they are Any. TensorRT and TensorRT-RTX share this part of the API.
+    from tensorrt_rtx import ICudaEngine, IExecutionContext, Runtime
+
+
+class EngineMismatch(UsageError):
+    """The bundle's engine was built for another TensorRT or GPU."""
+
+
+@dataclass(frozen=True)
+class Here:
+    """This machine, as far as an engine cares."""
+
+    flavour: str  # "tensorrt" / "tensorrt_rtx"
+    trt_version: str
+    compute_capability: str  # "8.7"; "" when unknown
+    profile: str = ""
+
+
+def check_engine(entry: dict[str, Any], here: Here, bundle: Path) -> None:
+    """Refuse an engine this TensorRT/GPU cannot run, with the ``edgekit build`` that fixes it."""
+    fix = (f"rebuild it here: edgekit build {bundle} --{entry.get('precision', 'fp16')}"
+           + (f" --profile {here.profile}" if here.profile else ""))
+    built_flavour = str(entry.get("trt_flavour", ""))
+    built_version = str(entry.get("trt_version", ""))
+    if built_flavour != here.flavour:
+        raise EngineMismatch(f"{entry['path']} was built with {built_flavour} {built_version}, but this machine has "
+                             f"{here.flavour} {here.trt_version}; {fix}")
+    same = compat.parse_version(built_version) == compat.parse_version(here.trt_version)
+    if here.flavour == "tensorrt":
+        # plans are tied to the exact TensorRT build unless built version-compatible (8.6+)
+        same = built_version == here.trt_version or (
+            bool(entry.get("version_compatible")) and compat.parse_version(here.trt_version) >= (8, 6)
+            and compat.parse_version(built_version)[0] == compat.parse_version(here.trt_version)[0])
+    if not same:
+        raise EngineMismatch(f"{entry['path']} was built with {built_flavour} {built_version}, this machine has "
+                             f"{here.trt_version} (a plan only loads in the version that built it); {fix}")
+    built_cc = str(entry.get("compute_capability") or "")
+    if built_cc and here.compute_capability and built_cc != here.compute_capability \
+            and not entry.get("hardware_compatible"):
+        raise EngineMismatch(f"{entry['path']} was built for compute capability {built_cc} "
+                             f"({entry.get('device', '?')}), this GPU is {here.compute_capability}; {fix}")
+
+
+def pick_engine(engines: tuple[dict[str, Any], ...], precision: str | None, here: Here) -> dict[str, Any] | None:
+    """The engine for this device: matching profile first, then matching compute capability."""
+    cands = [e for e in engines if precision in (None, "auto", e.get("precision"))]
+    order = {"int8": 0, "fp16": 1, "fp32": 2}
+    cands.sort(key=lambda e: order.get(str(e.get("precision")), 9))
+    for e in cands:
+        if here.profile and e.get("device") == here.profile and e.get("dla_core") is None:
+            return e
+    for e in cands:
+        if here.compute_capability and str(e.get("compute_capability")) == here.compute_capability \
+                and e.get("dla_core") is None:
+            return e
+    return cands[0] if cands else None
+
+
+def _dims(d: Any) -> tuple[int, ...]:
+    return tuple(int(d[i]) for i in range(len(d)))
+
+
+_NP = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+       "BOOL": np.bool_, "UINT8": np.uint8}
+
+
+@dataclass
+class _Tensor:
+    name: str
+    is_input: bool
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]  # -1 for the dynamic batch
+
+
+@dataclass
+class _ThreadState:
+    context: IExecutionContext
+    stream: Any
+    batch: int = 0
+    host: dict[str, np.ndarray] = field(default_factory=dict)
+    device: dict[str, Any] = field(default_factory=dict)
+
+
+class TrtRunner:
+    backend = "tensorrt"
+
+    def __init__(self, plan: str | Path, entry: dict[str, Any] | None = None, binding: str | None = None,
+                 cuda: Cuda | None = None) -> None:
+        entry = entry or {}
+        self.trt: Any = load_trt(entry.get("trt_flavour") or None)
+        self.features = compat.features(self.trt.__name__, self.trt.__version__)
+        self.cuda = cuda or open_cuda(binding)
+        self.plan = Path(plan)
+        data = self.plan.read_bytes()
+        self._lock = threading.Lock()
+        self._states: list[_ThreadState] = []
+        self._local = threading.local()
+        logger = self.trt.Logger(self.trt.Logger.WARNING)
+        with self.cuda.current():
+            self.runtime: Runtime = self.trt.Runtime(logger)
+            if entry.get("dla_core") is not None:
+                self.runtime.DLA_core = int(entry["dla_core"])
+            self.engine: ICudaEngine = self.runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise BundleError(f"TensorRT could not deserialise {self.plan} (see the lines above); "
+                              "rebuild it on this device with edgekit build")
+        self.tensors = self._tensors()
+        self.inputs = [t for t in self.tensors if t.is_input]
+        self.outputs = [t for t in self.tensors if not t.is_input]
+        if len(self.inputs) != 1:
+            raise BundleError(f"{self.plan} has {len(self.inputs)} inputs; edgekit engines have one")
+        self.description = (f"{self.trt.__name__} {self.trt.__version__} on {self.cuda.device_name} "
+                            f"(sm_{self.cuda.compute_capability.replace('.', '')}, {self.cuda.binding})")
+
+    def _tensors(self) -> list[_Tensor]:
+        e = self.engine
+        out = []
+        if self.features.execute_v3:
+            for i in range(e.num_io_tensors):
+                name = e.get_tensor_name(i)
+                is_in = e.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT
+                out.append(_Tensor(name, is_in, np.dtype(_NP[e.get_tensor_dtype(name).name]),
+                                   _dims(e.get_tensor_shape(name))))
+        else:  # TensorRT 8.0-8.4: the bindings API
+            legacy: Any = e
+            for i in range(legacy.num_bindings):
+                name = legacy.get_binding_name(i)
+                out.append(_Tensor(name, bool(legacy.binding_is_input(i)),
+                                   np.dtype(_NP[legacy.get_binding_dtype(i).name]),
+                                   tuple(legacy.get_binding_shape(i))))
+        return out
+
+    def _state(self) -> _ThreadState:
+        st: _ThreadState | None = getattr(self._local, "state", None)
+        if st is None:
+            # one execution context per thread: contexts are not safe to share between threads
+            st = _ThreadState(self.engine.create_execution_context(), self.cuda.stream())
+            self._local.state = st
+            with self._lock:
+                self._states.append(st)
+        return st
+
+    def _buffers(self, st: _ThreadState, batch: int) -> None:
+        if st.batch == batch:
+            return
+        self._release(st)
+        inp = self.inputs[0]
+        shape = (batch,) + inp.shape[1:]
+        ctx = st.context
+        legacy: Any = ctx  # TensorRT 8.0-8.4 bindings API (absent from current stubs)
+        if self.features.execute_v3:
+            if not ctx.set_input_shape(inp.name, shape):
+                raise UsageError(f"batch {batch} is outside this engine's profile; "
+                                 "rebuild with edgekit build --batch MIN:OPT:MAX")
+        else:
+            legacy.set_binding_shape(0, shape)
+        for i, t in enumerate(self.tensors):
+            tshape = shape if t.is_input else _dims(
+                ctx.get_tensor_shape(t.name) if self.features.execute_v3 else legacy.get_binding_shape(i))
+            st.host[t.name] = self.cuda.pinned(tshape, t.dtype)
+            st.device[t.name] = self.cuda.alloc(st.host[t.name].nbytes)
+            if self.features.execute_v3:
+                ctx.set_tensor_address(t.name, self.cuda.handle(st.device[t.name]))
+        st.batch = batch
+
+    def _release(self, st: _ThreadState) -> None:
+        for mem in st.device.values():
+            self.cuda.free(mem)
+        st.device.clear()
+        st.host.clear()
+        st.batch = 0
+
+    def infer(self, inputs: np.ndarray) -> np.ndarray:
+        return self.infer_all(inputs)[self.outputs[0].name]
+
+    def infer_all(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        inp = self.inputs[0]
+        with self.cuda.current():
+            st = self._state()
+            self._buffers(st, int(inputs.shape[0]))
+            host_in = st.host[inp.name]
+            np.copyto(host_in, inputs, casting="same_kind")
+            self.cuda.to_device(st.device[inp.name], host_in, st.stream)
+            sh = self.cuda.handle(st.stream)
+            if self.features.execute_v3:
+                ok = st.context.execute_async_v3(sh)
+            else:
+                legacy: Any = st.context
+                ok = legacy.execute_async_v2([self.cuda.handle(st.device[t.name]) for t in self.tensors], sh)
+            if not ok:
+                raise BundleError(f"TensorRT failed to run {self.plan.name} (see the lines above)")
+            for t in self.outputs:
+                self.cuda.to_host(st.host[t.name], st.device[t.name], st.stream)
+            self.cuda.synchronize(st.stream)
+            return {t.name: np.array(st.host[t.name]) for t in self.outputs}
+
+    def close(self) -> None:
+        with self._lock:
+            states, self._states = self._states, []
+        if states:
+            with self.cuda.current():
+                for st in states:
+                    self._release(st)
+                    del st.context
+        self._local = threading.local()
+
+    def __enter__(self) -> TrtRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

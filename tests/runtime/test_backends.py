@@ -1,0 +1,135 @@
+"""Which backend load() picks and why; engines checked against this device before deserialising.
+
+The engine entries are real: built by TensorRT-RTX on this CPU. No GPU exists here, so the
+"GPU present" cases describe one (profile and compute capability) to detection; CUDA itself
+then really fails to start, and load() must fall back without touching TensorRT's Runtime.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorrt_rtx")
+
+from edgekit import classifier  # noqa: E402
+from edgekit import manifest as mf  # noqa: E402
+from edgekit import profiles as prof_mod  # noqa: E402
+from edgekit.engine import EngineRequest, build  # noqa: E402
+from edgekit.errors import UsageError  # noqa: E402
+from edgekit.profiles import Batch  # noqa: E402
+from edgekit.runners.trt import EngineMismatch, Here, check_engine, pick_engine  # noqa: E402
+from tests.test_cli import run as run_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engine_bundle(googlenet_bundle, tmp_path_factory) -> Path:
+    b = tmp_path_factory.mktemp("eng") / "b"
+    shutil.copytree(googlenet_bundle, b)
+    import os
+
+    os.environ.setdefault("EDGEKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    build(EngineRequest(b, precision="fp32", profile="desktop-ada", prefer="tensorrt_rtx", batch=Batch(1, 1, 2)))
+    return b
+
+
+def _entry(b: Path) -> dict:
+    return dict(mf.read(b).engines[0])
+
+
+def _here(b: Path, **kw) -> Here:
+    e = _entry(b)
+    base = {"flavour": e["trt_flavour"], "trt_version": e["trt_version"], "compute_capability": "8.9",
+            "profile": "desktop-ada"}
+    base.update(kw)
+    return Here(**base)
+
+
+def test_matching_engine_passes(engine_bundle):
+    e = _entry(engine_bundle)
+    assert e["trt_flavour"] == "tensorrt_rtx" and e["compute_capability"] == "8.9"
+    check_engine(e, _here(engine_bundle), engine_bundle)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"flavour": "tensorrt", "trt_version": "10.3.0"}, "built with tensorrt_rtx"),
+    ({"trt_version": "0.9.0"}, "only loads in the version that built it"),
+    ({"compute_capability": "8.7", "profile": "jetson-orin-nano"}, "compute capability 8.9"),
+])
+def test_mismatch_says_which_build_fixes_it(engine_bundle, change, words):
+    with pytest.raises(EngineMismatch) as err:
+        check_engine(_entry(engine_bundle), _here(engine_bundle, **change), engine_bundle)
+    msg = str(err.value)
+    assert words in msg and f"edgekit build {engine_bundle} --fp32" in msg
+    assert "\n" not in msg
+
+
+def test_exact_version_rule_for_full_tensorrt():
+    e = {"path": "engines/x.plan", "precision": "int8", "trt_flavour": "tensorrt", "trt_version": "10.3.0.30",
+         "compute_capability": "8.7", "device": "jetson-orin-nano"}
+    here = Here("tensorrt", "10.3.0.26", "8.7", "jetson-orin-nano")
+    with pytest.raises(EngineMismatch, match="--int8 --profile jetson-orin-nano"):
+        check_engine(e, here, Path("b"))
+    check_engine(e | {"version_compatible": True}, here, Path("b"))  # 8.6+ version-compatible plans load
+    check_engine(e, Here("tensorrt", "10.3.0.30", "8.7"), Path("b"))
+    check_engine(e | {"hardware_compatible": True}, Here("tensorrt", "10.3.0.30", "8.6"), Path("b"))
+
+
+def test_pick_engine_prefers_this_device_and_fast_precision():
+    engines = ({"path": "a", "precision": "fp32", "device": "jetson-orin-nano", "compute_capability": "8.7"},
+               {"path": "b", "precision": "int8", "device": "jetson-orin-nano", "compute_capability": "8.7"},
+               {"path": "c", "precision": "int8", "device": "jetson-orin-nano", "compute_capability": "8.7",
+                "dla_core": 0},
+               {"path": "d", "precision": "int8", "device": "desktop-ada", "compute_capability": "8.9"})
+    here = Here("tensorrt", "10.3", "8.7", "jetson-orin-nano")
+    assert pick_engine(engines, "auto", here)["path"] == "b"
+    assert pick_engine(engines, "fp32", here)["path"] == "a"
+    assert pick_engine(engines, "int8", Here("tensorrt", "10.3", "8.9", ""))["path"] == "d"
+    assert pick_engine(engines, "fp16", here) is None
+
+
+def test_cpu_machine_falls_back_and_says_why(engine_bundle):
+    with classifier.load(engine_bundle) as clf:
+        assert clf.backend == "onnxruntime"
+        assert "no NVIDIA GPU" in clf.why
+    with pytest.raises(UsageError, match="no NVIDIA GPU"):
+        classifier.load(engine_bundle, backend="tensorrt")
+    err = run_cli(["classify", str(engine_bundle), "--backend", "tensorrt"], expect=2).stderr
+    assert "no NVIDIA GPU" in err and len(err.strip().splitlines()) == 1
+
+
+def test_gpu_described_but_cuda_absent_falls_back_before_tensorrt_runtime(engine_bundle, monkeypatch):
+    ada = prof_mod.get("desktop-ada")
+    dev = prof_mod.Device(gpu_name="NVIDIA GeForce RTX 4090", compute_capability="8.9")
+    monkeypatch.setattr(prof_mod, "detect", lambda root=Path("/"): (ada, dev))
+    import edgekit.runners.cuda as cuda_mod
+
+    if "cuda-python" not in cuda_mod.available():
+        pytest.skip("cuda-python not installed")
+    clf = classifier.load(engine_bundle, precision="fp32")
+    try:
+        assert clf.backend == "onnxruntime"
+        assert "no NVIDIA driver" in clf.why  # CUDA tried for real; TensorRT's Runtime never made
+    finally:
+        clf.close()
+
+
+def test_engine_for_another_gpu_falls_back_with_the_fix(engine_bundle, monkeypatch):
+    orin = prof_mod.get("jetson-orin-nano")
+    monkeypatch.setattr(prof_mod, "detect", lambda root=Path("/"): (orin, prof_mod.Device(model="Orin Nano")))
+    with classifier.load(engine_bundle, precision="fp32") as clf:
+        assert clf.backend == "onnxruntime"
+        assert "compute capability 8.9" in clf.why and "--profile jetson-orin-nano" in clf.why
+        assert clf.runner.description.endswith("5 threads)") or "threads" in clf.runner.description
+    with pytest.raises(EngineMismatch):
+        classifier.load(engine_bundle, backend="tensorrt", precision="fp32")
+
+
+def test_profile_threads_cap_at_this_machine(monkeypatch):
+    orin = prof_mod.get("jetson-agx-orin")
+    monkeypatch.setattr(prof_mod, "detect", lambda root=Path("/"): (orin, prof_mod.Device(model="AGX Orin")))
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert orin.cpu_threads == 8
+    assert classifier._profile_threads() == 3
