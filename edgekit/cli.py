@@ -524,6 +524,64 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
     _echo_err(stats.summary(st.dropped, st.reconnects))
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--batch takes sizes separated by commas, e.g. 1,4,8; got {text!r}") from None
+    if not out or min(out) < 1:
+        raise UsageError(f"--batch sizes must be positive, got {text!r}")
+    return out
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
+@click.option("--precision", default=None, help="Only these precisions, comma-separated (default: all in the bundle).")
+@click.option("--backend", type=click.Choice(["all", "onnxruntime", "tensorrt"]), default="all", show_default=True)
+@click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes, e.g. 1,4,8.")
+@click.option("--compare", type=click.Choice(["torch"]), default=None,
+              help="Also time PyTorch eager on the same weights (and FP16/CUDA graphs on a GPU), with ratios.")
+@click.option("--weights", default=None, help="With --compare torch: the weights that made the bundle, if not "
+              "recorded in it.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads (default: the profile's).")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(0, 1000))
+@click.option("--runs", default=10, show_default=True, type=click.IntRange(1, 100000), help="At least this many.")
+@click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="And at least this long.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable results on stdout.")
+def bench(bundle: Path | None, precision: str | None, backend: str, batch_text: str, compare: str | None,
+          weights: str | None, threads: int | None, warmup: int, runs: int, seconds: float, as_json: bool) -> None:
+    """Latency percentiles, throughput and memory of a bundle's models on this machine.
+
+    \b
+    Examples:
+      edgekit bench build/v4-int8
+      edgekit bench build/v4-int8 --batch 1,4,8 --json
+      edgekit bench build/v4-int8 --compare torch
+    """
+    from edgekit import bench as bench_mod
+    from edgekit import bundle as bundle_mod
+    from edgekit import manifest as mf
+
+    if bundle is None:
+        bundle = bundle_mod.find_latest()
+        _echo_err(f"bundle: {bundle} (the most recently built)")
+    precisions = [p.strip() for p in precision.split(",")] if precision else None
+    rows, notes = bench_mod.bench_bundle(
+        bundle, precisions, backend, _int_list(batch_text), threads, compare == "torch", weights,
+        bench_mod.Settings(warmup, runs, seconds), log=lambda m: _echo_err(f"  timing {m}"))
+    if as_json:
+        click.echo(bench_mod.to_json(bundle, rows, notes))
+        return
+    click.echo(f"{bundle} ({mf.read(bundle).model.name}); median of >= {runs} runs and >= {seconds:g} s each")
+    click.echo(bench_mod.table(rows))
+    for r in rows:
+        if r.note:
+            click.echo(f"  {r.backend} {r.precision} b{r.batch}: {r.note}")
+    for n in notes:
+        click.echo(f"note: {n}")
+
+
 @cli.command()
 @click.option("--model", "-m", default="inception_v3", show_default=True, metavar="NAME")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("build/demo"), show_default=True)

@@ -44,7 +44,10 @@ def build(spec: ModelSpec, weights: str, input_size: int | None = None,
     size = input_size or spec.input_size
     if weights == "random":
         n = num_classes or 1000
-        model = spec.builder(n, size)
+        torch = require("torch", "building models")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # reproducible: `edgekit bench --compare torch` rebuilds the same weights
+            model = spec.builder(n, size)
         _settle_batchnorm(model, size)
         return model.eval(), LoadedWeights("random", "random (untrained) weights", n, None)
     src = spec.weight_source(weights)

@@ -104,6 +104,7 @@ class _ThreadState:
     context: IExecutionContext
     stream: Any
     batch: int = 0
+    events: tuple[Any, Any] | None = None
     host: dict[str, np.ndarray] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
 
@@ -122,6 +123,7 @@ class TrtRunner:
         self._lock = threading.Lock()
         self._states: list[_ThreadState] = []
         self._local = threading.local()
+        self.last_device_ms: float | None = None  # copies + inference of the last call, from CUDA events
         logger = self.trt.Logger(self.trt.Logger.WARNING)
         with self.cuda.current():
             self.runtime: Runtime = self.trt.Runtime(logger)
@@ -162,6 +164,7 @@ class TrtRunner:
         if st is None:
             # one execution context per thread: contexts are not safe to share between threads
             st = _ThreadState(self.engine.create_execution_context(), self.cuda.stream())
+            st.events = (self.cuda.event(), self.cuda.event())
             self._local.state = st
             with self._lock:
                 self._states.append(st)
@@ -207,6 +210,8 @@ class TrtRunner:
             self._buffers(st, int(inputs.shape[0]))
             host_in = st.host[inp.name]
             np.copyto(host_in, inputs, casting="same_kind")
+            assert st.events is not None
+            self.cuda.record(st.events[0], st.stream)
             self.cuda.to_device(st.device[inp.name], host_in, st.stream)
             sh = self.cuda.handle(st.stream)
             if self.features.execute_v3:
@@ -218,7 +223,9 @@ class TrtRunner:
                 raise BundleError(f"TensorRT failed to run {self.plan.name} (see the lines above)")
             for t in self.outputs:
                 self.cuda.to_host(st.host[t.name], st.device[t.name], st.stream)
+            self.cuda.record(st.events[1], st.stream)
             self.cuda.synchronize(st.stream)
+            self.last_device_ms = self.cuda.elapsed_ms(*st.events)
             return {t.name: np.array(st.host[t.name]) for t in self.outputs}
 
     def close(self) -> None:

@@ -1,0 +1,442 @@
+"""`edgekit bench`: latency percentiles, throughput and memory, measured the same way everywhere.
+
+Each configuration (backend, precision, batch) is warmed up, then timed until it has both a
+minimum number of runs and a minimum duration. Wall time per call on the host always; on a
+GPU, device time from CUDA events besides. Peak resident memory per configuration (the
+kernel's high-water mark, reset before each); GPU memory where there is one. Inputs are real
+photographs prepared exactly as the runtime prepares camera frames.
+
+``--compare torch`` rebuilds the PyTorch model with the bundle's weights, proves it is the
+same model (its logits match ONNX Runtime FP32), and times it in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import manifest as mf
+from edgekit.errors import UsageError
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    warmup: int = 3
+    min_runs: int = 10
+    min_seconds: float = 2.0
+    max_runs: int = 2000
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    backend: str  # "onnxruntime", "tensorrt", "torch", "openvino", ...
+    precision: str
+    batch: int
+    device: str  # "cpu" or the GPU's name
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    runs: int
+    throughput: float  # images per second
+    device_p50_ms: float | None = None  # CUDA events
+    host_peak_mib: float | None = None
+    gpu_mib: float | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def measure(fn: Callable[[], Any], s: Settings = Settings()) -> list[float]:
+    """Seconds per call of ``fn``: after ``warmup`` calls, at least ``min_runs`` and ``min_seconds``."""
+    for _ in range(s.warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < s.max_runs and (len(times) < s.min_runs or time.perf_counter() - start < s.min_seconds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def reset_peak_memory() -> None:
+    """Reset the kernel's resident-memory high-water mark of this process (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mib() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def row_from(times: Sequence[float], *, model: str, backend: str, precision: str, batch: int, device: str = "cpu",
+             device_ms: Sequence[float] = (), gpu_mib: float | None = None, note: str = "") -> Row:
+    ms = np.array(times) * 1000.0
+    mean = float(ms.mean())
+    return Row(model, backend, precision, batch, device, float(np.percentile(ms, 50)), float(np.percentile(ms, 90)),
+               float(np.percentile(ms, 99)), mean, len(ms), batch * 1000.0 / mean,
+               float(statistics.median(device_ms)) if device_ms else None, peak_memory_mib(), gpu_mib, note)
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def photos(n: int) -> list[np.ndarray]:
+    """``n`` real photographs (the shipped samples, repeated), as BGR frames."""
+    from edgekit.images import read_image, sample_images
+
+    imgs = [read_image(p) for p in sample_images()]
+    return [imgs[i % len(imgs)] for i in range(n)]
+
+
+def batch_input(path: Path, man: mf.Manifest, batch: int) -> np.ndarray:
+    """A batch the way the runtime prepares frames (one resize/crop each, then the graph's layout)."""
+    from edgekit.classifier import Classifier
+
+    prep = Classifier(path, man, None, "", "")
+    return np.stack([prep.prepare(f) for f in photos(batch)])
+
+
+def batches_for(man: mf.Manifest, wanted: Sequence[int]) -> tuple[list[int], str]:
+    first = man.input.shape[0]
+    if isinstance(first, int):
+        kept = [b for b in wanted if b == first]
+        return kept, (f"this ONNX model has a static batch of {first}" if len(kept) < len(wanted) else "")
+    return list(wanted), ""
+
+
+# ------------------------------------------------------------------ backends
+
+
+def onnxruntime_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | None, batches: Sequence[int],
+                     threads: int | None, s: Settings, log: Log) -> list[Row]:
+    from edgekit import bundle as bundle_mod
+    from edgekit.runners.ort import OrtRunner
+
+    rows = []
+    arts = [a for a in man.artifacts if a.kind == "onnx" and a.precision and (
+        not precisions or a.precision in precisions)]
+    for art in arts:
+        runner = OrtRunner(bundle_mod.artifact_path(path, art), threads=threads)
+        try:
+            for b in batches:
+                log(f"onnxruntime {art.precision} batch {b}")
+                x = batch_input(path, man, b)
+                reset_peak_memory()
+                times = measure(partial(runner.infer, x), s)
+                rows.append(row_from(times, model=man.model.name, backend="onnxruntime", precision=str(art.precision),
+                                     batch=b, note=runner.description))
+        finally:
+            runner.close()
+    return rows
+
+
+def tensorrt_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | None, batches: Sequence[int],
+                  s: Settings, log: Log) -> tuple[list[Row], str]:
+    """Rows for the engines that fit this device; ('', reason) when there is no TensorRT here."""
+    from edgekit import profiles as prof_mod
+    from edgekit.errors import EdgekitError
+    from edgekit.runners.trt import Here, TrtRunner, check_engine
+
+    profile, dev = prof_mod.detect()
+    if profile.kind == "cpu":
+        return [], "no NVIDIA GPU here"
+    if not man.engines:
+        return [], f"the bundle has no engine (edgekit build {path})"
+    try:
+        from edgekit.trt.parse import load_trt
+
+        trt = load_trt()
+    except EdgekitError as exc:
+        return [], str(exc)
+    here = Here(trt.__name__, trt.__version__, dev.compute_capability or (
+        profile.compute_capability[0] if profile.compute_capability else ""), profile.name)
+    rows: list[Row] = []
+    skipped = []
+    for entry in man.engines:
+        if precisions and entry.get("precision") not in precisions:
+            continue
+        try:
+            check_engine(entry, here, path)
+        except EdgekitError as exc:
+            skipped.append(str(exc))
+            continue
+        runner = TrtRunner(path / str(entry["path"]), entry)
+        lo, hi = int(entry["batch"]["min"]), int(entry["batch"]["max"])
+        try:
+            for b in batches:
+                if not lo <= b <= hi:
+                    skipped.append(f"{entry['path']}: batch {b} outside its profile {lo}:{hi}")
+                    continue
+                log(f"tensorrt {entry['precision']} batch {b}")
+                x = batch_input(path, man, b)
+                free0, total = runner.cuda.memory()
+                reset_peak_memory()
+                times, device_ms = _timed_trt(runner, x, s)
+                free1, _ = runner.cuda.memory()
+                rows.append(row_from(times, model=man.model.name, backend="tensorrt", precision=str(entry["precision"]),
+                                     batch=b, device=runner.cuda.device_name, device_ms=device_ms[s.warmup:],
+                                     gpu_mib=(total - free1) / 2**20, note=runner.description))
+        finally:
+            runner.close()
+    return rows, "; ".join(skipped)
+
+
+def _timed_trt(runner: Any, x: np.ndarray, s: Settings) -> tuple[list[float], list[float]]:
+    device_ms: list[float] = []
+
+    def once() -> None:
+        runner.infer(x)
+        if runner.last_device_ms is not None:
+            device_ms.append(runner.last_device_ms)
+
+    return measure(once, s), device_ms
+
+
+def torch_weights(man: mf.Manifest) -> str:
+    """The ``weights`` argument that rebuilds the bundle's model (published name or random)."""
+    from edgekit.zoo import get_spec
+
+    spec = get_spec(man.model.name)
+    desc = man.model.weights
+    if desc.startswith("random"):
+        return "random"
+    for src in spec.weights:
+        if desc == f"{src.provider}:{src.ident}":
+            return src.name
+    candidate = Path(desc.split(" ")[-1])
+    if candidate.is_file():
+        return str(candidate)
+    raise UsageError(f"cannot tell which weights made this bundle ({desc!r}); pass --weights PATH to --compare torch")
+
+
+class TorchRunner:
+    """PyTorch eager on the same weights, with the same in-graph preprocessing as the ONNX model."""
+
+    backend = "torch"
+
+    def __init__(self, path: Path, man: mf.Manifest, weights: str | None = None, threads: int | None = None) -> None:
+        from edgekit.deps import require
+        from edgekit.export import wrap
+        from edgekit.weights import build
+        from edgekit.zoo import get_spec
+
+        self.torch = require("torch", "the PyTorch comparison")
+        if threads:
+            self.torch.set_num_threads(threads)
+        spec = get_spec(man.model.name)
+        w = weights or torch_weights(man)
+        model, _ = build(spec, w, man.preprocess.height, man.model.num_classes)
+        self.module = wrap(model, man.preprocess, man.input.dtype != "uint8")
+        self.description = f"PyTorch {self.torch.__version__} eager ({self.torch.get_num_threads()} threads)"
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            out: np.ndarray = self.module(self.torch.from_numpy(x)).numpy()
+        return out
+
+
+def check_same_model(path: Path, man: mf.Manifest, torch_runner: TorchRunner, threads: int | None) -> float:
+    """Max relative logit difference between PyTorch and ONNX Runtime FP32 on real photos."""
+    from edgekit import bundle as bundle_mod
+    from edgekit.runners.ort import OrtRunner
+
+    art = man.artifact("onnx", "fp32")
+    if art is None:
+        raise UsageError(f"{path} has no fp32 model to check the PyTorch model against")
+    x = batch_input(path, man, 2)
+    with OrtRunner(bundle_mod.artifact_path(path, art), threads=threads) as ort_runner:
+        want = ort_runner.infer(x)
+    got = torch_runner.infer(x)
+    rel = float(np.abs(got - want).max() / max(1e-12, float(np.abs(want).max())))
+    if rel > 1e-3:
+        raise UsageError(f"the PyTorch model rebuilt for {path} does not reproduce its ONNX model (max relative "
+                         f"difference {rel:.2g}); pass the weights that made the bundle with --weights PATH")
+    return rel
+
+
+def torch_rows(path: Path, man: mf.Manifest, batches: Sequence[int], threads: int | None, weights: str | None,
+               s: Settings, log: Log) -> list[Row]:
+    runner = TorchRunner(path, man, weights, threads)
+    rel = check_same_model(path, man, runner, threads)
+    rows = []
+    for b in batches:
+        log(f"torch fp32 batch {b}")
+        x = batch_input(path, man, b)
+        reset_peak_memory()
+        times = measure(partial(runner.infer, x), s)
+        rows.append(row_from(times, model=man.model.name, backend="torch", precision="fp32", batch=b,
+                             note=f"{runner.description}; logits match ONNX Runtime to {rel:.1e}"))
+    torch = runner.torch
+    if torch.cuda.is_available():
+        rows += torch_cuda_rows(runner, path, man, batches, s, log)
+    return rows
+
+
+def torch_cuda_rows(runner: TorchRunner, path: Path, man: mf.Manifest, batches: Sequence[int], s: Settings,
+                    log: Log) -> list[Row]:
+    """PyTorch on the GPU: FP16 eager (autocast) and FP16 replayed as a CUDA graph."""
+    torch = runner.torch
+    module = runner.module.cuda()
+    name = torch.cuda.get_device_name()
+    rows = []
+    for b in batches:
+        x = torch.from_numpy(batch_input(path, man, b)).cuda()
+        for label, fn in (("fp16", _eager(torch, module, x)), ("fp16-cudagraph", _graph(torch, module, x))):
+            log(f"torch cuda {label} batch {b}")
+            torch.cuda.reset_peak_memory_stats()
+            times, device_ms = _timed_cuda(torch, fn, s)
+            rows.append(row_from(times, model=man.model.name, backend="torch-cuda", precision=label, batch=b,
+                                 device=name, device_ms=device_ms[s.warmup:],
+                                 gpu_mib=torch.cuda.max_memory_allocated() / 2**20, note="PyTorch, autocast"))
+    module.cpu()
+    return rows
+
+
+def _eager(torch: Any, module: Any, x: Any) -> Callable[[], None]:
+    def run() -> None:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+            module(x)
+        torch.cuda.synchronize()
+
+    return run
+
+
+def _graph(torch: Any, module: Any, x: Any) -> Callable[[], None]:
+    """The model captured once as a CUDA graph (static input), replayed per call."""
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, cache_enabled=False):
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                module(x)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(graph):
+            module(x)
+
+    def run() -> None:
+        graph.replay()
+        torch.cuda.synchronize()
+
+    return run
+
+
+def _timed_cuda(torch: Any, fn: Callable[[], None], s: Settings) -> tuple[list[float], list[float]]:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    device_ms: list[float] = []
+
+    def timed() -> None:
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        device_ms.append(start.elapsed_time(end))
+
+    return measure(timed, s), device_ms
+
+
+# ------------------------------------------------------------------ the command
+
+
+def bench_bundle(path: Path, precisions: Sequence[str] | None = None, backend: str = "all",
+                 batches: Sequence[int] = (1,), threads: int | None = None, compare_torch: bool = False,
+                 weights: str | None = None, settings: Settings = Settings(),
+                 log: Log = lambda _: None) -> tuple[list[Row], list[str]]:
+    """Rows for every precision/backend in the bundle (or those named), and notes on what was skipped."""
+    if backend not in ("all", "onnxruntime", "tensorrt"):
+        raise UsageError(f"unknown backend {backend!r}; choose from all, onnxruntime, tensorrt")
+    if not batches or any(b < 1 for b in batches):
+        raise UsageError(f"batch sizes must be positive integers, got {list(batches)}")
+    man = mf.read(path)
+    kept, why = batches_for(man, batches)
+    notes = [why] if why else []
+    if not kept:
+        raise UsageError(f"{why}; bench it with --batch {man.input.shape[0]} or export with a dynamic batch")
+    rows: list[Row] = []
+    if compare_torch:
+        rows += torch_rows(path, man, kept, threads, weights, settings, log)
+    if backend in ("all", "onnxruntime"):
+        rows += onnxruntime_rows(path, man, precisions, kept, threads, settings, log)
+    if backend in ("all", "tensorrt"):
+        trt_rows, why_not = tensorrt_rows(path, man, precisions, kept, settings, log)
+        rows += trt_rows
+        if why_not:
+            if backend == "tensorrt" and not trt_rows:
+                raise UsageError(f"no TensorRT measurement possible: {why_not}")
+            notes.append(f"TensorRT: {why_not}")
+    if precisions and not any(r.precision in precisions for r in rows):
+        have = sorted({a.precision for a in man.artifacts if a.kind == "onnx" and a.precision})
+        raise UsageError(f"{path} has no {', '.join(precisions)} model; it has: {', '.join(have)}")
+    return with_ratios(rows), notes
+
+
+def reference(rows: Sequence[Row], r: Row) -> Row | None:
+    """What a row is compared with: PyTorch FP32 of the same batch, else ONNX Runtime FP32."""
+    for backend in ("torch", "onnxruntime"):
+        for ref in rows:
+            if ref.backend == backend and ref.precision == "fp32" and ref.batch == r.batch and ref.model == r.model:
+                return ref
+    return None
+
+
+def with_ratios(rows: list[Row]) -> list[Row]:
+    out = []
+    for r in rows:
+        ref = reference(rows, r)
+        if ref is not None and ref is not r:
+            r = replace(r, note=(r.note + "; " if r.note else "") + f"{ref.p50_ms / r.p50_ms:.2f}x {ref.backend} fp32")
+        out.append(r)
+    return out
+
+
+def speedup(rows: Sequence[Row], r: Row) -> str:
+    ref = reference(rows, r)
+    return "1.00x" if ref is r else (f"{ref.p50_ms / r.p50_ms:.2f}x" if ref else "")
+
+
+def table(rows: Sequence[Row]) -> str:
+    head = (f"{'backend':<12} {'precision':<15} {'batch':>5} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+            f"{'img/s':>8} {'gpu ms':>7} {'peak MiB':>9} {'speed-up':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r.backend:<12} {r.precision:<15} {r.batch:>5} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} "
+            f"{r.throughput:>8.1f} {(f'{r.device_p50_ms:.2f}' if r.device_p50_ms is not None else '-'):>7} "
+            f"{(f'{r.host_peak_mib:.0f}' if r.host_peak_mib is not None else '-'):>9} {speedup(rows, r):>8}")
+    return "\n".join(lines)
+
+
+def to_json(path: Path, rows: Sequence[Row], notes: Sequence[str]) -> str:
+    import platform
+
+    return json.dumps({"bundle": str(path), "machine": {"cpu": platform.processor() or platform.machine(),
+                                                        "cores": os.cpu_count()},
+                       "rows": [r.to_dict() for r in rows], "notes": list(notes)}, indent=2)
