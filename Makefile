@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.edgekit-installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint pytest test-gpu clean venv
+.PHONY: demo test lint pytest test-gpu bench clean venv
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test: lint pytest
 
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
+
+# the published suite: all six models, writes benchmarks/RESULTS.md, results.json and plots (~15-25 min on 2 cores)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/suite.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,470 @@
+"""The published benchmark suite (`make bench`): every zoo model on this machine, in one run.
+
+For each model: export, calibration and TensorRT-RTX build times; latency at batch 1 and 8
+for PyTorch eager FP32, ONNX Runtime FP32 and INT8, and the strongest CPU peer, OpenVINO,
+on the same ONNX files (FP32 model at f32 and at its default precision; the same INT8 Q/DQ
+model); top-1 agreement of each with FP32 on real photographs; stream overhead. On a GPU
+machine the same script adds the CUDA rows (PyTorch FP16 eager and CUDA graphs, TensorRT
+where installed). Writes RESULTS.md, results.json and PNG plots.
+
+    .venv/bin/python benchmarks/suite.py                    # all six models -> benchmarks/
+    .venv/bin/python benchmarks/suite.py --smoke --out DIR  # one small model, quick (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from edgekit import bench  # noqa: E402
+from edgekit import bundle as bundle_mod  # noqa: E402
+from edgekit import manifest as mf  # noqa: E402
+from edgekit.errors import EdgekitError  # noqa: E402
+
+MODELS = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2"]
+
+
+@dataclass
+class ModelResult:
+    model: str
+    weights: str
+    params: int
+    export_s: float
+    calibrate_s: float
+    build_s: dict[str, float]  # precision -> seconds (TensorRT-RTX, ahead of time)
+    rows: list[bench.Row]
+    agreement: dict[str, float]  # "backend precision" -> top-1 agreement with FP32
+    stream: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------ OpenVINO, the CPU peer
+
+
+class OpenVino:
+    backend = "openvino"
+
+    def __init__(self, path: Path, hint: str | None, threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        cfg: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        if hint:
+            cfg["INFERENCE_PRECISION_HINT"] = hint
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", cfg)
+        self.request = self.compiled.create_infer_request()
+        hint_type = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.precision = str(hint_type.get_type_name() if hasattr(hint_type, "get_type_name") else hint_type)
+        self.description = f"OpenVINO {ov.__version__} CPU ({threads} threads, {self.precision})"
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        out = self.request.infer({0: x})
+        return np.asarray(out[self.compiled.output(0)])
+
+
+# ------------------------------------------------------------------ one model
+
+
+def agreement_images() -> list[np.ndarray]:
+    """Real photographs not used for calibration: the shipped samples and scikit-image's colour photos."""
+    from skimage import data
+
+    from edgekit.images import read_image, sample_images
+
+    imgs = [read_image(p) for p in sample_images()]
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "retina", "hubble_deep_field",
+                 "immunohistochemistry", "cat", "colorwheel"):
+        fn = getattr(data, name, None)
+        if fn is None:
+            continue
+        try:
+            img = fn()
+        except Exception:  # a data file scikit-image would download: skip it
+            continue
+        if img.ndim == 3 and img.shape[2] >= 3:
+            imgs.append(np.ascontiguousarray(img[..., :3][..., ::-1]))
+    return imgs
+
+
+def top1(runner: Any, x: np.ndarray) -> np.ndarray:
+    from edgekit.gate import run_all
+
+    return run_all(runner, x, batch=4).argmax(1)
+
+
+def time_rows(runner: Any, man: mf.Manifest, path: Path, backend: str, precision: str, batches: list[int],
+              s: bench.Settings, note: str = "") -> list[bench.Row]:
+    rows = []
+    for b in batches:
+        say(f"  {backend} {precision} batch {b}")
+        x = bench.batch_input(path, man, b)
+        bench.reset_peak_memory()
+        times = bench.measure(partial(runner.infer, x), s)
+        rows.append(bench.row_from(times, model=man.model.name, backend=backend, precision=precision, batch=b,
+                                   note=note or runner.description))
+    return rows
+
+
+def one_model(name: str, work: Path, batches: list[int], s: bench.Settings, threads: int,
+              stream_frames: int, calib_images: int | None) -> ModelResult:
+    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+    from edgekit.engine import EngineRequest, build
+    from edgekit.errors import WeightsError
+    from edgekit.export import ExportRequest, export
+    from edgekit.runners.ort import OrtRunner
+
+    notes: list[str] = []
+    say(f"{name}: export")
+    t0 = time.perf_counter()
+    try:
+        b = export(ExportRequest(name, work / name, weights="imagenet")).bundle
+    except WeightsError as exc:
+        notes.append(f"ImageNet weights unreachable ({str(exc).split(';')[0]}): random weights, so agreement "
+                     "figures describe an untrained network")
+        t0 = time.perf_counter()
+        b = export(ExportRequest(name, work / name, weights="random")).bundle
+    export_s = time.perf_counter() - t0
+    say(f"{name}: calibrate")
+    t0 = time.perf_counter()
+    calibrate_bundle(CalibrateRequest(b, None, num_images=calib_images, min_agreement=0.0))
+    calibrate_s = time.perf_counter() - t0
+    build_s: dict[str, float] = {}
+    try:
+        for prec in ("fp32", "fp16", "int8"):
+            say(f"{name}: TensorRT-RTX build {prec}")
+            res = build(EngineRequest(b, precision=prec, profile="desktop-ada", prefer="tensorrt_rtx"))
+            build_s[prec] = float(res.entry["build_seconds"])
+    except EdgekitError as exc:
+        notes.append(f"TensorRT-RTX build: {exc}")
+    man = mf.read(b)
+
+    rows: list[bench.Row] = []
+    say(f"{name}: PyTorch")
+    try:
+        rows += bench.torch_rows(b, man, batches, threads, None, s, lambda m: say("  " + m))
+    except EdgekitError as exc:
+        notes.append(f"PyTorch: {exc}")
+    fp32_onnx = bundle_mod.artifact_path(b, man.artifact("onnx", "fp32"))  # type: ignore[arg-type]
+    int8_onnx = bundle_mod.artifact_path(b, man.artifact("onnx", "int8-cpu"))  # type: ignore[arg-type]
+
+    photos = agreement_images()
+    from edgekit.classifier import Classifier
+
+    prep = Classifier(b, man, None, "", "")
+    x_agree = np.stack([prep.prepare(p) for p in photos])
+    agreement: dict[str, float] = {}
+    with OrtRunner(fp32_onnx, threads=threads) as ref:
+        want = top1(ref, x_agree)
+        rows += time_rows(ref, man, b, "onnxruntime", "fp32", batches, s)
+    with OrtRunner(int8_onnx, threads=threads) as r8:
+        agreement["onnxruntime int8"] = float((top1(r8, x_agree) == want).mean())
+        rows += time_rows(r8, man, b, "onnxruntime", "int8", batches, s)
+        runner_fps, stream_fps, age = stream_ratio(b, r8, stream_frames, work)
+    try:
+        for path, hint, label in ((fp32_onnx, "f32", None), (fp32_onnx, None, None), (int8_onnx, None, "int8")):
+            ov = OpenVino(path, hint, threads)
+            prec = label or ov.precision
+            agreement[f"openvino {prec}"] = float((top1(ov, x_agree) == want).mean())
+            rows += time_rows(ov, man, b, "openvino", prec, batches, s)
+    except ImportError:
+        notes.append("OpenVINO is not installed (pip install openvino): no peer rows")
+    trt_rows, why = bench.tensorrt_rows(b, man, None, batches, s, lambda m: say("  " + m))
+    rows += trt_rows
+    if why:
+        notes.append(f"TensorRT: {why}")
+    return ModelResult(name, man.model.weights, man.model.params, export_s, calibrate_s, build_s,
+                       bench.with_ratios(rows), agreement,
+                       {"runner_fps": runner_fps, "stream_fps": stream_fps, "ratio": stream_fps / runner_fps,
+                        "median_age_ms": age}, notes)
+
+
+def stream_ratio(path: Path, runner: Any, frames: int, work: Path) -> tuple[float, float, float]:
+    """Stream results/s against the runner's own inferences/s, and the median frame age."""
+    import statistics
+
+    from stream_speed import Looping, make_clip
+
+    import edgekit
+    from edgekit.stream import Stream, StreamOptions
+
+    clip = work / "clip.avi"
+    if not clip.exists():
+        make_clip(clip)
+    clf = edgekit.load(path, precision="int8-cpu")
+    try:
+        x = bench.batch_input(path, clf.manifest, 1)
+        lat = bench.measure(partial(clf.runner.infer, x), bench.Settings(3, 20, 1.0))
+        runner_fps = 1.0 / statistics.mean(lat)
+        st = Stream(str(clip), clf, StreamOptions(topk=1), opener=Looping)
+        ages, t_start, count = [], 0.0, 0
+        for r in st:
+            count += 1
+            if count == 10:
+                t_start = time.perf_counter()
+            if count > 10:
+                ages.append(r.latency_ms)
+            if count >= frames + 10:
+                break
+        stream_fps = (count - 10) / (time.perf_counter() - t_start)
+    finally:
+        clf.close()
+    return runner_fps, stream_fps, statistics.median(ages)
+
+
+# ------------------------------------------------------------------ report
+
+
+def machine() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    for mod in ("openvino", "tensorrt_rtx", "tensorrt"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "os": platform.platform(), "versions": versions,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def row(results: list[ModelResult], model: str, backend: str, precision: str, batch: int) -> bench.Row | None:
+    for m in results:
+        if m.model == model:
+            for r in m.rows:
+                if (r.backend, r.precision, r.batch) == (backend, precision, batch):
+                    return r
+    return None
+
+
+def targets(results: list[ModelResult]) -> list[str]:
+    out = []
+    for m in results:
+        t = row(results, m.model, "torch", "fp32", 1)
+        f = row(results, m.model, "onnxruntime", "fp32", 1)
+        i = row(results, m.model, "onnxruntime", "int8", 1)
+        if not (t and f and i):
+            continue
+        ort_vs_torch = t.p50_ms / f.p50_ms
+        int8_vs_fp32 = f.p50_ms / i.p50_ms
+        agree = m.agreement.get("onnxruntime int8", float("nan"))
+        out.append(f"| {m.model} | {ort_vs_torch:.2f}x {'met' if ort_vs_torch >= 1.8 else 'missed'} | "
+                   f"{int8_vs_fp32:.2f}x {'met' if int8_vs_fp32 >= 2.2 else 'missed'} | {agree:.3f} | "
+                   f"{m.stream['ratio']:.2f}x {'met' if m.stream['ratio'] >= 0.95 else 'missed'} |")
+    return out
+
+
+def write_report(results: list[ModelResult], out: Path, info: dict[str, Any], batches: list[int],
+                 s: bench.Settings, smoke: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    plots = make_plots(results, out)
+    L: list[str] = ["# edgekit benchmark results", ""]
+    how = "benchmarks/suite.py --smoke" if smoke else "make bench"
+    L.append(f"Measured {info['date']} by `{how}`, all in one run. "
+             f"Machine: {info['cpu']}, {info['cores']} cores"
+             + (f", GPU {info['gpu']}" if info["gpu"] else ", no GPU") + f"; {info['os']}.")
+    L.append("Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".")
+    L.append(f"Each figure is the median latency of at least {s.min_runs} runs and {s.min_seconds:g} s after "
+             f"{s.warmup} warm-up runs; inputs are real photographs prepared as the runtime prepares frames; "
+             f"{threads_note(results)}.")
+    L += ["", "## Targets (ratios measured in this run, batch 1)", "",
+          "| model | ONNX Runtime FP32 vs PyTorch (>= 1.8x) | INT8 vs ONNX Runtime FP32 (>= 2.2x) | "
+          "INT8 top-1 agreement (>= 0.99) | stream vs runner (>= 0.95x) |", "|---|---|---|---|---|"]
+    L += targets(results)
+    L += ["", "## Latency (ms, median) and throughput", ""]
+    L.append("| model | backend | precision | batch | p50 ms | p90 ms | p99 ms | images/s | speed-up | peak MiB |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for m in results:
+        for r in m.rows:
+            L.append(f"| {m.model} | {r.backend} | {r.precision} | {r.batch} | {r.p50_ms:.1f} | {r.p90_ms:.1f} | "
+                     f"{r.p99_ms:.1f} | {r.throughput:.1f} | {bench.speedup(m.rows, r)} | "
+                     f"{(r.host_peak_mib or 0):.0f} |")
+    L += ["", "Speed-up: against PyTorch eager FP32 at the same batch.", "",
+          "## Agreement with FP32 (top-1, real photographs)", ""]
+    keys = sorted({k for m in results for k in m.agreement})
+    L.append("| model | " + " | ".join(keys) + " |")
+    L.append("|---|" + "---|" * len(keys))
+    for m in results:
+        L.append(f"| {m.model} | " + " | ".join(f"{m.agreement.get(k, float('nan')):.3f}" for k in keys) + " |")
+    L += ["", "## Export, calibration, build and stream", "",
+          "| model | params | weights | export s | calibrate s | build fp32/fp16/int8 s (TensorRT-RTX, CPU) | "
+          "stream results/s | runner inferences/s | stream/runner | median frame age ms |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in results:
+        bs = "/".join(f"{m.build_s[p]:.1f}" if p in m.build_s else "-" for p in ("fp32", "fp16", "int8"))
+        L.append(f"| {m.model} | {m.params / 1e6:.1f} M | {m.weights} | {m.export_s:.1f} | {m.calibrate_s:.1f} | {bs} "
+                 f"| {m.stream['stream_fps']:.1f} | {m.stream['runner_fps']:.1f} | {m.stream['ratio']:.2f}x | "
+                 f"{m.stream['median_age_ms']:.1f} |")
+    notes = sorted({n for m in results for n in m.notes})
+    if notes:
+        L += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    L += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    L += ["", "## Where edgekit's CPU path stands against OpenVINO", ""] + standing(results) + ["", WHY]
+    (out / "RESULTS.md").write_text("\n".join(L) + "\n", encoding="utf-8")
+    data = {"machine": info, "batches": batches, "settings": asdict(s),
+            "models": [{**asdict(replace(m, rows=[])), "rows": [r.to_dict() for r in m.rows]} for m in results]}
+    (out / "results.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def standing(results: list[ModelResult]) -> list[str]:
+    """Where edgekit's CPU path (ONNX Runtime) stands against OpenVINO, from this run's rows."""
+    pairs = [("fp32", "f32", "FP32 (OpenVINO forced to f32)"), ("fp32", "bf16", "FP32 against OpenVINO's default bf16"),
+             ("int8", "int8", "INT8, the same Q/DQ model")]
+    out = []
+    for ort_prec, ov_prec, what in pairs:
+        ratios = []
+        for m in results:
+            for b in sorted({r.batch for r in m.rows}):
+                a, o = row(results, m.model, "onnxruntime", ort_prec, b), row(results, m.model, "openvino", ov_prec, b)
+                if a and o:
+                    ratios.append(o.p50_ms / a.p50_ms)
+        if ratios:
+            faster = sum(r > 1 for r in ratios)
+            out.append(f"- {what}: ONNX Runtime is faster in {faster} of {len(ratios)} model/batch pairs; "
+                       f"OpenVINO time / ONNX Runtime time ranges {min(ratios):.2f} to {max(ratios):.2f} "
+                       f"(median {float(np.median(ratios)):.2f}; above 1 means ONNX Runtime is faster).")
+    return out
+
+
+WHY = """Why: OpenVINO's default on a CPU with AVX-512 BF16/AMX is bf16, which halves the arithmetic but is
+not FP32 (hence the separate f32 row and its agreement column). For INT8 both run the same Q/DQ
+model: OpenVINO's CPU plugin turns the Q/DQ pairs into its own oneDNN INT8 kernels, ONNX Runtime
+runs its QLinear (MLAS) kernels on the uint8-activation model edgekit makes for CPUs. edgekit
+targets Jetsons and TensorRT; on a desktop CPU the bundle's ONNX files feed OpenVINO directly
+where it wins.
+
+Agreement with random weights says little: an untrained network's logits are nearly flat, so
+small perturbations flip top-1. With ImageNet weights (reachable from a normal network) the suite
+measures the real thing; `benchmarks/int8_speed.py` measures agreement on a trained model here.
+"""
+
+
+def threads_note(results: list[ModelResult]) -> str:
+    for m in results:
+        for r in m.rows:
+            if r.backend == "onnxruntime":
+                return r.note.split(";")[0]
+    return ""
+
+
+def make_plots(results: list[ModelResult], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    combos = []
+    for m in results:
+        for r in m.rows:
+            if r.batch == 1 and (r.backend, r.precision) not in combos:
+                combos.append((r.backend, r.precision))
+    fig, ax = plt.subplots(figsize=(11, 5))
+    width = 0.8 / max(1, len(combos))
+    for j, (backend, prec) in enumerate(combos):
+        ys = [(row(results, m.model, backend, prec, 1) or None) for m in results]
+        xs = [i + j * width for i in range(len(results))]
+        ax.bar(xs, [y.p50_ms if y else 0 for y in ys], width, label=f"{backend} {prec}")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(results))], [m.model for m in results], rotation=15)
+    ax.set_ylabel("latency, batch 1, median (ms)")
+    ax.set_title("Latency per model and precision (lower is better)")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    p = out / "latency.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for m in results:
+        ref = row(results, m.model, "onnxruntime", "fp32", 1)
+        pts = [("onnxruntime fp32", ref, 1.0)]
+        for key, val in m.agreement.items():
+            backend, prec = key.split(" ", 1)
+            pts.append((key, row(results, m.model, backend, prec, 1), val))
+        xs = [1000.0 / r.p50_ms for _, r, _ in pts if r]
+        ys = [a for _, r, a in pts if r]
+        ax.scatter(xs, ys, label=m.model)
+        for (key, r, a) in pts:
+            if r:
+                ax.annotate(key.replace("onnxruntime", "ort").replace("openvino", "ov"), (1000.0 / r.p50_ms, a),
+                            fontsize=6)
+    ax.set_xlabel("images/s, batch 1")
+    ax.set_ylabel("top-1 agreement with FP32")
+    ax.set_title("Agreement vs speed")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = out / "agreement_vs_speed.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--smoke", action="store_true", help="googlenet, batch 1, few runs: a check that it all works")
+    ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    args = ap.parse_args()
+    if args.smoke:
+        models, batches, s, frames, calib = ["googlenet"], [1], bench.Settings(1, 3, 0.0), 20, 12
+    else:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        batches = [int(b) for b in args.batch.split(",")]
+        s, frames, calib = bench.Settings(3, 10, 3.0), 300, None
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        sys.exit(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    work = Path(tempfile.mkdtemp(prefix="edgekit-suite-"))
+    os.environ.setdefault("EDGEKIT_CACHE", str(work / "cache"))
+    info = machine()
+    say(f"suite: {', '.join(models)}; batches {batches}; {info['cpu']} ({info['cores']} cores); work in {work}")
+    t0 = time.perf_counter()
+    results = []
+    try:
+        for i, name in enumerate(models, 1):
+            say(f"[{i}/{len(models)}] {name}")
+            results.append(one_model(name, work, batches, s, args.threads, frames, calib))
+            say(f"[{i}/{len(models)}] {name} done ({time.perf_counter() - t0:.0f} s so far)")
+            shutil.rmtree(work / name, ignore_errors=True)
+        write_report(results, args.out, info, batches, s, args.smoke)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"wrote {args.out / 'RESULTS.md'} in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
