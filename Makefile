@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/edgekit demo --model inception_v3 -o build/demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check edgekit tests benchmarks
+	$(BIN)/ruff check edgekit tests benchmarks examples
 	$(BIN)/mypy
 
 pytest: $(STAMP)

@@ -5,7 +5,7 @@
 - resident memory over 10,000 frames (sampled every 1,000);
 - `import edgekit` + load + first result against ONNX Runtime's own session start + first run.
 
-    .venv/bin/python benchmarks/stream_speed.py [--frames 10000] [--precision int8-cpu]
+    .venv/bin/python benchmarks/stream_speed.py [--frames 10000] [--precision int8-cpu] [--threads N]
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=10000)
     ap.add_argument("--precision", default="int8-cpu")
+    ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: the profile's)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgekit-stream-bench-"))
     b = export(ExportRequest("inception_v3", work / "v3", weights="random", parity_random=2)).bundle
@@ -73,7 +74,7 @@ def main() -> None:
         calibrate_bundle(CalibrateRequest(b, None, min_agreement=0.0))
     clip = make_clip(work / "clip.avi")
 
-    clf = edgekit.load(b, precision=args.precision)
+    clf = edgekit.load(b, precision=args.precision, threads=args.threads)
     frame = cv2.resize(read_image(sample_images()[0]), (640, 480))
     x = clf.prepare(frame)[None]
     for _ in range(5):

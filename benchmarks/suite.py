@@ -137,10 +137,14 @@ def one_model(name: str, work: Path, batches: list[int], s: bench.Settings, thre
     notes: list[str] = []
     say(f"{name}: export")
     t0 = time.perf_counter()
+    from edgekit.zoo import get_spec
+
     try:
+        if not get_spec(name).weights:
+            raise WeightsError(f"{name} has no published ImageNet weights")
         b = export(ExportRequest(name, work / name, weights="imagenet")).bundle
     except WeightsError as exc:
-        notes.append(f"ImageNet weights unreachable ({str(exc).split(';')[0]}): random weights, so agreement "
+        notes.append(f"{name}: no ImageNet weights ({str(exc).split(';')[0]}); random weights, so its agreement "
                      "figures describe an untrained network")
         t0 = time.perf_counter()
         b = export(ExportRequest(name, work / name, weights="random")).bundle
@@ -453,13 +457,23 @@ def main() -> None:
     info = machine()
     say(f"suite: {', '.join(models)}; batches {batches}; {info['cpu']} ({info['cores']} cores); work in {work}")
     t0 = time.perf_counter()
-    results = []
+    results: list[ModelResult] = []
+    failed: list[str] = []
     try:
         for i, name in enumerate(models, 1):
             say(f"[{i}/{len(models)}] {name}")
-            results.append(one_model(name, work, batches, s, args.threads, frames, calib))
+            try:
+                results.append(one_model(name, work, batches, s, args.threads, frames, calib))
+            except EdgekitError as exc:  # one model's failure is reported, the others still run
+                say(f"[{i}/{len(models)}] {name} FAILED: {exc}")
+                failed.append(f"{name}: {exc}")
+                continue
             say(f"[{i}/{len(models)}] {name} done ({time.perf_counter() - t0:.0f} s so far)")
             shutil.rmtree(work / name, ignore_errors=True)
+        if not results:
+            sys.exit("error: every model failed: " + "; ".join(failed))
+        for r in results[:1]:
+            r.notes += [f"FAILED {f}" for f in failed]
         write_report(results, args.out, info, batches, s, args.smoke)
     finally:
         shutil.rmtree(work, ignore_errors=True)

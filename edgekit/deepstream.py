@@ -1,0 +1,375 @@
+"""`edgekit export-deepstream`: a bundle as a Gst-nvinfer classifier for DeepStream pipelines.
+
+nvinfer scales and converts frames itself and feeds the network float planar (NCHW) data,
+``y = net-scale-factor * (x - offsets[c])`` on 0..255 pixels in ``model-color-format``
+order. A bundle's ONNX takes uint8 NHWC frames and does that work in its graph, so the
+export rewrites the graph's front: a float NCHW input in the model's colour order. Where the
+normalisation is one scale for all channels, nvinfer does it (net-scale-factor, offsets) and
+the graph's Mul/Add go too; with per-channel std (torchvision's ImageNet models) it cannot
+be expressed by one scale factor, so the normalisation stays folded in the graph and nvinfer
+passes pixels through (scale 1, offsets 0).
+
+Keys and values follow DeepStream's Gst-nvinfer documentation and its property parser
+(``gstnvinfer_property_parser.h``), checked by ``validate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import bundle as bundle_mod
+from edgekit import manifest as mf
+from edgekit import profiles as prof_mod
+from edgekit.deps import require
+from edgekit.errors import UsageError
+from edgekit.preprocess import graph_constants
+
+# [property] keys of Gst-nvinfer: DeepStream 6.2's gstnvinfer_property_parser.h, plus keys the 6.4-9.2
+# API reference pages add (auto-inc-mem, max-gpu-mem-per, dump-*-tensor). edgekit writes a subset.
+NVINFER_KEYS = frozenset({
+    "gpu-id", "net-scale-factor", "offsets", "model-color-format", "infer-dims", "network-input-order",
+    "network-mode", "onnx-file", "model-engine-file", "int8-calib-file", "labelfile-path", "batch-size",
+    "network-type", "process-mode", "gie-unique-id", "operate-on-gie-id", "operate-on-class-ids",
+    "classifier-threshold", "classifier-async-mode", "classifier-type", "output-blob-names", "enable-dla",
+    "use-dla-core", "maintain-aspect-ratio", "symmetric-padding", "scaling-filter", "scaling-compute-hw",
+    "workspace-size", "interval", "input-object-min-width", "input-object-min-height", "input-object-max-width",
+    "input-object-max-height", "secondary-reinfer-interval", "output-tensor-meta", "mean-file", "model-file",
+    "proto-file", "uff-file", "tlt-encoded-model", "tlt-model-key", "custom-lib-path", "parse-classifier-func-name",
+    "num-detected-classes", "cluster-mode", "filter-out-class-ids", "crop-objects-to-roi-boundary",
+    "layer-device-precision", "engine-create-func-name", "is-classifier", "force-implicit-batch-dim",
+    "uff-input-order", "uff-input-blob-name", "output-io-formats", "disable-output-host-copy",
+    "tensor-meta-pool-size", "input-dims", "uff-input-dims", "input-tensor-from-meta", "parse-bbox-func-name",
+    "parse-bbox-instance-mask-func-name", "custom-network-config", "enable-dbscan", "segmentation-threshold",
+    "segmentation-output-order", "output-instance-mask", "parse-func", "auto-inc-mem", "max-gpu-mem-per",
+    "dump-input-tensor", "dump-output-tensor",
+})
+# integer keys and their allowed values (None: any non-negative integer)
+NVINFER_ENUMS: dict[str, tuple[int, ...] | None] = {
+    "network-mode": (0, 1, 2),  # 0 FP32, 1 INT8, 2 FP16
+    "model-color-format": (0, 1, 2),  # 0 RGB, 1 BGR, 2 GRAY
+    "network-type": (0, 1, 2, 3, 100),  # 1 classifier
+    "process-mode": (1, 2),  # 1 primary (full frame), 2 secondary (objects)
+    "network-input-order": (0, 1),  # 0 NCHW, 1 NHWC
+    "maintain-aspect-ratio": (0, 1), "symmetric-padding": (0, 1), "enable-dla": (0, 1),
+    "classifier-async-mode": (0, 1), "output-tensor-meta": (0, 1),
+    "batch-size": None, "gie-unique-id": None, "gpu-id": None, "use-dla-core": None, "interval": None,
+    "operate-on-gie-id": None, "workspace-size": None,
+}
+NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
+
+# deepstream-app configuration groups edgekit writes, with their keys (DeepStream reference app docs)
+APP_KEYS: dict[str, frozenset[str]] = {
+    "application": frozenset({"enable-perf-measurement", "perf-measurement-interval-sec", "gie-kitti-output-dir"}),
+    "tiled-display": frozenset({"enable", "rows", "columns", "width", "height", "gpu-id", "nvbuf-memory-type"}),
+    "source": frozenset({"enable", "type", "uri", "num-sources", "gpu-id", "camera-width", "camera-height",
+                         "camera-fps-n", "camera-fps-d", "camera-csi-sensor-id", "camera-v4l2-dev-node",
+                         "drop-frame-interval", "nvbuf-memory-type", "latency", "cudadec-memtype"}),
+    "streammux": frozenset({"gpu-id", "live-source", "batch-size", "batched-push-timeout", "width", "height",
+                            "enable-padding", "nvbuf-memory-type"}),
+    "primary-gie": frozenset({"enable", "gpu-id", "batch-size", "gie-unique-id", "config-file", "model-engine-file",
+                              "labelfile-path", "interval", "nvbuf-memory-type"}),
+    "osd": frozenset({"enable", "gpu-id", "border-width", "text-size", "text-color", "text-bg-color", "font",
+                      "show-clock", "display-text", "nvbuf-memory-type"}),
+    "sink": frozenset({"enable", "type", "sync", "gpu-id", "nvbuf-memory-type", "source-id", "container", "codec",
+                       "bitrate", "output-file"}),
+    "tests": frozenset({"file-loop", "pipeline-recreate-sec"}),
+}
+SOURCE_TYPES = {"v4l2": 1, "uri": 2, "multiuri": 3, "rtsp": 4, "csi": 5}
+SINK_TYPES = {"fake": 1, "egl": 2, "file": 3}
+
+
+@dataclass(frozen=True)
+class DeepStreamRequest:
+    bundle: Path
+    out: Path
+    precision: str | None = None  # fp32, fp16, int8; None: the profile's default if the bundle has it
+    profile: str | None = None  # DLA settings and default precision; None: detect
+    dla: int | None = None
+    batch: int | None = None  # None: the number of sources
+    sources: int = 4
+    source: str = "file:///opt/nvidia/deepstream/deepstream/samples/streams/sample_720p.mp4"
+    threshold: float = 0.0
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class DeepStreamExport:
+    out: Path
+    files: tuple[str, ...]
+    normalisation: str  # "nvinfer" or "graph"
+    network_mode: int
+
+
+# ------------------------------------------------------------------ the ONNX front
+
+
+PROBS = "probabilities"
+
+
+def float_front(model: Any, drop_normalisation: bool, name: str = "input") -> tuple[Any, bool]:
+    """Replace the uint8 NHWC front (Cast, Transpose, channel Gather) by a float NCHW input, and
+    end in a Softmax: nvinfer's classifier parser takes the best class above classifier-threshold,
+    so it needs probabilities, not logits.
+
+    Returns (model, normalisation removed?).
+    """
+    onnx = require("onnx", "rewriting ONNX for DeepStream")
+    from onnx import TensorProto, helper
+
+    g = model.graph
+    old_in = g.input[0]
+    if old_in.type.tensor_type.elem_type != TensorProto.UINT8:
+        raise UsageError("this bundle's model already takes float input; nvinfer can feed it as is "
+                         "(re-export without --float-input is not needed)")
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    # walk the layout prefix: Cast -> Transpose -> [Gather]
+    tensor = old_in.name
+    prefix = []
+    for op in ("Cast", "Transpose", "Gather"):
+        nxt = consumers.get(tensor, [])
+        if len(nxt) == 1 and nxt[0].op_type == op:
+            prefix.append(nxt[0])
+            tensor = nxt[0].output[0]
+        elif op != "Gather":
+            raise UsageError(f"unexpected graph front ({op} missing after {tensor}); re-export the bundle with "
+                             "this edgekit version")
+    removed_norm = False
+    if drop_normalisation:
+        # the normalisation: Mul then Add by constants (a Mul by 1 may have been simplified away)
+        for op in ("Mul", "Add"):
+            nxt = consumers.get(tensor, [])
+            if len(nxt) == 1 and nxt[0].op_type == op:
+                tensor = nxt[0].output[0]
+                removed_norm = True
+    dims = [d for d in old_in.type.tensor_type.shape.dim]
+    batch = dims[0].dim_param or dims[0].dim_value
+    h, w, c = (d.dim_value for d in dims[1:])
+    new_in = helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, c, h, w])
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            if i == tensor:
+                n.input[k] = name
+    g.input.remove(old_in)
+    g.input.insert(0, new_in)
+    # drop nodes no output depends on any more (the old front)
+    needed = {o.name for o in g.output}
+    keep = []
+    for n in reversed(list(g.node)):
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(n.input)
+    dead = [n for n in g.node if n not in keep]
+    for n in dead:
+        g.node.remove(n)
+    used = {i for n in g.node for i in n.input}
+    for init in [t for t in g.initializer if t.name not in used]:
+        g.initializer.remove(init)
+    for vi in [v for v in g.value_info if v.name not in used and v.name not in {o.name for o in g.output}]:
+        g.value_info.remove(vi)
+    logits = g.output[0]
+    g.node.append(helper.make_node("Softmax", [logits.name], [PROBS], axis=1, name="edgekit_softmax"))
+    dims_out = [d.dim_param or d.dim_value for d in logits.type.tensor_type.shape.dim]
+    g.output.remove(logits)
+    g.output.insert(0, helper.make_tensor_value_info(PROBS, TensorProto.FLOAT, dims_out))
+    onnx.checker.check_model(model)
+    return model, removed_norm
+
+
+def labels_line(labels: list[str]) -> str:
+    """nvinfer's classifier label file: one line per output layer, labels separated by ';'."""
+    clean = [lb.replace(";", ",").strip() or f"class_{i}" for i, lb in enumerate(labels)]
+    return ";".join(clean) + "\n"
+
+
+def ini(groups: list[tuple[str, dict[str, Any]]], header: str) -> str:
+    lines = [f"# {h}" for h in header.splitlines()]
+    for name, kv in groups:
+        lines += ["", f"[{name}]"]
+        lines += [f"{k}={v}" for k, v in kv.items()]
+    return "\n".join(lines) + "\n"
+
+
+def parse_ini(text: str) -> list[tuple[str, dict[str, str]]]:
+    """GKeyFile-style groups (what DeepStream reads), for validation."""
+    groups: list[tuple[str, dict[str, str]]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            groups.append((line[1:-1], {}))
+            continue
+        if "=" not in line or not groups:
+            raise UsageError(f"not a key=value line inside a group: {raw!r}")
+        k, v = line.split("=", 1)
+        if k in groups[-1][1]:
+            raise UsageError(f"[{groups[-1][0]}] sets {k} twice")
+        groups[-1][1][k] = v
+    return groups
+
+
+def validate_nvinfer(text: str, base: Path) -> None:
+    """Keys, enumerated values and referenced files of an nvinfer config, as DeepStream would read them."""
+    groups = dict(parse_ini(text))
+    if "property" not in groups:
+        raise UsageError("an nvinfer config needs a [property] group")
+    prop = groups["property"]
+    unknown = sorted(set(prop) - NVINFER_KEYS)
+    if unknown:
+        raise UsageError(f"[property] has keys nvinfer does not know: {', '.join(unknown)}")
+    for k, allowed in NVINFER_ENUMS.items():
+        if k in prop:
+            v = int(prop[k])
+            if (allowed is not None and v not in allowed) or v < 0:
+                raise UsageError(f"[property] {k}={v} is not one of {allowed}")
+    offsets = prop.get("offsets")
+    if offsets is not None and len([float(o) for o in offsets.split(";")]) != 3:
+        raise UsageError("offsets needs three values separated by ';'")
+    dims = [int(d) for d in prop["infer-dims"].split(";")]
+    if len(dims) != 3:
+        raise UsageError("infer-dims is C;H;W")
+    float(prop["net-scale-factor"])
+    for key in ("onnx-file", "labelfile-path", "int8-calib-file"):
+        if key in prop and not (base / prop[key]).is_file():
+            raise UsageError(f"{key}={prop[key]} does not exist beside the config")
+
+
+def validate_app(text: str) -> None:
+    for name, kv in parse_ini(text):
+        family = name.rstrip("0123456789")
+        if family not in APP_KEYS:
+            raise UsageError(f"deepstream-app has no [{name}] group")
+        unknown = sorted(set(kv) - APP_KEYS[family])
+        if unknown:
+            raise UsageError(f"[{name}] has keys deepstream-app does not know: {', '.join(unknown)}")
+
+
+# ------------------------------------------------------------------ the export
+
+
+def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> DeepStreamExport:
+    onnx = require("onnx", "rewriting ONNX for DeepStream")
+    man = mf.read(req.bundle)
+    profile = prof_mod.get(req.profile) if req.profile else prof_mod.detect()[0]
+    precision = req.precision or (profile.default_precision if profile.kind != "cpu" else "fp16")
+    if req.precision is None and precision == "int8" and man.artifact("onnx", "int8") is None:
+        log(f"note: {req.bundle} is not calibrated, so FP16 rather than the profile's INT8 "
+            f"(edgekit calibrate {req.bundle} for INT8)")
+        precision = "fp16"
+    if precision not in NETWORK_MODE:
+        raise UsageError(f"DeepStream runs fp32, fp16 or int8, not {precision!r}")
+    if req.sources < 1:
+        raise UsageError(f"--sources must be at least 1, got {req.sources}")
+    batch = req.batch or req.sources
+    if req.dla is not None:
+        prof_mod.check_request(profile, precision, req.dla)
+    elif profile.kind != "cpu":
+        prof_mod.check_request(profile, precision)
+    implicit = precision == "int8" and req.dla is not None
+    onnx_prec = "int8" if precision == "int8" and not implicit else "fp32"
+    art = man.artifact("onnx", onnx_prec)
+    if art is None:
+        raise UsageError(f"{req.bundle} has no {onnx_prec} ONNX model, which DeepStream {precision} needs; "
+                         f"run edgekit calibrate {req.bundle}")
+    scale, offset = graph_constants(man.preprocess)
+    uniform = bool(np.allclose(scale, scale[0], rtol=1e-6))
+    model = onnx.load(str(bundle_mod.artifact_path(req.bundle, art)))
+    model, removed = float_front(model, drop_normalisation=uniform)
+    labels = (req.bundle / man.labels).read_text(encoding="utf-8").splitlines()
+    h, w = man.preprocess.height, man.preprocess.width
+    with bundle_mod.staging(req.out, req.force) as tmp:
+        onnx_name = f"{man.model.name}.{onnx_prec}.float.onnx"
+        onnx.save(model, str(tmp / onnx_name))
+        (tmp / "labels.txt").write_text(labels_line(labels), encoding="utf-8")
+        prop: dict[str, Any] = {
+            "gpu-id": 0,
+            "net-scale-factor": f"{float(scale[0]):.10g}" if removed else 1.0,
+            "offsets": ";".join(f"{float(-o / scale[0]):.6g}" for o in offset) if removed else "0;0;0",
+            "model-color-format": 0 if man.preprocess.color_order == "RGB" else 1,
+            "infer-dims": f"3;{h};{w}",
+            "network-input-order": 0,
+            "onnx-file": onnx_name,
+            # the name nvinfer gives the engine it builds beside the ONNX, so later starts reuse it
+            "model-engine-file": f"{onnx_name}_b{batch}_{'dla' + str(req.dla) if req.dla is not None else 'gpu0'}"
+                                 f"_{precision}.engine",
+            "labelfile-path": "labels.txt",
+            "batch-size": batch,
+            "network-mode": NETWORK_MODE[precision],
+            "network-type": 1,
+            "process-mode": 1,  # primary: whole frames
+            "gie-unique-id": 1,
+            "classifier-threshold": req.threshold,
+            "output-blob-names": PROBS,
+            "maintain-aspect-ratio": 0,
+            "workspace-size": profile.workspace_mib,
+        }
+        files = [onnx_name, "labels.txt", "config_infer_primary.txt", "deepstream_app_config.txt", "README.txt"]
+        if precision == "int8":
+            # nvinfer sets TensorRT's INT8 flag only when it has a calibration file (else it builds FP16);
+            # with the Q/DQ model TensorRT takes the scales from the graph and ignores the cache
+            from edgekit import calibcache
+
+            cart = next((a for a in man.artifacts if a.path == "calibration.cache"), None)
+            if cart is None:
+                raise UsageError(f"{req.bundle} has no calibration.cache, which nvinfer's INT8 needs; "
+                                 "run edgekit calibrate")
+            cache = calibcache.loads(bundle_mod.artifact_path(req.bundle, cart).read_text(encoding="utf-8"))
+            scales = dict(cache.scales)
+            # the new tensors' ranges are known exactly: pixels 0..255 in, probabilities 0..1 out
+            scales["input"] = 255.0 / 127.0
+            scales[PROBS] = 1.0 / 127.0
+            (tmp / "calibration.cache").write_text(calibcache.dumps(
+                calibcache.CalibrationCache(cache.version, cache.algorithm, scales)), encoding="utf-8")
+            prop["int8-calib-file"] = "calibration.cache"
+            files.append("calibration.cache")
+        if req.dla is not None:
+            prop.update({"enable-dla": 1, "use-dla-core": req.dla})
+        where = "nvinfer (one scale for all channels)" if removed else "in the ONNX graph (per-channel std)"
+        header = (f"Gst-nvinfer config for {man.model.name} ({precision}), written by edgekit from {req.bundle}.\n"
+                  f"Preprocessing: {where}."
+                  "\nDeepStream builds the engine on first start and reuses model-engine-file afterwards.")
+        infer_text = ini([("property", prop)], header)
+        validate_nvinfer(infer_text, tmp)
+        (tmp / "config_infer_primary.txt").write_text(infer_text, encoding="utf-8")
+        app_text = app_config(req, batch, profile)
+        validate_app(app_text)
+        (tmp / "deepstream_app_config.txt").write_text(app_text, encoding="utf-8")
+        (tmp / "README.txt").write_text(
+            f"{man.model.name} for DeepStream, {precision}, batch {batch}, {req.sources} sources.\n\n"
+            "Run (on the Jetson or a DeepStream container):\n"
+            "  deepstream-app -c deepstream_app_config.txt\n\n"
+            "Or in your own pipeline: nvinfer config-file-path=config_infer_primary.txt\n"
+            "Edit [source*] uri= for your cameras (type=1 V4L2, type=5 CSI, type=4 RTSP).\n", encoding="utf-8")
+    log(f"wrote {req.out}: {', '.join(files)}")
+    return DeepStreamExport(req.out, tuple(files), "nvinfer" if removed else "graph", NETWORK_MODE[precision])
+
+
+def app_config(req: DeepStreamRequest, batch: int, profile: prof_mod.Profile) -> str:
+    cam = profile.camera
+    groups: list[tuple[str, dict[str, Any]]] = [
+        ("application", {"enable-perf-measurement": 1, "perf-measurement-interval-sec": 5}),
+        ("tiled-display", {"enable": 1, "rows": int(np.ceil(np.sqrt(req.sources))),
+                           "columns": int(np.ceil(req.sources / np.ceil(np.sqrt(req.sources)))),
+                           "width": 1280, "height": 720}),
+    ]
+    for i in range(req.sources):
+        groups.append((f"source{i}", {"enable": 1, "type": SOURCE_TYPES["uri"], "uri": req.source, "gpu-id": 0}))
+    groups += [
+        ("streammux", {"gpu-id": 0, "live-source": 0, "batch-size": batch, "batched-push-timeout": 40000,
+                       "width": cam.width, "height": cam.height}),
+        ("primary-gie", {"enable": 1, "gpu-id": 0, "batch-size": batch, "gie-unique-id": 1,
+                         "config-file": "config_infer_primary.txt"}),
+        ("osd", {"enable": 1, "border-width": 2, "text-size": 15}),
+        ("sink0", {"enable": 1, "type": SINK_TYPES["egl"], "sync": 0}),
+        ("tests", {"file-loop": 1}),
+    ]
+    return ini(groups, f"deepstream-app: {req.sources} sources batched through the classifier.\n"
+                       "Sources: type=2 URI; use type=1 (camera-v4l2-dev-node) or type=5 (camera-csi-sensor-id) "
+                       "for cameras.")
