@@ -121,11 +121,12 @@ def load(bundle: str | Path | None = None, backend: str = "auto", precision: str
 
 def _tensorrt(path: Path, man: mf.Manifest, precision: str) -> tuple[Any, dict[str, Any], str]:
     from edgekit import profiles as prof_mod
-    from edgekit.runners import trt as trt_runner
 
     profile, dev = prof_mod.detect()
     if profile.kind == "cpu":
         raise UsageError("no NVIDIA GPU or Jetson detected, so no TensorRT")
+    from edgekit.runners import trt as trt_runner
+
     if not man.engines:
         raise UsageError(f"{path} has no TensorRT engine (make one here: edgekit build {path})")
     from edgekit.trt.parse import load_trt

@@ -8,6 +8,8 @@ the GPU's name and compute capability elsewhere.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import re
 import shutil
@@ -195,14 +197,26 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where present: start-up matters
+_PARSED: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
 def _read(path: Path) -> dict[str, Any]:
+    """A profile file's mapping, parsed once per process while the file is unchanged."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: a profile must be a YAML mapping of keys")
-    return data
+        st = path.stat()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from exc
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _PARSED:
+        try:
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(data, dict):
+            raise UsageError(f"{path}: a profile must be a YAML mapping of keys")
+        _PARSED[key] = data
+    return copy.deepcopy(_PARSED[key])
 
 
 def load_file(path: Path, _seen: tuple[str, ...] = ()) -> Profile:
@@ -288,7 +302,9 @@ def read_device(root: Path = Path("/"), gpu: tuple[str, str] | None = None) -> D
     return Device(model, compatible, l4t, name, cc)
 
 
+@functools.lru_cache(maxsize=1)
 def _query_gpu() -> tuple[str, str]:
+    """The first GPU's name and compute capability from nvidia-smi (asked once per process)."""
     smi = shutil.which("nvidia-smi")
     if not smi:
         return "", ""
