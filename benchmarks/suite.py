@@ -113,17 +113,8 @@ def top1(runner: Any, x: np.ndarray) -> np.ndarray:
     return run_all(runner, x, batch=4).argmax(1)
 
 
-def time_rows(runner: Any, man: mf.Manifest, path: Path, backend: str, precision: str, batches: list[int],
-              s: bench.Settings, note: str = "") -> list[bench.Row]:
-    rows = []
-    for b in batches:
-        say(f"  {backend} {precision} batch {b}")
-        x = bench.batch_input(path, man, b)
-        bench.reset_peak_memory()
-        times = bench.measure(partial(runner.infer, x), s)
-        rows.append(bench.row_from(times, model=man.model.name, backend=backend, precision=precision, batch=b,
-                                   note=note or runner.description))
-    return rows
+def log(msg: str) -> None:
+    say("  " + msg)
 
 
 def one_model(name: str, work: Path, batches: list[int], s: bench.Settings, threads: int,
@@ -166,34 +157,30 @@ def one_model(name: str, work: Path, batches: list[int], s: bench.Settings, thre
     rows: list[bench.Row] = []
     say(f"{name}: PyTorch")
     try:
-        rows += bench.torch_rows(b, man, batches, threads, None, s, lambda m: say("  " + m))
+        rows += bench.torch_rows(b, man, batches, threads, None, s, log)
     except EdgekitError as exc:
         notes.append(f"PyTorch: {exc}")
     fp32_onnx = bundle_mod.artifact_path(b, man.artifact("onnx", "fp32"))  # type: ignore[arg-type]
     int8_onnx = bundle_mod.artifact_path(b, man.artifact("onnx", "int8-cpu"))  # type: ignore[arg-type]
 
-    photos = agreement_images()
-    from edgekit.classifier import Classifier
-
-    prep = Classifier(b, man, None, "", "")
-    x_agree = np.stack([prep.prepare(p) for p in photos])
+    x_agree = bench.prepare(b, man, agreement_images())
     agreement: dict[str, float] = {}
     with OrtRunner(fp32_onnx, threads=threads) as ref:
         want = top1(ref, x_agree)
-        rows += time_rows(ref, man, b, "onnxruntime", "fp32", batches, s)
+        rows += bench.time_runner(ref, b, man, "onnxruntime", "fp32", batches, s, log)
     with OrtRunner(int8_onnx, threads=threads) as r8:
         agreement["onnxruntime int8"] = float((top1(r8, x_agree) == want).mean())
-        rows += time_rows(r8, man, b, "onnxruntime", "int8", batches, s)
+        rows += bench.time_runner(r8, b, man, "onnxruntime", "int8", batches, s, log)
         runner_fps, stream_fps, age = stream_ratio(b, r8, stream_frames, work)
     try:
         for path, hint, label in ((fp32_onnx, "f32", None), (fp32_onnx, None, None), (int8_onnx, None, "int8")):
             ov = OpenVino(path, hint, threads)
             prec = label or ov.precision
             agreement[f"openvino {prec}"] = float((top1(ov, x_agree) == want).mean())
-            rows += time_rows(ov, man, b, "openvino", prec, batches, s)
+            rows += bench.time_runner(ov, b, man, "openvino", prec, batches, s, log)
     except ImportError:
         notes.append("OpenVINO is not installed (pip install openvino): no peer rows")
-    trt_rows, why = bench.tensorrt_rows(b, man, None, batches, s, lambda m: say("  " + m))
+    trt_rows, why = bench.tensorrt_rows(b, man, None, batches, s, log)
     rows += trt_rows
     if why:
         notes.append(f"TensorRT: {why}")

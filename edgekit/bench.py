@@ -12,6 +12,7 @@ same model (its logits match ONNX Runtime FP32), and times it in the same run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -108,20 +109,30 @@ def row_from(times: Sequence[float], *, model: str, backend: str, precision: str
 # ------------------------------------------------------------------ inputs
 
 
-def photos(n: int) -> list[np.ndarray]:
-    """``n`` real photographs (the shipped samples, repeated), as BGR frames."""
+@functools.lru_cache(maxsize=1)
+def _sample_frames() -> tuple[np.ndarray, ...]:
     from edgekit.images import read_image, sample_images
 
-    imgs = [read_image(p) for p in sample_images()]
+    return tuple(read_image(p) for p in sample_images())
+
+
+def photos(n: int) -> list[np.ndarray]:
+    """``n`` real photographs (the shipped samples, read once, repeated), as BGR frames."""
+    imgs = _sample_frames()
     return [imgs[i % len(imgs)] for i in range(n)]
 
 
-def batch_input(path: Path, man: mf.Manifest, batch: int) -> np.ndarray:
-    """A batch the way the runtime prepares frames (one resize/crop each, then the graph's layout)."""
+def prepare(path: Path, man: mf.Manifest, frames: Sequence[np.ndarray]) -> np.ndarray:
+    """Frames as the runtime prepares them (one resize/crop each, then the graph's layout), stacked."""
     from edgekit.classifier import Classifier
 
     prep = Classifier(path, man, None, "", "")
-    return np.stack([prep.prepare(f) for f in photos(batch)])
+    return np.stack([prep.prepare(f) for f in frames])
+
+
+def batch_input(path: Path, man: mf.Manifest, batch: int) -> np.ndarray:
+    """A batch of real photographs, prepared as the runtime prepares frames."""
+    return prepare(path, man, photos(batch))
 
 
 def batches_for(man: mf.Manifest, wanted: Sequence[int]) -> tuple[list[int], str]:
@@ -135,6 +146,20 @@ def batches_for(man: mf.Manifest, wanted: Sequence[int]) -> tuple[list[int], str
 # ------------------------------------------------------------------ backends
 
 
+def time_runner(runner: Any, path: Path, man: mf.Manifest, backend: str, precision: str, batches: Sequence[int],
+                s: Settings, log: Log, note: str = "") -> list[Row]:
+    """Rows for one host-timed runner (anything with ``infer`` and ``description``), one per batch."""
+    rows = []
+    for b in batches:
+        log(f"{backend} {precision} batch {b}")
+        x = batch_input(path, man, b)
+        reset_peak_memory()
+        times = measure(partial(runner.infer, x), s)
+        rows.append(row_from(times, model=man.model.name, backend=backend, precision=precision, batch=b,
+                             note=note or runner.description))
+    return rows
+
+
 def onnxruntime_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | None, batches: Sequence[int],
                      threads: int | None, s: Settings, log: Log) -> list[Row]:
     from edgekit import bundle as bundle_mod
@@ -144,26 +169,18 @@ def onnxruntime_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | N
     arts = [a for a in man.artifacts if a.kind == "onnx" and a.precision and (
         not precisions or a.precision in precisions)]
     for art in arts:
-        runner = OrtRunner(bundle_mod.artifact_path(path, art), threads=threads)
-        try:
-            for b in batches:
-                log(f"onnxruntime {art.precision} batch {b}")
-                x = batch_input(path, man, b)
-                reset_peak_memory()
-                times = measure(partial(runner.infer, x), s)
-                rows.append(row_from(times, model=man.model.name, backend="onnxruntime", precision=str(art.precision),
-                                     batch=b, note=runner.description))
-        finally:
-            runner.close()
+        with OrtRunner(bundle_mod.artifact_path(path, art), threads=threads) as runner:
+            rows += time_runner(runner, path, man, "onnxruntime", str(art.precision), batches, s, log)
     return rows
 
 
 def tensorrt_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | None, batches: Sequence[int],
                   s: Settings, log: Log) -> tuple[list[Row], str]:
     """Rows for the engines that fit this device; ('', reason) when there is no TensorRT here."""
+    from edgekit import bundle as bundle_mod
     from edgekit import profiles as prof_mod
     from edgekit.errors import EdgekitError
-    from edgekit.runners.trt import Here, TrtRunner, check_engine
+    from edgekit.runners.trt import TrtRunner, check_engine, here
 
     profile, dev = prof_mod.detect()
     if profile.kind == "cpu":
@@ -176,19 +193,22 @@ def tensorrt_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | None
         trt = load_trt()
     except EdgekitError as exc:
         return [], str(exc)
-    here = Here(trt.__name__, trt.__version__, dev.compute_capability or (
-        profile.compute_capability[0] if profile.compute_capability else ""), profile.name)
+    this = here(trt, profile, dev)
     rows: list[Row] = []
     skipped = []
     for entry in man.engines:
         if precisions and entry.get("precision") not in precisions:
             continue
         try:
-            check_engine(entry, here, path)
+            check_engine(entry, this, path)
         except EdgekitError as exc:
             skipped.append(str(exc))
             continue
-        runner = TrtRunner(path / str(entry["path"]), entry)
+        plan = bundle_mod.engine_path(path, entry)
+        if plan is None:
+            skipped.append(f"{entry['path']} is missing or changed since it was built")
+            continue
+        runner = TrtRunner(plan, entry)
         lo, hi = int(entry["batch"]["min"]), int(entry["batch"]["max"])
         try:
             for b in batches:
@@ -197,10 +217,9 @@ def tensorrt_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | None
                     continue
                 log(f"tensorrt {entry['precision']} batch {b}")
                 x = batch_input(path, man, b)
-                free0, total = runner.cuda.memory()
                 reset_peak_memory()
                 times, device_ms = _timed_trt(runner, x, s)
-                free1, _ = runner.cuda.memory()
+                free1, total = runner.cuda.memory()
                 rows.append(row_from(times, model=man.model.name, backend="tensorrt", precision=str(entry["precision"]),
                                      batch=b, device=runner.cuda.device_name, device_ms=device_ms[s.warmup:],
                                      gpu_mib=(total - free1) / 2**20, note=runner.description))
@@ -286,14 +305,8 @@ def torch_rows(path: Path, man: mf.Manifest, batches: Sequence[int], threads: in
                s: Settings, log: Log) -> list[Row]:
     runner = TorchRunner(path, man, weights, threads)
     rel = check_same_model(path, man, runner, threads)
-    rows = []
-    for b in batches:
-        log(f"torch fp32 batch {b}")
-        x = batch_input(path, man, b)
-        reset_peak_memory()
-        times = measure(partial(runner.infer, x), s)
-        rows.append(row_from(times, model=man.model.name, backend="torch", precision="fp32", batch=b,
-                             note=f"{runner.description}; logits match ONNX Runtime to {rel:.1e}"))
+    rows = time_runner(runner, path, man, "torch", "fp32", batches, s, log,
+                       note=f"{runner.description}; logits match ONNX Runtime to {rel:.1e}")
     torch = runner.torch
     if torch.cuda.is_available():
         rows += torch_cuda_rows(runner, path, man, batches, s, log)

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from edgekit import manifest as mf
 from edgekit.errors import BundleError, UsageError
@@ -90,6 +91,12 @@ def artifact_path(bundle: Path, art: mf.Artifact, verify: bool = True) -> Path:
                 "corrupted; rebuild the bundle, or restore the file"
             )
     return path
+
+
+def engine_path(bundle: Path, entry: dict[str, Any]) -> Path | None:
+    """An engine entry's plan file when it is there and unchanged since it was built, else None."""
+    path = bundle / str(entry["path"])
+    return path if path.is_file() and sha256(path) == entry.get("sha256") else None
 
 
 def find_latest(root: Path | None = None) -> Path:

@@ -12,7 +12,6 @@ import numpy as np
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
 from edgekit.errors import EdgekitError, UsageError
-from edgekit.hashing import sha256_file as hashing_sha256
 from edgekit.preprocess import fit_frame
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
@@ -93,7 +92,7 @@ class Classifier:
 
 
 def load(bundle: str | Path | None = None, backend: str = "auto", precision: str = "auto",
-         threads: int | None = None, log: Any = None) -> Classifier:
+         threads: int | None = None) -> Classifier:
     """Load a bundle on the best backend here, saying which and why (``Classifier.why``).
 
     ``backend="auto"``: the bundle's TensorRT engine for this device when TensorRT, a GPU and
@@ -101,28 +100,34 @@ def load(bundle: str | Path | None = None, backend: str = "auto", precision: str
     makes any of those missing an error with the fix. ``precision="auto"`` takes the fastest
     model the chosen backend runs well.
     """
+    from edgekit import profiles as prof_mod
+
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     path = Path(bundle) if bundle is not None else bundle_mod.find_latest()
     man = mf.read(path)
     bundle_mod.artifact_path(path, _labels_artifact(man, path))
+    try:
+        profile, dev = prof_mod.detect()
+        unknown = None
+    except UsageError as exc:  # a broken user profile: no TensorRT, ONNX Runtime with its defaults
+        profile, dev, unknown = None, None, exc
     why_not_trt = ""
     if backend in ("auto", "tensorrt"):
         try:
-            runner, entry, why = _tensorrt(path, man, precision)
+            if unknown is not None:
+                raise unknown
+            runner, entry, why = _tensorrt(path, man, precision, profile, dev)
             return Classifier(path, man, runner, str(entry["precision"]), why)
         except EdgekitError as exc:  # missing TensorRT/CUDA, engine mismatch, CUDA init failure
             if backend == "tensorrt":
                 raise
             why_not_trt = str(exc)
-    runner, prec, why = _onnxruntime(path, man, precision, threads)
+    runner, prec, why = _onnxruntime(path, man, precision, threads, profile)
     return Classifier(path, man, runner, prec, f"{why_not_trt}; {why}" if why_not_trt else why)
 
 
-def _tensorrt(path: Path, man: mf.Manifest, precision: str) -> tuple[Any, dict[str, Any], str]:
-    from edgekit import profiles as prof_mod
-
-    profile, dev = prof_mod.detect()
+def _tensorrt(path: Path, man: mf.Manifest, precision: str, profile: Any, dev: Any) -> tuple[Any, dict[str, Any], str]:
     if profile.kind == "cpu":
         raise UsageError("no NVIDIA GPU or Jetson detected, so no TensorRT")
     from edgekit.runners import trt as trt_runner
@@ -132,25 +137,26 @@ def _tensorrt(path: Path, man: mf.Manifest, precision: str) -> tuple[Any, dict[s
     from edgekit.trt.parse import load_trt
 
     trt = load_trt()
-    cc = dev.compute_capability or (profile.compute_capability[0] if profile.compute_capability else "")
-    here = trt_runner.Here(trt.__name__, trt.__version__, cc, profile.name)
+    here = trt_runner.here(trt, profile, dev)
     entry = trt_runner.pick_engine(man.engines, precision, here)
     if entry is None:
         have = sorted({str(e.get("precision")) for e in man.engines})
         raise UsageError(f"{path} has no {precision} engine (it has {', '.join(have)}); "
                          f"edgekit build {path} --{precision}")
     trt_runner.check_engine(entry, here, path)
-    plan = path / str(entry["path"])
-    if not plan.is_file() or hashing_sha256(plan) != entry.get("sha256"):
-        raise UsageError(f"{plan} is missing or changed since it was built; rebuild: edgekit build {path} --force")
+    plan = bundle_mod.engine_path(path, entry)
+    if plan is None:
+        raise UsageError(f"{path / str(entry['path'])} is missing or changed since it was built; "
+                         f"rebuild: edgekit build {path} --force")
     runner = trt_runner.TrtRunner(plan, entry)
     return runner, entry, f"{entry['path']} matches this {profile.name} and {trt.__name__} {trt.__version__}"
 
 
-def _onnxruntime(path: Path, man: mf.Manifest, precision: str, threads: int | None) -> tuple[Any, str, str]:
+def _onnxruntime(path: Path, man: mf.Manifest, precision: str, threads: int | None,
+                 profile: Any) -> tuple[Any, str, str]:
     from edgekit.runners.ort import OrtRunner, gpu_providers
 
-    gpu = gpu_providers()
+    gpu = gpu_providers(profile is not None and profile.kind != "cpu")
     why = ""
     if precision == "auto":
         if gpu and man.artifact("onnx", "fp16") is not None:
@@ -164,23 +170,18 @@ def _onnxruntime(path: Path, man: mf.Manifest, precision: str, threads: int | No
         have = sorted({a.precision for a in man.artifacts if a.kind == "onnx" and a.precision})
         raise UsageError(f"{path} has no {precision} model; it has: {', '.join(have)}")
     onnx_file = bundle_mod.artifact_path(path, art)
-    if threads is None:
-        threads = _profile_threads()
+    if threads is None and profile is not None:
+        threads = profile_threads(profile)
     # the CPU-tuned uint8 model stays on the CPU; the rest goes to a GPU provider when there is one
     providers = ["CPUExecutionProvider"] if precision == "int8-cpu" or not gpu else gpu + ["CPUExecutionProvider"]
     runner = OrtRunner(onnx_file, threads=threads, providers=providers)
     return runner, precision, "ONNX Runtime: " + (why or f"{precision} as asked")
 
 
-def _profile_threads() -> int | None:
+def profile_threads(profile: Any) -> int | None:
+    """ONNX Runtime threads from the profile, at most this machine's cores less one."""
     import os
 
-    from edgekit import profiles as prof_mod
-
-    try:
-        profile = prof_mod.detect()[0]
-    except UsageError:
-        return None
     if profile.cpu_threads is None:
         return None
     return max(1, min(profile.cpu_threads, (os.cpu_count() or 2) - 1))

@@ -268,10 +268,8 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
     if req.sources < 1:
         raise UsageError(f"--sources must be at least 1, got {req.sources}")
     batch = req.batch or req.sources
-    if req.dla is not None:
+    if req.dla is not None or profile.kind != "cpu":
         prof_mod.check_request(profile, precision, req.dla)
-    elif profile.kind != "cpu":
-        prof_mod.check_request(profile, precision)
     implicit = precision == "int8" and req.dla is not None
     onnx_prec = "int8" if precision == "int8" and not implicit else "fp32"
     art = man.artifact("onnx", onnx_prec)

@@ -120,8 +120,8 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
     key = cache_key(fields)
     for entry in man.engines:
         if entry.get("key") == key and not req.force:
-            path = req.bundle / str(entry["path"])
-            if path.is_file() and sha256_file(path) == entry.get("sha256"):
+            path = bundle_mod.engine_path(req.bundle, entry)
+            if path is not None:
                 log(f"engine up to date: {entry['path']} (same ONNX, precision, TensorRT, device and shapes)")
                 return EngineResult(path, entry, True)
     tc_path = timing_cache_path(profile.name, trt.__name__, trt.__version__)

@@ -101,7 +101,7 @@ def config_text(name: str, platform: str, man: mf.Manifest, max_batch: int, inst
     return "\n".join(lines) + "\n"
 
 
-def _write_model(repo: Path, name: str, text: str, model_src: Path, model_file: str, labels: Path,
+def _write_model(repo: Path, name: str, platform: str, text: str, model_src: Path, model_file: str, labels: Path,
                  preprocess_json: str, force: bool) -> TritonModel:
     target = repo / name
     with bundle_mod.staging(target, force) as tmp:
@@ -110,7 +110,6 @@ def _write_model(repo: Path, name: str, text: str, model_src: Path, model_file: 
         shutil.copy2(labels, tmp / "labels.txt")
         (tmp / "config.pbtxt").write_text(text, encoding="utf-8")
         (tmp / "preprocess.json").write_text(preprocess_json, encoding="utf-8")  # for clients; Triton ignores it
-    platform = text.split('platform: "', 1)[1].split('"', 1)[0]
     return TritonModel(name, platform, target)
 
 
@@ -131,12 +130,12 @@ def export_triton(req: TritonRequest, log: Any = lambda _: None) -> list[TritonM
         raise UsageError(f"{req.bundle} has no {precision} model; it has: {', '.join(have)}")
     kind = req.kind if req.kind != "auto" else ("cpu" if precision == "int8-cpu" else "gpu")
     first = man.input.shape[0]
-    if isinstance(first, int) and req.max_batch != 8:
+    if isinstance(first, int):
         log(f"note: the model has a static batch of {first}; max_batch_size 0 (no dynamic batching)")
     name = f"{prefix}_onnx_{precision.replace('-', '_')}"
-    text = config_text(name, "onnxruntime_onnx", man, req.max_batch, req.instances, kind, req.queue_delay_us,
-                       "model.onnx")
-    models.append(_write_model(req.repository, name, text, bundle_mod.artifact_path(req.bundle, art),
+    platform = "onnxruntime_onnx"
+    text = config_text(name, platform, man, req.max_batch, req.instances, kind, req.queue_delay_us, "model.onnx")
+    models.append(_write_model(req.repository, name, platform, text, bundle_mod.artifact_path(req.bundle, art),
                                "model.onnx", labels, pre, req.force))
     if req.engine:
         for entry in man.engines:
@@ -152,15 +151,17 @@ def export_triton(req: TritonRequest, log: Any = lambda _: None) -> list[TritonM
                 log(f"note: {entry['path']} was built for batch up to {hi}; its max_batch_size is {mb} "
                     f"(rebuild with edgekit build --batch 1:{req.max_batch}:{req.max_batch} for more)")
             ename = f"{prefix}_trt_{entry['precision']}_{entry['device'].replace('-', '_')}"
-            text = config_text(ename, "tensorrt_plan", man, mb, req.instances, "gpu", req.queue_delay_us,
-                               "model.plan")
+            platform = "tensorrt_plan"
+            text = config_text(ename, platform, man, mb, req.instances, "gpu", req.queue_delay_us, "model.plan")
             text = text.replace("instance_group [", f"# built for {entry['device']} with {entry['trt_flavour']} "
                                 f"{entry['trt_version']}: Triton must run the same TensorRT version\n"
                                 "instance_group [", 1)
-            plan = req.bundle / str(entry["path"])
-            if not plan.is_file():
-                raise UsageError(f"{plan} is missing; rebuild it with edgekit build {req.bundle}")
-            models.append(_write_model(req.repository, ename, text, plan, "model.plan", labels, pre, req.force))
+            plan = bundle_mod.engine_path(req.bundle, entry)
+            if plan is None:
+                raise UsageError(f"{req.bundle / str(entry['path'])} is missing or changed since it was built; "
+                                 f"rebuild it with edgekit build {req.bundle}")
+            models.append(_write_model(req.repository, ename, platform, text, plan, "model.plan", labels, pre,
+                                       req.force))
     for m in models:
         log(f"wrote {m.path} ({m.platform})")
     return models

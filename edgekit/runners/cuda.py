@@ -196,10 +196,9 @@ class _CudaPython(Cuda):
         nbytes = max(1, int(np.prod(shape)) * dt.itemsize)
         ptr = int(self._check(self.drv.cuMemHostAlloc(nbytes, 0), "cuMemHostAlloc"))
         raw = (ctypes.c_byte * nbytes).from_address(ptr)
-        owner = _PinnedOwner(self, ptr, raw)
-        arr = np.frombuffer(owner.raw, dtype=dt, count=int(np.prod(shape))).reshape(shape)
-        # the array keeps the owner alive; the owner frees the page-locked block when collected
-        return _with_base(arr, owner)
+        # the array keeps ``raw`` alive through its base; ``raw`` keeps the owner, which frees the block
+        raw._owner = _PinnedOwner(self, ptr)  # type: ignore[attr-defined]
+        return np.frombuffer(memoryview(raw), dtype=dt, count=int(np.prod(shape))).reshape(shape)
 
     def alloc(self, nbytes: int) -> Any:
         return self._check(self.drv.cuMemAlloc(max(1, nbytes)), "cuMemAlloc")
@@ -232,24 +231,14 @@ class _CudaPython(Cuda):
 
 
 class _PinnedOwner:
-    def __init__(self, cuda: _CudaPython, ptr: int, raw: Any) -> None:
-        self.cuda, self.ptr, self.raw = cuda, ptr, raw
+    def __init__(self, cuda: _CudaPython, ptr: int) -> None:
+        self.cuda, self.ptr = cuda, ptr
 
     def __del__(self) -> None:
         try:
             self.cuda.drv.cuMemFreeHost(self.ptr)
         except Exception:  # interpreter shutdown: the driver frees it with the process
             pass
-
-
-class _OwnedArray(np.ndarray):
-    owner: Any = None
-
-
-def _with_base(arr: np.ndarray, owner: Any) -> np.ndarray:
-    view = arr.view(_OwnedArray)
-    view.owner = owner
-    return view
 
 
 _OPEN: dict[tuple[str, int], Cuda] = {}

@@ -14,21 +14,18 @@ from edgekit.errors import UsageError
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
-def gpu_providers() -> list[str]:
+def gpu_providers(gpu_here: bool) -> list[str]:
     """ONNX Runtime's GPU providers installed here (onnxruntime-gpu, JetPack's wheel), best first.
 
-    Listed only when a GPU answers: onnxruntime-gpu lists CUDA even on a machine without one.
+    Only when a GPU answers (``gpu_here``): onnxruntime-gpu lists CUDA even on a machine without one.
     """
+    if not gpu_here:
+        return []
     try:
         import onnxruntime as ort
     except ImportError:
         return []
-    have = [p for p in GPU_PROVIDERS if p in ort.get_available_providers()]
-    if not have:
-        return []
-    from edgekit import profiles as prof_mod
-
-    return have if prof_mod.detect()[0].kind != "cpu" else []
+    return [p for p in GPU_PROVIDERS if p in ort.get_available_providers()]
 
 
 class OrtRunner:

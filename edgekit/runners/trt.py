@@ -43,6 +43,12 @@ class Here:
     profile: str = ""
 
 
+def here(trt: Any, profile: Any, device: Any) -> Here:
+    """This machine for ``check_engine``: the TensorRT module, the detected profile and device."""
+    cc = device.compute_capability or (profile.compute_capability[0] if profile.compute_capability else "")
+    return Here(trt.__name__, trt.__version__, cc, profile.name)
+
+
 def check_engine(entry: dict[str, Any], here: Here, bundle: Path) -> None:
     """Refuse an engine this TensorRT/GPU cannot run, with the ``edgekit build`` that fixes it."""
     fix = (f"rebuild it here: edgekit build {bundle} --{entry.get('precision', 'fp16')}"
@@ -52,12 +58,13 @@ def check_engine(entry: dict[str, Any], here: Here, bundle: Path) -> None:
     if built_flavour != here.flavour:
         raise EngineMismatch(f"{entry['path']} was built with {built_flavour} {built_version}, but this machine has "
                              f"{here.flavour} {here.trt_version}; {fix}")
-    same = compat.parse_version(built_version) == compat.parse_version(here.trt_version)
     if here.flavour == "tensorrt":
         # plans are tied to the exact TensorRT build unless built version-compatible (8.6+)
         same = built_version == here.trt_version or (
             bool(entry.get("version_compatible")) and compat.parse_version(here.trt_version) >= (8, 6)
             and compat.parse_version(built_version)[0] == compat.parse_version(here.trt_version)[0])
+    else:
+        same = compat.parse_version(built_version) == compat.parse_version(here.trt_version)
     if not same:
         raise EngineMismatch(f"{entry['path']} was built with {built_flavour} {built_version}, this machine has "
                              f"{here.trt_version} (a plan only loads in the version that built it); {fix}")
@@ -103,8 +110,8 @@ class _Tensor:
 class _ThreadState:
     context: IExecutionContext
     stream: Any
+    events: tuple[Any, Any]  # start/end of the last call, for device time
     batch: int = 0
-    events: tuple[Any, Any] | None = None
     host: dict[str, np.ndarray] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
 
@@ -163,8 +170,8 @@ class TrtRunner:
         st: _ThreadState | None = getattr(self._local, "state", None)
         if st is None:
             # one execution context per thread: contexts are not safe to share between threads
-            st = _ThreadState(self.engine.create_execution_context(), self.cuda.stream())
-            st.events = (self.cuda.event(), self.cuda.event())
+            st = _ThreadState(self.engine.create_execution_context(), self.cuda.stream(),
+                              (self.cuda.event(), self.cuda.event()))
             self._local.state = st
             with self._lock:
                 self._states.append(st)
@@ -210,7 +217,6 @@ class TrtRunner:
             self._buffers(st, int(inputs.shape[0]))
             host_in = st.host[inp.name]
             np.copyto(host_in, inputs, casting="same_kind")
-            assert st.events is not None
             self.cuda.record(st.events[0], st.stream)
             self.cuda.to_device(st.device[inp.name], host_in, st.stream)
             sh = self.cuda.handle(st.stream)

@@ -170,5 +170,5 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
         fix = ("out of memory: use a smaller --workspace or --batch (on a Nano, add swap)" if oom
                else "check the lines above; a smaller --batch or --workspace often helps")
         raise BuildError(f"TensorRT could not build {Path(onnx_path).name}: {tail}; {fix}")
-    timing = bytes(memoryview(cache.serialize())) if cache is not None else None  # type: ignore[arg-type]
+    timing = bytes(cache.serialize()) if cache is not None else None  # type: ignore[call-overload]
     return Built(bytes(plan), trt.__name__, trt.__version__, time.perf_counter() - t0, timing, phases)
