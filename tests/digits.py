@@ -56,3 +56,21 @@ def train_googlenet(x: np.ndarray, y: np.ndarray, size: int = 64, steps: int = 2
         loss.backward()
         opt.step()
     return model.eval()
+
+
+def trained_bundle(root: Path, train: int, out: str = "fp32") -> tuple[Path, np.ndarray, np.ndarray]:
+    """GoogLeNet trained on the first ``train`` digits, exported as a bundle at ``root/out``.
+
+    Returns (bundle, images, labels); the digits.pth and labels.txt it used stay in ``root``.
+    """
+    import torch
+
+    from edgekit.export import ExportRequest, export
+
+    x, y = images()
+    model = train_googlenet(x[:train], y[:train])
+    torch.save(model.state_dict(), root / "digits.pth")
+    (root / "labels.txt").write_text("\n".join(str(i) for i in range(10)) + "\n")
+    bundle = export(ExportRequest("googlenet", root / out, weights=str(root / "digits.pth"), input_size=64,
+                                  labels=root / "labels.txt")).bundle
+    return bundle, x, y

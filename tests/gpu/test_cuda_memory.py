@@ -6,13 +6,13 @@ pushed and popped per call), and copies on our stream overlapping compute on ano
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
 
 from edgekit.runners.cuda import available, open_cuda
+from tests.threads import run_threads
 
 pytestmark = pytest.mark.gpu
 
@@ -24,44 +24,8 @@ def cuda(request):
     return open_cuda(request.param)
 
 
-def test_round_trip_and_device_facts(cuda):
-    assert cuda.device_name and cuda.compute_capability.count(".") == 1
-    data = np.random.default_rng(0).integers(0, 255, (4, 3, 299, 299), dtype=np.uint8)
-    with cuda.current():
-        s = cuda.stream()
-        host = cuda.pinned(data.shape, data.dtype)
-        back = cuda.pinned(data.shape, data.dtype)
-        host[...] = data
-        mem = cuda.alloc(data.nbytes)
-        cuda.to_device(mem, host, s)
-        cuda.to_host(back, mem, s)
-        cuda.synchronize(s)
-        cuda.free(mem)
-        free, total = cuda.memory()
-    assert np.array_equal(back, data)
-    assert 0 < free <= total
-
-
-def test_any_thread_can_call(cuda):
-    errors: list[BaseException] = []
-
-    def work(seed: int) -> None:
-        try:
-            for _ in range(20):
-                test_round_trip_small(cuda, seed)
-        except BaseException as exc:  # collected and re-raised in the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
-
-
-def test_round_trip_small(cuda, seed: int = 1) -> None:
-    data = np.random.default_rng(seed).standard_normal((1, 1000)).astype(np.float32)
+def round_trip(cuda, data: np.ndarray) -> np.ndarray:
+    """``data`` through pinned host memory to the device and back, on a stream of our own."""
     with cuda.current():
         s = cuda.stream()
         host, back = cuda.pinned(data.shape, data.dtype), cuda.pinned(data.shape, data.dtype)
@@ -71,7 +35,25 @@ def test_round_trip_small(cuda, seed: int = 1) -> None:
         cuda.to_host(back, mem, s)
         cuda.synchronize(s)
         cuda.free(mem)
-    assert np.array_equal(back, data)
+    return np.array(back)
+
+
+def test_round_trip_and_device_facts(cuda):
+    assert cuda.device_name and cuda.compute_capability.count(".") == 1
+    data = np.random.default_rng(0).integers(0, 255, (4, 3, 299, 299), dtype=np.uint8)
+    assert np.array_equal(round_trip(cuda, data), data)
+    with cuda.current():
+        free, total = cuda.memory()
+    assert 0 < free <= total
+
+
+def test_any_thread_can_call(cuda):
+    def work(seed: int) -> None:
+        for _ in range(20):
+            data = np.random.default_rng(seed).standard_normal((1, 1000)).astype(np.float32)
+            assert np.array_equal(round_trip(cuda, data), data)
+
+    run_threads(work)
 
 
 def test_copies_overlap_compute(cuda):

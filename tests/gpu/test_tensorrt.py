@@ -8,12 +8,12 @@ on a GoogLeNet trained on scikit-learn's digits inside the test.
 from __future__ import annotations
 
 import shutil
-import threading
 
 import numpy as np
 import pytest
 
 from tests import digits
+from tests.threads import run_threads
 
 pytestmark = pytest.mark.gpu
 TRAIN = 1300
@@ -31,18 +31,10 @@ def bundle(tmp_path_factory):
         pytest.skip(str(exc))
     if not available():
         pytest.skip("no CUDA binding (pycuda or cuda-python)")
-    import torch
-
     from edgekit.calibrate import CalibrateRequest, calibrate_bundle
-    from edgekit.export import ExportRequest, export
 
     root = tmp_path_factory.mktemp("gpu")
-    x, y = digits.images()
-    model = digits.train_googlenet(x[:TRAIN], y[:TRAIN])
-    torch.save(model.state_dict(), root / "digits.pth")
-    (root / "labels.txt").write_text("\n".join(str(i) for i in range(10)) + "\n")
-    b = export(ExportRequest("googlenet", root / "b", weights=str(root / "digits.pth"), input_size=64,
-                             labels=root / "labels.txt")).bundle
+    b, x, y = digits.trained_bundle(root, TRAIN, out="b")
     digits.write_folder(root / "calib", x[:TRAIN:4], y[:TRAIN:4], by_class=False)
     calibrate_bundle(CalibrateRequest(b, root / "calib", method="entropy"))
     return b, x[TRAIN:]
@@ -74,16 +66,7 @@ def test_four_threads_give_the_same_answers(bundle):
     frames = list(frames[:64])
     with load(b, backend="tensorrt", precision="fp16") as clf:
         one = [clf.classify(f).indices for f in frames]
-        out: dict[int, list] = {}
-
-        def work(i: int) -> None:
-            out[i] = [clf.classify(f).indices for f in frames]
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        out = run_threads(lambda i: [clf.classify(f).indices for f in frames])
     assert all(out[i] == one for i in range(4))
 
 

@@ -23,7 +23,6 @@ from edgekit import manifest as mf  # noqa: E402
 from edgekit.calibrate import CalibrateRequest, GateError, calibrate_bundle  # noqa: E402
 from edgekit.errors import UsageError  # noqa: E402
 from edgekit.evaluate import evaluate  # noqa: E402
-from edgekit.export import ExportRequest, export  # noqa: E402
 from tests import digits  # noqa: E402
 
 TRAIN = 1300
@@ -32,12 +31,7 @@ TRAIN = 1300
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits")
-    x, y = digits.images()
-    model = digits.train_googlenet(x[:TRAIN], y[:TRAIN])
-    torch.save(model.state_dict(), root / "digits.pth")
-    (root / "labels.txt").write_text("\n".join(str(i) for i in range(10)) + "\n")
-    fp32 = export(ExportRequest("googlenet", root / "fp32", weights=str(root / "digits.pth"), input_size=64,
-                                labels=root / "labels.txt")).bundle
+    fp32, x, y = digits.trained_bundle(root, TRAIN)
     digits.write_folder(root / "calib", x[:TRAIN:4], y[:TRAIN:4], by_class=False)  # 325 training images
     digits.write_folder(root / "val", x[TRAIN:], y[TRAIN:])  # 497 held out, by class
     const = root / "constant"

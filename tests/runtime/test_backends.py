@@ -129,7 +129,6 @@ def test_engine_for_another_gpu_falls_back_with_the_fix(engine_bundle, monkeypat
 
 def test_profile_threads_cap_at_this_machine(monkeypatch):
     orin = prof_mod.get("jetson-agx-orin")
-    monkeypatch.setattr(prof_mod, "detect", lambda root=Path("/"): (orin, prof_mod.Device(model="AGX Orin")))
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     assert orin.cpu_threads == 8
-    assert classifier._profile_threads() == 3
+    assert classifier.profile_threads(orin) == 3

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ cv2 = pytest.importorskip("cv2")
 import edgekit  # noqa: E402
 from edgekit import sources  # noqa: E402
 from edgekit.stream import Stream, StreamOptions  # noqa: E402
+from tests.threads import run_threads  # noqa: E402
 
 BITS = 10
 W, H = 320, 240
@@ -171,21 +171,7 @@ def test_classify_from_four_threads_matches_one(clf):
 
     frames = [read_image(p) for p in sample_images()]
     ref = [clf.classify(f).indices for f in frames]
-    errors: list[BaseException] = []
-    out: dict[int, list] = {}
-
-    def work(t: int) -> None:
-        try:
-            out[t] = [clf.classify(f).indices for _ in range(5) for f in frames]
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    out = run_threads(lambda t: [clf.classify(f).indices for _ in range(5) for f in frames])
     for t in range(4):
         assert out[t] == ref * 5
 

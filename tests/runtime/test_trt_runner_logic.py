@@ -22,6 +22,7 @@ from edgekit import classifier
 from edgekit.images import read_image, sample_images
 from edgekit.runners import trt as trt_runner
 from edgekit.runners.cuda import Cuda
+from tests.threads import run_threads
 
 
 class HostCuda(Cuda):
@@ -188,16 +189,7 @@ def test_one_context_per_thread_and_same_answers(runner, googlenet_bundle):
     with classifier.load(googlenet_bundle, backend="onnxruntime", precision="fp32") as clf:
         frames = [clf.prepare(read_image(p)) for p in sample_images()]
     one = [r.infer(f[None]).argmax() for f in frames]
-    out: dict[int, list] = {}
-
-    def work(i: int) -> None:
-        out[i] = [r.infer(f[None]).argmax() for f in frames * 3]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    out = run_threads(lambda i: [r.infer(f[None]).argmax() for f in frames * 3])
     assert all(out[i] == one * 3 for i in range(4))
     assert len(fake.contexts) == 5 and len({c.thread for c in fake.contexts}) == 5
     r.close()
