@@ -181,10 +181,20 @@ class Reconnect:
 class LatestFrame:
     """A capture thread that keeps only the newest frame (never a queue of stale ones).
 
-    Frames are grabbed continuously (so no driver or network buffer fills with stale ones)
-    but decoded only when a consumer is waiting: a slow model costs no decoding of frames
-    it would never see, leaving the cores to inference.
+    Frames are grabbed continuously, so no driver or network buffer fills with stale ones,
+    but decoded only when a consumer will take them:
+
+    - a consumer that asks while the thread is idle (a file paced like a camera) gets the
+      frame grabbed last, decoded at once rather than at the next grab;
+    - the thread learns how often the consumer asks and how often frames arrive, and decodes
+      a frame ahead when the next one would come after the consumer's next ask, so the
+      decode overlaps inference instead of delaying it.
+
+    A slow model thus costs no decoding of frames it would never see, leaving the cores to
+    inference. Frames grabbed and never handed out are counted as dropped.
     """
+
+    _EWMA = 0.2  # weight of the newest interval in the running means below
 
     def __init__(self, open_reader: Callable[[], Reader], live: bool, pace_fps: float | None = None,
                  reconnect: Reconnect = Reconnect(), on_event: Callable[[str], None] | None = None) -> None:
@@ -194,55 +204,91 @@ class LatestFrame:
         self._reconnect = reconnect
         self._say = on_event or (lambda _: None)
         self._cond = threading.Condition()
-        self._frame: Frame | None = None
-        self._taken = -1
+        self._frame: Frame | None = None  # the newest decoded frame
+        self._grabbed = -1  # index of the newest grabbed frame
+        self._decoded = -1  # index of the newest frame a decode was tried for
+        self._taken = -1  # index of the last frame handed out
+        self._taken_count = 0
+        self._busy = False  # the thread is in grab() and cannot decode on demand
         self._waiting = 0
+        self._asked_at: float | None = None
+        self._ask_every = 0.0  # mean time between a consumer's asks
+        self._frame_every = 0.0  # mean time between grabs
         self._done = False
         self._error: BaseException | None = None
         self._stop = threading.Event()
-        self.read_count = 0
-        self.dropped = 0
+        self.read_count = 0  # frames decoded
         self.reconnects = 0
         self._reader = self._open()
         self._thread = threading.Thread(target=self._run, name="edgekit-capture", daemon=True)
         self._thread.start()
 
+    def _mean(self, old: float, new: float) -> float:
+        return new if old <= 0 else old + self._EWMA * (new - old)
+
     def _run(self) -> None:
-        index = 0
+        index = -1
         t_next = time.perf_counter()
+        last: float | None = None
         try:
             while not self._stop.is_set():
+                with self._cond:
+                    self._busy = True
                 if not self._reader.grab():
                     if not self._live:
                         break
                     self._reopen()
                     continue
                 now = time.perf_counter()
-                with self._cond:
-                    wanted = self._waiting > 0
-                img = self._reader.retrieve() if wanted else None
-                with self._cond:
-                    if img is None:
-                        self.dropped += 1  # nobody was waiting: never decoded
-                    else:
-                        if self._frame is not None and self._frame.index != self._taken:
-                            self.dropped += 1  # overwritten before anyone took it
-                        self._frame = Frame(img, index, now)
-                        self.read_count += 1
-                        self._cond.notify_all()
                 index += 1
+                with self._cond:
+                    self._busy = False
+                    self._grabbed = index
+                    if last is not None:
+                        self._frame_every = self._mean(self._frame_every, now - last)
+                    want = self._waiting > 0 or self._due(now)
+                last = now
+                if want:
+                    self._decode(index, now)
                 if self._pace:
                     t_next += 1.0 / self._pace
-                    delay = t_next - time.perf_counter()
-                    if delay > 0:
-                        self._stop.wait(delay)
+                    self._serve_until(t_next, index, now)
         except BaseException as exc:  # handed to the consumer, which raises it
             self._error = exc
         finally:
             self._reader.close()
             with self._cond:
                 self._done = True
+                self._busy = True  # nothing newer will come: any undelivered frame may be taken
                 self._cond.notify_all()
+
+    def _due(self, now: float) -> bool:
+        """The next frame would arrive after the consumer's next ask: this one is what it gets."""
+        if self._asked_at is None or self._ask_every <= 0 or self._frame_every <= 0:
+            return False
+        return now + self._frame_every >= self._asked_at + self._ask_every
+
+    def _decode(self, index: int, grabbed_at: float) -> None:
+        with self._cond:
+            self._decoded = index
+        img = self._reader.retrieve()
+        with self._cond:
+            if img is not None:
+                self._frame = Frame(img, index, grabbed_at)
+                self.read_count += 1
+            self._cond.notify_all()
+
+    def _serve_until(self, t_next: float, index: int, grabbed_at: float) -> None:
+        """Wait for the next frame's time, decoding the current one if a consumer asks meanwhile."""
+        while not self._stop.is_set():
+            with self._cond:
+                remaining = t_next - time.perf_counter()
+                if remaining <= 0:
+                    return
+                if not (self._waiting and self._decoded != index):
+                    self._cond.wait(remaining)
+                    continue
+            self._decode(index, grabbed_at)
 
     def _reopen(self) -> None:
         self._reader.close()
@@ -260,14 +306,28 @@ class LatestFrame:
                 delay = min(delay * 2, self._reconnect.max_delay)
         raise SourceError(f"source lost and not back after {self._reconnect.attempts} attempts")
 
+    def _ready(self) -> bool:
+        """An untaken frame that is the newest, or the newest this thread can still decode."""
+        f = self._frame
+        if f is None or f.index == self._taken:
+            return False
+        return f.index == self._grabbed or (self._busy and self._decoded != self._grabbed)
+
     def next(self, timeout: float | None = None) -> Frame | None:
-        """The newest frame not yet taken; None when the source has ended."""
+        """The newest frame not yet taken; None when the source has ended (or on timeout)."""
         with self._cond:
+            now = time.perf_counter()
+            if self._asked_at is not None:
+                self._ask_every = self._mean(self._ask_every, now - self._asked_at)
+            self._asked_at = now
             self._waiting += 1
+            self._cond.notify_all()  # an idle capture thread decodes the frame it holds
             try:
                 while True:
-                    if self._frame is not None and self._frame.index != self._taken:
+                    if self._ready():
+                        assert self._frame is not None
                         self._taken = self._frame.index
+                        self._taken_count += 1
                         return self._frame
                     if self._done:
                         if self._error is not None:
@@ -279,15 +339,24 @@ class LatestFrame:
                 self._waiting -= 1
 
     @property
+    def dropped(self) -> int:
+        """Frames grabbed and never handed out (the one still on offer excepted)."""
+        with self._cond:
+            pending = self._grabbed != self._taken and not (self._done and not self._ready())
+            return max(0, self._grabbed + 1 - self._taken_count - int(pending))
+
+    @property
     def finished(self) -> bool:
         """The source ended (a file) or failed for good; next() raises the failure."""
         with self._cond:
             if self._done and self._error is not None:
                 raise self._error
-            return self._done and (self._frame is None or self._frame.index == self._taken)
+            return self._done and not self._ready()
 
     def stop(self) -> None:
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         self._thread.join(timeout=5)
 
 

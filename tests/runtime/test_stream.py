@@ -95,6 +95,67 @@ def test_image_folder_and_glob(tmp_path, clf):
     assert got == [0, 1, 2]
 
 
+def test_idle_capture_hands_over_the_frame_it_holds(fast_video):
+    """A file paced at 2 fps: a consumer asking halfway between two frames gets the one grabbed
+    before it asked, decoded on demand, instead of waiting 250 ms for the next grab."""
+    spec = sources.parse(str(fast_video))
+    cap = sources.LatestFrame(lambda: sources.Reader(spec), live=False, pace_fps=2)
+    ages = []
+    try:
+        first = cap.next(timeout=2)
+        assert first is not None
+        for k in range(1, 4):  # halfway between grabs k and k+1: far from either, even on a busy machine
+            time.sleep(max(0.0, first.captured + 0.5 * k + 0.25 - time.perf_counter()))
+            asked = time.perf_counter()
+            frame = cap.next(timeout=2)
+            assert frame is not None and decode(frame.image) == frame.index == k
+            ages.append(asked - frame.captured)
+    finally:
+        cap.stop()
+    assert all(0 < a < 0.5 for a in ages), ages
+
+
+class Camera(sources.Reader):
+    """The real file reader, with grab() blocking until the next frame is due, as a V4L2
+    camera's does: the capture thread cannot decode on demand while it waits there."""
+
+    period = 0.02  # 50 fps
+
+    def open(self):
+        super().open()
+        self._due = time.perf_counter()
+
+    def grab(self):
+        self._due += self.period
+        time.sleep(max(0.0, self._due - time.perf_counter()))
+        return super().grab()
+
+
+def test_capture_decodes_ahead_of_a_regular_consumer(fast_video):
+    """A consumer asking every ~45 ms from a 50 fps camera: the capture thread learns both rates
+    and decodes the last frame before each ask, so the ask does not wait for the next grab,
+    and frames no one takes are not decoded."""
+    spec = sources.parse(str(fast_video))
+    cap = sources.LatestFrame(lambda: Camera(spec), live=True, pace_fps=None)
+    waits, ages = [], []
+    try:
+        for i in range(24):
+            asked = time.perf_counter()
+            frame = cap.next(timeout=2)
+            assert frame is not None and decode(frame.image) == frame.index
+            if i >= 8:  # after it has learned the rates
+                waits.append(time.perf_counter() - asked)
+                ages.append(asked - frame.captured)
+            time.sleep(0.045)  # "inference"
+        taken, decoded, dropped, grabbed = cap._taken_count, cap.read_count, cap.dropped, cap._grabbed + 1
+    finally:
+        cap.stop()
+    assert np.median(waits) < 0.005, waits  # without decoding ahead: about half a frame, 10 ms
+    assert sum(a > 0 for a in ages) >= len(ages) // 2, ages  # mostly grabbed before the ask
+    assert decoded <= 2 * taken + 2  # about two of every three frames are never decoded
+    assert grabbed - 1 <= taken + dropped <= grabbed  # every grabbed frame taken or dropped (one on offer)
+
+
 def test_source_that_fails_mid_stream_reconnects(fast_video):
     """The first connection dies after 30 frames (a wrapper over the real file reader stands
     in for a camera unplugged mid-stream); the capture thread reconnects."""
