@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgekit.errors import BundleError
+from edgekit.keys import Keys
 from edgekit.preprocess import Preprocess
 
 SCHEMA = "edgekit.bundle"
@@ -84,38 +85,12 @@ class Manifest:
 # ------------------------------------------------------------------ validation
 
 
-class _Reader:
-    """Typed access to a JSON object that names file and key in every error."""
-
-    def __init__(self, source: str, data: Any, where: str = "") -> None:
-        self.source = source
-        self.data = data
-        self.where = where
-
-    def fail(self, key: str, why: str) -> BundleError:
-        path = f"{self.where}.{key}" if self.where else key
-        return BundleError(f"{self.source}: key '{path}' {why}; rebuild the bundle with edgekit export")
-
-    def get(self, key: str, typ: type | tuple[type, ...], optional: bool = False) -> Any:
-        if not isinstance(self.data, dict) or key not in self.data:
-            if optional:
-                return None
-            raise self.fail(key, "is missing")
-        v = self.data[key]
-        if v is None and optional:
-            return None
-        if typ is float and isinstance(v, int) and not isinstance(v, bool):
-            return float(v)
-        if not isinstance(v, typ) or (isinstance(v, bool) and typ is not bool):
-            name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-            raise self.fail(key, f"must be {name}, got {type(v).__name__}")
-        return v
-
-    def sub(self, key: str) -> _Reader:
-        return _Reader(self.source, self.get(key, dict), f"{self.where}.{key}" if self.where else key)
+class _Reader(Keys):
+    error = BundleError
+    advice = "; rebuild the bundle with edgekit export"
 
 
-def _tensor(r: _Reader) -> TensorSpec:
+def _tensor(r: Keys) -> TensorSpec:
     shape = r.get("shape", list)
     for i, d in enumerate(shape):
         if not (isinstance(d, str) or (isinstance(d, int) and d > 0)):
@@ -124,7 +99,7 @@ def _tensor(r: _Reader) -> TensorSpec:
     if dtype not in ("uint8", "float32", "float16"):
         raise r.fail("dtype", f"must be uint8, float32 or float16, got {dtype!r}")
     return TensorSpec(r.get("name", str), dtype, r.get("layout", str), tuple(shape),
-                      r.get("color_order", str, optional=True))
+                      r.get("color_order", str, None))
 
 
 def safe_relpath(source: str, rel: str, key: str) -> str:
@@ -155,7 +130,7 @@ def parse(text: str, source: str) -> Manifest:
         )
     m = r.sub("model")
     model = ModelInfo(m.get("name", str), m.get("version", str), m.get("weights", str),
-                      m.get("weights_sha256", str, optional=True), m.get("num_classes", int),
+                      m.get("weights_sha256", str, None), m.get("num_classes", int),
                       m.get("params", int), m.get("opset", int))
     p = r.sub("preprocess")
     try:
@@ -168,9 +143,9 @@ def parse(text: str, source: str) -> Manifest:
         raise p.fail("", f"is invalid ({exc})") from exc
     arts = []
     for i, a in enumerate(r.get("artifacts", list)):
-        ar = _Reader(source, a, f"artifacts[{i}]")
+        ar = r.item("artifacts", i, a)
         path = safe_relpath(source, ar.get("path", str), f"artifacts[{i}].path")
-        precision = ar.get("precision", str, optional=True)
+        precision = ar.get("precision", str, None)
         if precision is not None and precision not in PRECISIONS:
             raise ar.fail("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         sha = ar.get("sha256", str)
@@ -178,16 +153,16 @@ def parse(text: str, source: str) -> Manifest:
             raise ar.fail("sha256", "must be 64 hex digits")
         arts.append(Artifact(path, ar.get("kind", str), sha, ar.get("bytes", int), precision))
     labels = safe_relpath(source, r.get("labels", str), "labels")
-    engines = tuple(r.get("engines", list, optional=True) or ())
+    engines = tuple(r.get("engines", list, ()))
     for i, e in enumerate(engines):
-        er = _Reader(source, e, f"engines[{i}]")
+        er = r.item("engines", i, e)
         safe_relpath(source, er.get("path", str), f"engines[{i}].path")
     return Manifest(
         model=model, input=_tensor(r.sub("input")), output=_tensor(r.sub("output")),
         preprocess=pre, labels=labels, artifacts=tuple(arts), engines=engines,
-        validation=r.get("validation", dict, optional=True) or {},
-        created=r.get("created", str, optional=True) or "",
-        edgekit_version=r.get("edgekit_version", str, optional=True) or "",
+        validation=r.get("validation", dict, {}),
+        created=r.get("created", str, ""),
+        edgekit_version=r.get("edgekit_version", str, ""),
         schema=schema, schema_version=version,
     )
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from edgekit.errors import UsageError
+from edgekit.keys import Keys
 
 SHIPPED = Path(__file__).parent / "profiles"
 KINDS = ("jetson", "desktop", "datacenter", "cpu")
@@ -81,81 +82,39 @@ class Profile:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-class _Keys:
-    def __init__(self, source: str, data: Any, where: str = "") -> None:
-        if not isinstance(data, dict):
-            raise UsageError(f"{source}: {'key ' + repr(where) if where else 'the file'} must be a mapping")
-        self.source, self.data, self.where = source, data, where
-
-    def _path(self, key: str) -> str:
-        if not key:
-            return self.where
-        return f"{self.where}.{key}" if self.where else key
-
-    def fail(self, key: str, why: str) -> UsageError:
-        return UsageError(f"{self.source}: key '{self._path(key)}' {why}")
-
-    def get(self, key: str, typ: type | tuple[type, ...], default: Any = ..., choices: tuple[Any, ...] = ()) -> Any:
-        if key not in self.data or self.data[key] is None:
-            if default is ...:
-                raise self.fail(key, "is missing")
-            return default
-        v = self.data[key]
-        if typ is float and isinstance(v, int):
-            v = float(v)
-        if not isinstance(v, typ) or (isinstance(v, bool) and typ is int):
-            name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-            raise self.fail(key, f"must be {name}, got {type(v).__name__} {v!r}")
-        if choices and v not in choices:
-            raise self.fail(key, f"must be one of {', '.join(map(str, choices))}, got {v!r}")
-        return v
-
-    def strings(self, key: str, choices: tuple[str, ...] = ()) -> tuple[str, ...]:
-        items = self.get(key, list, [])
-        for i, v in enumerate(items):
-            if not isinstance(v, str):
-                raise self.fail(f"{key}[{i}]", f"must be a string, got {v!r}")
-            if choices and v not in choices:
-                raise self.fail(f"{key}[{i}]", f"must be one of {', '.join(choices)}, got {v!r}")
-        return tuple(items)
-
-    def sub(self, key: str) -> _Keys:
-        return _Keys(self.source, self.get(key, dict, {}), self._path(key))
-
-
 KNOWN_KEYS = {"name", "description", "kind", "extends", "detect", "compute_capability", "architecture", "memory_gb",
               "precisions", "dla_cores", "build", "software", "camera", "power", "sources", "tensorrt_rtx",
               "cpu_threads"}
 
 
 def _validate(data: dict[str, Any], source: str) -> Profile:
-    r = _Keys(source, data)
+    r = Keys(source, data)
     unknown = sorted(set(data) - KNOWN_KEYS)
     if unknown:
         raise r.fail(unknown[0], f"is not a profile key (valid: {', '.join(sorted(KNOWN_KEYS))})")
     name = r.get("name", str)
     description = r.get("description", str)
     kind = r.get("kind", str, choices=KINDS)
-    d = r.sub("detect")
-    p = r.sub("precisions")
+    d = r.sub("detect", {})
+    p = r.sub("precisions", {})
     fast = p.strings("fast", PRECISIONS)
     if not fast:
         raise p.fail("fast", "must list at least one of fp32, fp16, int8")
     default = p.get("default", str, choices=PRECISIONS)
     if default not in fast:
         raise p.fail("default", f"is {default!r}, which is not among the fast precisions {list(fast)}")
-    b = r.sub("build")
-    bb = b.sub("batch")
+    b = r.sub("build", {})
+    bb = b.sub("batch", {})
     batch = Batch(bb.get("min", int, 1), bb.get("opt", int, 1), bb.get("max", int, 1))
     if not 1 <= batch.min <= batch.opt <= batch.max:
         raise bb.fail("", f"needs 1 <= min <= opt <= max, got {batch.min}:{batch.opt}:{batch.max}")
     max_batch = b.get("max_batch", int, batch.max)
     if max_batch < batch.max:
         raise b.fail("max_batch", f"({max_batch}) is smaller than batch.max ({batch.max})")
-    cam = r.sub("camera")
+    cam = r.sub("camera", {})
     software = []
     for i, s in enumerate(r.get("software", list, [])):
-        k = _Keys(source, s, f"software[{i}]")
+        k = r.item("software", i, s)
         software.append(Software(str(k.get("jetpack", (str, int, float))), str(k.get("l4t", (str, int, float))),
                                  str(k.get("tensorrt", (str, int, float)))))
     ccs = r.strings("compute_capability")
@@ -183,7 +142,7 @@ def _validate(data: dict[str, Any], source: str) -> Profile:
     )
 
 
-def _threads(r: _Keys) -> int | None:
+def _threads(r: Keys) -> int | None:
     n = r.get("cpu_threads", int, None)
     if n is not None and not 1 <= n <= 64:
         raise r.fail("cpu_threads", f"must be 1-64, got {n}")

@@ -40,6 +40,21 @@ def test_wrong_type_names_key(bundle_copy):
         mf.read(bundle_copy)
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["artifacts"].__setitem__(1, "model.onnx"), r"key 'artifacts\[1\]' must be a mapping, got str"),
+    (lambda d: d["model"].__setitem__("params", True), r"key 'model.params' must be int, got bool True"),
+    (lambda d: d["preprocess"].__setitem__("crop_fraction", 1), None),  # an int where a float goes is fine
+    (lambda d: d["engines"].append({"path": 3}), r"key 'engines\[0\].path' must be str, got int 3"),
+])
+def test_malformed_entries_name_the_key_and_the_fix(bundle_copy, edit, message):
+    _edit(bundle_copy, edit)
+    if message is None:
+        assert mf.read(bundle_copy).preprocess.crop_fraction == 1.0
+        return
+    with pytest.raises(BundleError, match=message + "; rebuild the bundle with edgekit export"):
+        mf.read(bundle_copy)
+
+
 @pytest.mark.parametrize("bad", ["../outside.onnx", "/etc/passwd", "a/../../x", "C:\\\\x.onnx"])
 def test_artifact_paths_must_stay_inside(bundle_copy, bad):
     _edit(bundle_copy, lambda d: d["artifacts"][0].__setitem__("path", bad))
