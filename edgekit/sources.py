@@ -263,10 +263,13 @@ class LatestFrame:
                 self._cond.notify_all()
 
     def _due(self, now: float) -> bool:
-        """The next frame would arrive after the consumer's next ask: this one is what it gets."""
+        """The next frame would arrive after the consumer's next ask: this one is what it gets.
+        A consumer late by more than a few frames (busy elsewhere, paused) is not decoded for
+        until it asks again."""
         if self._asked_at is None or self._ask_every <= 0 or self._frame_every <= 0:
             return False
-        return now + self._frame_every >= self._asked_at + self._ask_every
+        expected = self._asked_at + self._ask_every
+        return expected - self._frame_every <= now <= expected + 2 * self._frame_every
 
     def _decode(self, index: int, grabbed_at: float) -> None:
         with self._cond:

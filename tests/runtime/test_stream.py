@@ -156,6 +156,23 @@ def test_capture_decodes_ahead_of_a_regular_consumer(fast_video):
     assert grabbed - 1 <= taken + dropped <= grabbed  # every grabbed frame taken or dropped (one on offer)
 
 
+def test_capture_stops_decoding_for_a_consumer_that_stops_asking(fast_video):
+    """Decoding ahead is for a consumer that keeps its rhythm: one that pauses (busy elsewhere)
+    costs a few decodes, not one per frame of the pause."""
+    spec = sources.parse(str(fast_video))
+    cap = sources.LatestFrame(lambda: Camera(spec), live=True, pace_fps=None)
+    try:
+        for _ in range(10):
+            assert cap.next(timeout=2) is not None
+            time.sleep(0.045)
+        before = cap.read_count
+        time.sleep(0.6)  # 30 frames come and go
+        during = cap.read_count - before
+    finally:
+        cap.stop()
+    assert during <= 5, during
+
+
 def test_source_that_fails_mid_stream_reconnects(fast_video):
     """The first connection dies after 30 frames (a wrapper over the real file reader stands
     in for a camera unplugged mid-stream); the capture thread reconnects."""
