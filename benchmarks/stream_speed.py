@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import edgekit  # noqa: E402
-from edgekit import sources  # noqa: E402
+from edgekit import bench, sources  # noqa: E402
 from edgekit.calibrate import CalibrateRequest, calibrate_bundle  # noqa: E402
 from edgekit.export import ExportRequest, export  # noqa: E402
 from edgekit.images import read_image, sample_images  # noqa: E402
@@ -95,13 +95,9 @@ class Throughput:
 
 
 def _runner_window(clf: Any, x: np.ndarray, seconds: float, lat: list[float]) -> tuple[int, float]:
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        t = time.perf_counter()
-        clf.runner.infer(x)
-        lat.append(time.perf_counter() - t)
-        n += 1
-    return n, time.perf_counter() - t0
+    n, t0 = len(lat), time.perf_counter()
+    lat += bench.measure(lambda: clf.runner.infer(x), bench.Settings(0, 1, seconds, max_runs=10**9))
+    return len(lat) - n, time.perf_counter() - t0
 
 
 def _stream_window(clf: Any, clip: Path, seconds: float, ages: list[float], infer: list[float],

@@ -144,7 +144,7 @@ def parse(text: str, source: str) -> Manifest:
     arts = []
     for i, a in enumerate(r.get("artifacts", list)):
         ar = r.item("artifacts", i, a)
-        path = safe_relpath(source, ar.get("path", str), f"artifacts[{i}].path")
+        path = safe_relpath(source, ar.get("path", str), ar.path("path"))
         precision = ar.get("precision", str, None)
         if precision is not None and precision not in PRECISIONS:
             raise ar.fail("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -156,7 +156,7 @@ def parse(text: str, source: str) -> Manifest:
     engines = tuple(r.get("engines", list, ()))
     for i, e in enumerate(engines):
         er = r.item("engines", i, e)
-        safe_relpath(source, er.get("path", str), f"engines[{i}].path")
+        safe_relpath(source, er.get("path", str), er.path("path"))
     return Manifest(
         model=model, input=_tensor(r.sub("input")), output=_tensor(r.sub("output")),
         preprocess=pre, labels=labels, artifacts=tuple(arts), engines=engines,
