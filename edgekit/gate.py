@@ -1,4 +1,5 @@
-"""How far a reduced-precision model strays from FP32: the figures behind the accuracy gate."""
+"""How far a reduced-precision model strays from FP32: the figures behind the accuracy gate,
+and the gate's verdict (:func:`judge`), which fails only on what the data show."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from edgekit import stats
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,77 @@ def agreement(ref: np.ndarray, got: np.ndarray) -> Agreement:
     den = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
     cos = float(np.mean(num / np.maximum(den, 1e-12)))
     return Agreement(len(ref), top1, overlap, cos, float(np.abs(ref - got).max()))
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One reduced-precision model against FP32 on the same validation images."""
+
+    precision: str
+    figures: Agreement
+    agreement: stats.Proportion  # top-1 agreement with FP32, tested against --min-agreement
+    accuracy: stats.PairedDrop | None  # labelled top-1 accuracy against FP32's, when labels are known
+
+    @property
+    def failed(self) -> bool:
+        return self.agreement.failed or (self.accuracy is not None and self.accuracy.failed)
+
+    @property
+    def undecided(self) -> bool:
+        return not self.failed and (self.agreement.status == "undecided"
+                                    or (self.accuracy is not None and self.accuracy.status == "undecided"))
+
+    def summary(self) -> str:
+        a = self.agreement
+        text = (f"top-1 agreement {a.rate:.3f} (95% interval {a.low:.3f}-{a.high:.3f}, {a.k}/{a.n} images; "
+                f"{_said(a.status)} >= {a.threshold:g})")
+        if self.accuracy is not None:
+            d = self.accuracy
+            text += (f", accuracy {d.accuracy:.3f} vs FP32 {d.ref_accuracy:.3f}: drop {100 * d.drop:.1f} points "
+                     f"(95% interval {100 * d.low:.1f} to {100 * d.high:.1f}; {_said(d.status)} "
+                     f"<= {100 * d.max_drop:g})")
+        return text
+
+    def advice(self) -> str:
+        """What would settle an undecided result ('' when decided)."""
+        a = self.agreement
+        if a.status != "undecided":
+            return ""
+        more = f"about {a.needed} validation images would tell" if a.needed else "far more images would tell"
+        return (f"{self.precision}: too few validation images to tell whether agreement is >= {a.threshold:g} "
+                f"({a.k}/{a.n}); {more} (--val-data DIR)")
+
+    def to_dict(self) -> dict[str, Any]:
+        a = self.agreement
+        out = self.figures.to_dict()
+        out["top1_agreement_95"] = [round(a.low, 6), round(a.high, 6)]
+        out["agreement_test"] = {"min_agreement": a.threshold, "agreeing": a.k, "images": a.n,
+                                 "p_value": float(f"{a.p_value:.6g}"), "status": a.status,
+                                 "images_needed": a.needed}
+        if self.accuracy is not None:
+            d = self.accuracy
+            out["accuracy"] = {"fp32": round(d.ref_accuracy, 6), "this": round(d.accuracy, 6),
+                               "drop": round(d.drop, 6), "drop_95": [round(d.low, 6), round(d.high, 6)],
+                               "lost": d.lost, "gained": d.gained, "max_drop": d.max_drop, "status": d.status}
+        out["status"] = "fail" if self.failed else "undecided" if self.undecided else "pass"
+        return out
+
+
+def _said(status: str) -> str:
+    return {"pass": "shown", "fail": "shown NOT", "undecided": "not shown either way"}[status]
+
+
+def judge(precision: str, ref: np.ndarray, got: np.ndarray, min_agreement: float,
+          labels: np.ndarray | None = None, max_drop: float = 0.01) -> Judgement:
+    """The gate's verdict: fails only when the data show agreement below ``min_agreement``, or
+    (with labels) an accuracy drop beyond ``max_drop``; undecided results pass and say so."""
+    figures = agreement(ref, got)
+    k = int(np.sum(ref.argmax(1) == got.argmax(1)))
+    test = stats.proportion_test(k, len(ref), min_agreement)
+    acc = None
+    if labels is not None:
+        acc = stats.paired_drop(list(ref.argmax(1) == labels), list(got.argmax(1) == labels), max_drop)
+    return Judgement(precision, figures, test, acc)
 
 
 def batching(man: Any) -> tuple[int, bool]:
