@@ -86,7 +86,6 @@ def loads(text: str, source: str = "calibration cache") -> CalibrationCache:
     return CalibrationCache(int(parts[1]), parts[2], scales)
 
 
-def from_ranges(ranges: dict[str, tuple[float, float]], version: int, algorithm: str) -> CalibrationCache:
-    """Scales amax/127 with amax = max(|min|, |max|): symmetric, as TensorRT quantizes."""
-    scales = {name: float(max(abs(lo), abs(hi))) / 127.0 for name, (lo, hi) in ranges.items()}
-    return CalibrationCache(version, algorithm, scales)
+def from_amax(amax: dict[str, float], version: int, algorithm: str) -> CalibrationCache:
+    """Scales amax/127 from symmetric thresholds (what the TensorRT Q/DQ model uses too)."""
+    return CalibrationCache(version, algorithm, {name: float(a) / 127.0 for name, a in amax.items()})

@@ -31,8 +31,8 @@ def test_round_trip_is_byte_exact(text):
     assert calibcache.dumps(calibcache.loads(text)) == text
 
 
-def test_from_ranges_uses_amax_over_127_and_writes_zero():
-    c = calibcache.from_ranges({"a": (-0.5, 2.54), "b": (0.0, 0.0)}, 8601, "EntropyCalibration2")
+def test_from_amax_uses_amax_over_127_and_writes_zero():
+    c = calibcache.from_amax({"a": 2.54, "b": 0.0}, 8601, "EntropyCalibration2")
     text = calibcache.dumps(c)
     lines = text.splitlines()
     assert lines[0] == "TRT-8601-EntropyCalibration2"

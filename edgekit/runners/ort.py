@@ -31,14 +31,20 @@ def gpu_providers(gpu_here: bool) -> list[str]:
 class OrtRunner:
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None,
-                 providers: list[str] | None = None) -> None:
+    def __init__(self, path: str | Path | bytes, threads: int | None = None,
+                 providers: list[str] | None = None, optimize: bool = True, fuse_qdq: bool = True) -> None:
+        """``path``: an ONNX file or a serialized model; ``optimize=False`` runs every node as
+        written (no fused kernels: what the INT8 simulation needs); ``fuse_qdq=False`` keeps the
+        other optimisations but runs Q/DQ as float operations (no integer kernels)."""
         ort = require("onnxruntime", "running ONNX models")
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        if not fuse_qdq:
+            opts.add_session_config_entry("session.disable_quant_qdq", "1")
         available = ort.get_available_providers()
         chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
         if not chosen:
@@ -47,9 +53,11 @@ class OrtRunner:
                 f"(available: {', '.join(available)})"
             )
         try:
-            self._session: Any = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+            source = path if isinstance(path, bytes) else str(path)
+            self._session: Any = ort.InferenceSession(source, sess_options=opts, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise UsageError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}") from exc
+            what = "the model" if isinstance(path, bytes) else str(path)
+            raise UsageError(f"ONNX Runtime cannot load {what}: {str(exc).splitlines()[0][:200]}") from exc
         self.input_name: str = self._session.get_inputs()[0].name
         self.output_names: list[str] = [o.name for o in self._session.get_outputs()]
         self.description = f"ONNX Runtime {ort.__version__} ({', '.join(chosen)}, {opts.intra_op_num_threads} threads)"

@@ -1,0 +1,411 @@
+"""Q/DQ placement for TensorRT, and the implicit-INT8 model that TensorRT < 11 builds from a cache.
+
+Explicit quantization (``model.int8.onnx``), as NVIDIA's TensorRT developer guide recommends
+("Q/DQ layer-placement recommendations"):
+
+- a QuantizeLinear/DequantizeLinear pair on the *inputs* of weighted layers (Conv, Gemm,
+  MatMul): activations per tensor, symmetric int8 (zero point 0); weights per output channel,
+  symmetric, in [-127, 127]; biases stay float;
+- no Q/DQ on the outputs of weighted layers: TensorRT fuses the next layer's Q into the
+  convolution (with its bias and ReLU) and propagates it across max-pooling and concatenation,
+  so the Conv -> Q -> DQ -> Relu -> Q -> DQ chains of a generic quantizer only add a second,
+  pre-ReLU rounding that TensorRT never does;
+- on a residual Add, Q/DQ on the skip input only, so TensorRT fuses the add into the
+  convolution that produces the other input;
+- never on the network's output (the logits stay float).
+
+Implicit quantization (TensorRT 8.x with a calibration cache, e.g. DLA): every tensor with a
+scale runs in int8. :func:`implicit_int8` writes that as Q/DQ on every calibrated tensor, so
+the DLA path can be simulated and gated like the explicit one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from edgekit.deps import require
+
+WEIGHTED = ("Conv", "Gemm", "MatMul")
+# element-wise ops with a constant operand that TensorRT folds into the convolution before it
+_FOLDABLE = ("Mul", "Div", "Add", "Sub", "BatchNormalization", "Identity")
+_FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh")
+QMAX = 127
+
+
+def scale_of(amax: float) -> float:
+    """The int8 scale of an activation; TensorRT needs it positive even for an all-zero tensor."""
+    return float(amax) / QMAX if amax > 0 else 1.0 / QMAX
+
+
+class _Graph:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.inits = {i.name: i for i in model.graph.initializer}
+        self.producer = {o: n for n in model.graph.node for o in n.output}
+        self.consumers: dict[str, list[Any]] = {}
+        for n in model.graph.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.order = {n.name: k for k, n in enumerate(model.graph.node)}
+        self.outputs = {o.name for o in model.graph.output}
+
+    def is_const(self, name: str) -> bool:
+        if name in self.inits:
+            return True
+        node = self.producer.get(name)
+        return node is not None and node.op_type == "Constant"
+
+    def weighted_source(self, tensor: str) -> Any | None:
+        """The weighted layer whose output reaches ``tensor`` only through element-wise ops
+        with constants (a residual branch's ``conv * scale``), each output used once."""
+        seen = 0
+        while seen < 8:
+            node = self.producer.get(tensor)
+            if node is None or len(self.consumers.get(tensor, [])) != 1 or tensor in self.outputs:
+                return None
+            if node.op_type in WEIGHTED:
+                return node
+            if node.op_type not in _FOLDABLE:
+                return None
+            dynamic = [i for i in node.input if i and not self.is_const(i)]
+            if len(dynamic) != 1:
+                return None
+            tensor = dynamic[0]
+            seen += 1
+        return None
+
+
+def residual_skips(model: Any, skip_nodes: Iterable[str] = ()) -> dict[str, str]:
+    """Residual Add node -> its skip input (the one TensorRT does not fuse into a convolution)."""
+    g = _Graph(model)
+    ignore = set(skip_nodes)
+    out = {}
+    for node in model.graph.node:
+        if node.op_type != "Add" or node.name in ignore or len(node.input) != 2:
+            continue
+        a, b = node.input
+        if g.is_const(a) or g.is_const(b):
+            continue
+        sa, sb = g.weighted_source(a), g.weighted_source(b)
+        if sa is None and sb is None:
+            continue
+        if sa is not None and sb is not None:
+            # both branches end in a convolution: the later one takes the add; the other is the skip
+            out[node.name] = a if g.order[sa.name] < g.order[sb.name] else b
+        else:
+            out[node.name] = b if sa is not None else a
+    return out
+
+
+def _weight_channel_axis(node: Any, weight: np.ndarray) -> int:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return weight.ndim - 1  # MatMul (K, N)
+
+
+def quantize_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel int8 (round half to even, [-127, 127]) and the scales."""
+    moved = np.moveaxis(w.astype(np.float64), axis, 0).reshape(w.shape[axis], -1)
+    amax = np.abs(moved).max(axis=1) if moved.size else np.zeros(w.shape[axis])
+    scale = np.where(amax > 0, amax / QMAX, 1.0).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.clip(np.round(w / scale.reshape(shape)), -QMAX, QMAX).astype(np.int8)
+    return q, scale
+
+
+class _Writer:
+    """Inserts Q/DQ pairs into a copy of a float model, keeping its nodes in graph order."""
+
+    def __init__(self, model: Any) -> None:
+        self.onnx = require("onnx", "INT8 quantization")
+        self.model = model
+        self.g = _Graph(model)
+        self.act: dict[str, str] = {}  # tensor -> its DQ output
+        self.pending: dict[str, list[Any]] = {}  # tensor -> Q/DQ nodes to emit once it exists
+        self.before: dict[str, list[Any]] = {}  # node name -> weight DQ nodes emitted just before it
+        self.inits: list[Any] = []
+
+    def activation(self, tensor: str, amax: float) -> str:
+        if tensor in self.act:
+            return self.act[tensor]
+        h, nh = self.onnx.helper, self.onnx.numpy_helper
+        base = tensor.replace("/", "_").strip("_")
+        s, z = f"{base}_qscale", f"{base}_qzero"
+        self.inits += [nh.from_array(np.array(scale_of(amax), np.float32), s),
+                       nh.from_array(np.array(0, np.int8), z)]
+        q, dq = f"{tensor}_QuantizeLinear_Output", f"{tensor}_DequantizeLinear_Output"
+        self.pending.setdefault(tensor, []).extend([
+            h.make_node("QuantizeLinear", [tensor, s, z], [q], name=f"{tensor}_QuantizeLinear"),
+            h.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tensor}_DequantizeLinear")])
+        self.act[tensor] = dq
+        return dq
+
+    def weight(self, node: Any) -> str | None:
+        name = node.input[1]
+        init = self.g.inits.get(name)
+        if init is None:
+            return None
+        nh = self.onnx.numpy_helper
+        w = nh.to_array(init)
+        axis = _weight_channel_axis(node, w)
+        q, scale = quantize_weight(w, axis)
+        base = f"{node.name}_weight".replace("/", "_").strip("_")
+        self.inits += [nh.from_array(q, f"{base}_quantized"), nh.from_array(scale, f"{base}_wscale"),
+                       nh.from_array(np.zeros(len(scale), np.int8), f"{base}_wzero")]
+        out = f"{base}_DequantizeLinear_Output"
+        self.before.setdefault(node.name, []).append(self.onnx.helper.make_node(
+            "DequantizeLinear", [f"{base}_quantized", f"{base}_wscale", f"{base}_wzero"], [out],
+            name=f"{base}_DequantizeLinear", axis=axis))
+        return out
+
+    def finish(self, doc: str) -> Any:
+        out = self.model
+        nodes: list[Any] = []
+        for t in [i.name for i in out.graph.input]:
+            nodes.extend(self.pending.pop(t, []))
+        for node in out.graph.node:
+            nodes.extend(self.before.get(node.name, []))
+            nodes.append(node)
+            for t in node.output:
+                nodes.extend(self.pending.pop(t, []))
+        del out.graph.node[:]
+        out.graph.node.extend(nodes)
+        used = {i for n in nodes for i in n.input}
+        keep = [i for i in out.graph.initializer if i.name in used]
+        del out.graph.initializer[:]
+        out.graph.initializer.extend(keep + self.inits)
+        out.doc_string = doc
+        return out
+
+
+def _named_copy(model: Any) -> Any:
+    """A copy whose nodes all have unique names (layers are named by node in fallback lists)."""
+    onnx = require("onnx", "INT8 quantization")
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    seen: set[str] = set()
+    for k, node in enumerate(work.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{k}"
+        seen.add(node.name)
+    return work
+
+
+def tensorrt_qdq(model: Any, amax: dict[str, float], keep_float: Iterable[str] = (),
+                 preprocessing: Iterable[str] = (), doc: str = "edgekit int8 (trt)") -> tuple[Any, list[str]]:
+    """The explicit-quantization model for TensorRT, and the names of the quantized layers.
+
+    ``keep_float``: layers (node names) left in float, e.g. by ``--fallback auto``.
+    """
+    work = _named_copy(model)
+    writer = _Writer(work)
+    skip = set(keep_float) | set(preprocessing)
+    quantized: list[str] = []
+    rewires: list[tuple[Any, int, str]] = []
+    for node in work.graph.node:
+        if node.name in skip or node.op_type not in WEIGHTED or len(node.input) < 2:
+            continue
+        x = node.input[0]
+        if x not in amax or writer.g.is_const(x) or node.input[1] not in writer.g.inits:
+            continue
+        w = writer.weight(node)
+        if w is None:
+            continue
+        rewires += [(node, 0, writer.activation(x, amax[x])), (node, 1, w)]
+        quantized.append(node.name)
+    by_name = {n.name: n for n in work.graph.node}
+    for add, tensor in residual_skips(work, skip).items():
+        if tensor in amax:
+            node = by_name[add]
+            rewires.append((node, list(node.input).index(tensor), writer.activation(tensor, amax[tensor])))
+            quantized.append(add)
+    for node, index, tensor in rewires:
+        node.input[index] = tensor
+    return writer.finish(doc), quantized
+
+
+def implicit_int8(model: Any, amax: dict[str, float], preprocessing: Iterable[str] = (),
+                  doc: str = "edgekit implicit int8 (calibration cache)") -> Any:
+    """Every calibrated tensor in int8, as TensorRT's implicit quantization runs it from a cache.
+
+    A tensor whose only readers are activations fused into the layer before them (Conv + ReLU)
+    is not rounded on its own: TensorRT rounds once, after the activation. Weights of weighted
+    layers are quantized per output channel, as TensorRT does in implicit mode.
+    """
+    work = _named_copy(model)
+    writer = _Writer(work)
+    g = writer.g
+    pre = set(preprocessing)
+    rewires: list[tuple[Any, int, str]] = []
+    for tensor, a in amax.items():
+        readers = g.consumers.get(tensor, [])
+        if not readers or tensor in g.outputs or g.is_const(tensor):
+            continue
+        producer = g.producer.get(tensor)
+        if producer is not None and producer.op_type in WEIGHTED and all(
+                r.op_type in _FUSED_ACTIVATIONS for r in readers):
+            continue
+        dq = writer.activation(tensor, a)
+        for r in readers:
+            if r.name in pre:
+                continue
+            for k, i in enumerate(r.input):
+                if i == tensor:
+                    rewires.append((r, k, dq))
+    for node in work.graph.node:
+        if node.op_type in WEIGHTED and len(node.input) > 1 and node.input[1] in g.inits and node.name not in pre:
+            w = writer.weight(node)
+            if w is not None:
+                rewires.append((node, 1, w))
+    for node, index, tensor in rewires:
+        node.input[index] = tensor
+    return writer.finish(doc)
+
+
+# ---- the CPU form: ONNX Runtime's QLinear kernels -------------------------------------------
+
+CPU_OPS = ("Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat")
+CPU_WEIGHT_QMAX = 64  # 7-bit weights ("reduce_range"): u8 x s7 pairs cannot saturate int16 (2*255*64 < 32768)
+
+
+def uint8_params(lo: float, hi: float) -> tuple[float, int]:
+    """(scale, zero point) of an asymmetric uint8 tensor whose range includes 0."""
+    rmin, rmax = min(lo, 0.0), max(hi, 0.0)
+    if rmax <= rmin:
+        return 1.0, 0
+    scale = (rmax - rmin) / 255.0
+    return float(np.float32(scale)), int(np.clip(round(-rmin / scale), 0, 255))
+
+
+def cpu_qdq(model: Any, ranges: dict[str, tuple[float, float]], keep_float: Iterable[str] = (),
+            preprocessing: Iterable[str] = (), doc: str = "edgekit int8 (cpu)",
+            weight_qmax: int = CPU_WEIGHT_QMAX) -> tuple[Any, list[str]]:
+    """The Q/DQ model for ONNX Runtime on CPUs, and the names of the quantized layers.
+
+    The placement ONNX Runtime fuses into QLinear kernels: Q/DQ on every input and output of
+    the ops in ``CPU_OPS``; uint8 activations (asymmetric, from the calibrated min/max);
+    int8 weights per output channel, symmetric, 7-bit; int32 biases; a ReLU right after a
+    convolution folded into the convolution's uint8 output (zero point 0 clamps negatives);
+    max-pooling keeps its input's scale (it commutes with rounding). The logits stay float.
+    ``weight_qmax=127`` gives 8-bit weights (for comparison: they saturate on x86 without VNNI).
+    """
+    onnx = require("onnx", "INT8 quantization")
+    h, nh = onnx.helper, onnx.numpy_helper
+    work = _named_copy(model)
+    g = _Graph(work)
+    skip = set(keep_float) | set(preprocessing)
+    layers = [n for n in work.graph.node if n.op_type in CPU_OPS and n.name not in skip]
+    # a Conv/Gemm whose only reader is a ReLU: the ReLU is dropped and its range used for the output
+    folded: dict[str, Any] = {}  # conv output -> relu node
+    for n in layers:
+        if n.op_type in ("Conv", "Gemm") and n.output[0] not in g.outputs:
+            readers = g.consumers.get(n.output[0], [])
+            if len(readers) == 1 and readers[0].op_type == "Relu" and readers[0].output[0] in ranges:
+                folded[n.output[0]] = readers[0]
+    params: dict[str, tuple[float, int]] = {}
+    relu_of = {r.output[0]: t for t, r in folded.items()}
+    # a layer kept in float reads float inputs: no producer may round them either
+    float_only = {i for n in work.graph.node if n.name in set(keep_float) for i in n.input}
+
+    def want(tensor: str, like: str | None = None) -> None:
+        if tensor in params or tensor in g.outputs or g.is_const(tensor) or tensor not in ranges:
+            return
+        if tensor in float_only or (tensor in folded and folded[tensor].output[0] in float_only):
+            return
+        if relu_of.get(tensor) in params:
+            return  # a folded ReLU's output: already the convolution's uint8 output
+        if like is not None and like in params:
+            params[tensor] = params[like]
+        elif tensor in folded:
+            params[tensor] = uint8_params(0.0, ranges[folded[tensor].output[0]][1])
+        else:
+            params[tensor] = uint8_params(*ranges[tensor])
+
+    quantized = []
+    for n in layers:
+        acts = [i for i in (n.input[:1] if n.op_type in WEIGHTED else n.input) if i and not g.is_const(i)]
+        if not acts or any(a not in ranges or a in float_only for a in acts):
+            continue
+        if n.op_type in WEIGHTED and (len(n.input) < 2 or n.input[1] not in g.inits):
+            continue
+        for a in acts:
+            want(a)
+        want(n.output[0], like=acts[0] if n.op_type == "MaxPool" else None)
+        quantized.append(n.name)
+    inits: list[Any] = []
+    after: dict[str, list[Any]] = {}  # tensor -> Q/DQ to emit once it exists
+    before: dict[str, list[Any]] = {}  # node -> weight/bias DQ emitted just before it
+    renamed: dict[str, str] = {}  # float tensor -> its DQ output
+    for t, (scale, zp) in params.items():
+        base = t.replace("/", "_").strip("_")
+        s, z = f"{base}_qscale", f"{base}_qzero"
+        inits += [nh.from_array(np.array(scale, np.float32), s), nh.from_array(np.array(zp, np.uint8), z)]
+        dq_out = folded[t].output[0] if t in folded else f"{t}_DequantizeLinear_Output"
+        q_out = f"{t}_QuantizeLinear_Output"
+        after[t] = [h.make_node("QuantizeLinear", [t, s, z], [q_out], name=f"{t}_QuantizeLinear"),
+                    h.make_node("DequantizeLinear", [q_out, s, z], [dq_out],
+                                name=f"{t}_DequantizeLinear")]
+        if t not in folded:
+            renamed[t] = dq_out
+    by_name = {n.name: n for n in work.graph.node}
+    for name in quantized:
+        n = by_name[name]
+        if n.op_type not in WEIGHTED:
+            continue
+        w = nh.to_array(g.inits[n.input[1]])
+        axis = _weight_channel_axis(n, w)
+        moved = np.moveaxis(w.astype(np.float64), axis, 0).reshape(w.shape[axis], -1)
+        amax = np.abs(moved).max(axis=1)
+        ws = np.where(amax > 0, amax / weight_qmax, 1.0).astype(np.float32)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        qw = np.clip(np.round(w / ws.reshape(shape)), -weight_qmax, weight_qmax).astype(np.int8)
+        base = f"{name}_weight".replace("/", "_").strip("_")
+        inits += [nh.from_array(qw, f"{base}_quantized"), nh.from_array(ws, f"{base}_wscale"),
+                  nh.from_array(np.zeros(len(ws), np.int8), f"{base}_wzero")]
+        dqs = [h.make_node("DequantizeLinear", [f"{base}_quantized", f"{base}_wscale", f"{base}_wzero"],
+                           [f"{base}_DequantizeLinear_Output"], name=f"{base}_DequantizeLinear", axis=axis)]
+        n.input[1] = f"{base}_DequantizeLinear_Output"
+        if len(n.input) > 2 and n.input[2] in g.inits:
+            b = nh.to_array(g.inits[n.input[2]]).astype(np.float64).ravel()
+            x = n.input[0]
+            bs = (np.float64(params[x if x in params else relu_of[x]][0]) * ws.astype(np.float64)).astype(np.float32)
+            if b.size == bs.size:
+                qb = np.round(b / bs.astype(np.float64)).astype(np.int32)
+                bb = f"{name}_bias".replace("/", "_").strip("_")
+                inits += [nh.from_array(qb, f"{bb}_quantized"), nh.from_array(bs, f"{bb}_bscale"),
+                          nh.from_array(np.zeros(len(bs), np.int32), f"{bb}_bzero")]
+                dqs.append(h.make_node("DequantizeLinear", [f"{bb}_quantized", f"{bb}_bscale", f"{bb}_bzero"],
+                                       [f"{bb}_DequantizeLinear_Output"], name=f"{bb}_DequantizeLinear", axis=0))
+                n.input[2] = f"{bb}_DequantizeLinear_Output"
+        before[name] = dqs
+    dropped = {r.name for t, r in folded.items() if t in params}
+    nodes: list[Any] = []
+    for t in [i.name for i in work.graph.input]:
+        nodes.extend(after.pop(t, []))
+    for n in work.graph.node:
+        if n.name in dropped:
+            continue
+        for k, i in enumerate(n.input):
+            if i in renamed:
+                n.input[k] = renamed[i]
+        nodes.extend(before.get(n.name, []))
+        nodes.append(n)
+        for t in n.output:
+            nodes.extend(after.pop(t, []))
+    del work.graph.node[:]
+    work.graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    keep = [i for i in work.graph.initializer if i.name in used]
+    del work.graph.initializer[:]
+    work.graph.initializer.extend(keep + inits)
+    del work.graph.value_info[:]
+    work.doc_string = doc
+    return work, quantized

@@ -1,0 +1,187 @@
+"""The INT8 simulation computes what the Q/DQ graph means, exactly, on any CPU.
+
+A small network with the layer kinds of the Inception family (convolutions with bias and
+ReLU, max-pooling, concatenation, a scaled residual add, global pooling, a classifier) is
+quantized for TensorRT and run three ways: the simulation (ONNX Runtime, rewritten to integer
+arithmetic), an independent numpy interpreter of the ONNX Q/DQ semantics in float64, and
+ONNX Runtime's own fused kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit import activations, qdq
+from edgekit.quantize import Calibration
+from edgekit.simulate import SimRunner, integer_arithmetic
+
+
+def _net(seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+
+    def w(name, *shape, scale=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2a", "b2a"], ["c2a"], name="conv2a"),
+        helper.make_node("Relu", ["c2a"], ["r2a"], name="relu2a"),
+        helper.make_node("Conv", ["p1", "w2b", "b2b"], ["c2b"], name="conv2b", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2b"], ["r2b"], name="relu2b"),
+        helper.make_node("Concat", ["r2a", "r2b"], ["cat"], name="cat", axis=1),
+        helper.make_node("Conv", ["cat", "w3", "b3"], ["c3"], name="conv3"),
+        helper.make_node("Mul", ["c3", "res_scale"], ["c3s"], name="scale3"),
+        helper.make_node("Add", ["c3s", "cat"], ["res"], name="residual"),
+        helper.make_node("Relu", ["res"], ["r3"], name="relu3"),
+        helper.make_node("GlobalAveragePool", ["r3"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flat"),
+        helper.make_node("Gemm", ["flat", "wfc", "bfc"], ["logits"], name="fc", transB=1),
+    ]
+    inits = [w("w1", 8, 3, 3, 3), w("b1", 8, scale=0.1), w("w2a", 6, 8, 1, 1), w("b2a", 6, scale=0.1),
+             w("w2b", 6, 8, 3, 3), w("b2b", 6, scale=0.1), w("w3", 12, 12, 1, 1), w("b3", 12, scale=0.1),
+             numpy_helper.from_array(np.array(0.2, np.float32), "res_scale"),
+             w("wfc", 10, 12), w("bfc", 10, scale=0.1)]
+    g = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+# ---- an independent interpreter of the ONNX semantics, float64 ----------------------------
+
+def _conv(x, w, b, pads=(0, 0, 0, 0)):
+    x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    kh, kw = w.shape[2:]
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))  # N C H W kh kw
+    y = np.einsum("nchwij,ocij->nohw", win, w)
+    return y + (0 if b is None else b.reshape(1, -1, 1, 1))
+
+
+def _quantize(x, s, z):
+    return np.clip(np.round(x / s) + z, -128 if z.dtype == np.int8 else 0, 127 if z.dtype == np.int8 else 255)
+
+
+def _reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    env = {i.name: numpy_helper.to_array(i).astype(np.float64) if numpy_helper.to_array(i).dtype.kind == "f"
+           else numpy_helper.to_array(i) for i in model.graph.initializer}
+    env[model.graph.input[0].name] = x.astype(np.float64)
+    for n in model.graph.node:
+        a = {at.name: helper.get_attribute_value(at) for at in n.attribute}
+        i = [env[k] if k else None for k in n.input]
+        if n.op_type == "QuantizeLinear":
+            out = _quantize(i[0], i[1], i[2]).astype(i[2].dtype)
+        elif n.op_type == "DequantizeLinear":
+            s, z = i[1].astype(np.float64), i[2].astype(np.float64)
+            if s.ndim == 1 and s.size > 1:
+                shape = [1] * i[0].ndim
+                shape[a.get("axis", 1)] = -1
+                s, z = s.reshape(shape), z.reshape(shape)
+            out = (i[0].astype(np.float64) - z) * s
+        elif n.op_type == "Conv":
+            out = _conv(i[0], i[1], i[2] if len(i) > 2 else None, a.get("pads", (0, 0, 0, 0)))
+        elif n.op_type == "Relu":
+            out = np.maximum(i[0], 0)
+        elif n.op_type == "MaxPool":
+            win = np.lib.stride_tricks.sliding_window_view(i[0], (2, 2), axis=(2, 3))[:, :, ::2, ::2]
+            out = win.max(axis=(4, 5))
+        elif n.op_type == "Concat":
+            out = np.concatenate(i, axis=a["axis"])
+        elif n.op_type == "Mul":
+            out = i[0] * i[1]
+        elif n.op_type == "Add":
+            out = i[0] + i[1]
+        elif n.op_type == "GlobalAveragePool":
+            out = i[0].mean(axis=(2, 3), keepdims=True)
+        elif n.op_type == "Flatten":
+            out = i[0].reshape(len(i[0]), -1)
+        elif n.op_type == "Gemm":
+            out = i[0] @ (i[1].T if a.get("transB") else i[1]) + i[2]
+        else:
+            raise AssertionError(f"interpreter lacks {n.op_type}")
+        env[n.output[0]] = out
+    return env[model.graph.output[0].name]
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sim")
+    m = _net()
+    onnx.save(m, str(tmp / "net.onnx"))
+    rng = np.random.default_rng(1)
+    images = (rng.standard_normal((64, 3, 16, 16)) * 2).astype(np.float32)
+    stats = activations.collect(tmp / "net.onnx", images)
+    amax = {t: stats.absmax(t) for t in stats.hist}
+    q, layers = qdq.tensorrt_qdq(m, amax)
+    return m, q, layers, amax, images, stats
+
+
+def test_simulation_equals_the_float64_interpretation_of_the_qdq_graph(quantized):
+    _, q, layers, _, images, _ = quantized
+    assert set(layers) == {"conv1", "conv2a", "conv2b", "conv3", "fc", "residual"}
+    with SimRunner(q, threads=1) as r:
+        sim = r.infer(images)
+        assert r.rewritten == 5  # every weighted layer runs as integer arithmetic
+    ref = _reference(q, images)
+    assert np.array_equal(sim.argmax(1), ref.argmax(1))
+    np.testing.assert_allclose(sim, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_simulation_is_bit_identical_whatever_the_threads_and_batching(quantized):
+    _, q, _, _, images, _ = quantized
+    with SimRunner(q, threads=1) as a, SimRunner(q, threads=2) as b:
+        one = a.infer(images)
+        two = np.concatenate([b.infer(images[k:k + 5]) for k in range(0, len(images), 5)])
+    assert np.array_equal(one, two)
+
+
+def test_integer_rewrite_leaves_no_dequantized_weight(quantized):
+    _, q, _, _, _, _ = quantized
+    sim, n = integer_arithmetic(q)
+    assert n == 5
+    weighted = [n for n in sim.graph.node if n.op_type in ("Conv", "Gemm")]
+    producers = {o: n for n in sim.graph.node for o in n.output}
+    for node in weighted:
+        assert producers[node.input[0]].op_type == "Cast"  # the int8 values themselves
+        assert node.input[1] not in producers  # a constant of integer values
+        w = numpy_helper.to_array(next(i for i in sim.graph.initializer if i.name == node.input[1]))
+        assert np.array_equal(w, np.round(w)) and np.abs(w).max() <= 127
+
+
+def test_rounding_is_half_to_even_as_tensorrt_rounds():
+    """A tensor whose values sit exactly on .5 steps: the simulation rounds 0.5 -> 0, 1.5 -> 2."""
+    x = np.array([[0.5, 1.5, 2.5, -0.5, -1.5, 126.5, 127.5, -128.5, -200.0]], np.float32)
+    g = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])], "r",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 9])],
+        [numpy_helper.from_array(np.array(1.0, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    with SimRunner(m) as r:
+        y = r.infer(x)
+    assert y.tolist() == [[0, 2, 2, -0, -2, 126, 127, -128, -128]]
+
+
+def test_fused_cpu_kernels_are_not_what_the_gate_measures(quantized):
+    """The CPU form through ONNX Runtime's QLinear kernels is what `edgekit run` uses on a CPU;
+    the gate judges its arithmetic through the simulation, which the kernels must match where
+    they do not saturate (7-bit weights: on every CPU)."""
+    from edgekit.runners.ort import OrtRunner
+
+    m, _, _, _, images, stats = quantized
+    cal = Calibration("minmax", {t: stats.absmax(t) for t in stats.hist},
+                      {t: (stats.lo[t], stats.hi[t]) for t in stats.hist}, len(images), 0.0)
+    cpu, _ = qdq.cpu_qdq(m, cal.ranges)
+    with SimRunner(cpu) as s, OrtRunner(cpu.SerializeToString()) as k:
+        a, b = s.infer(images), k.infer(images)
+    assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.95
+    cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() > 0.999
