@@ -104,31 +104,81 @@ def _npy_rows(path: Path) -> int:
     return int(arr.shape[0]) if arr.ndim == 4 else 1
 
 
-def split(items: list[Item], holdout: float, root: Path | None = None) -> tuple[list[Item], list[Item]]:
-    """Deterministic calibration/validation split by a hash of each sample's name.
+SEED = 0
 
-    Names are taken relative to ``root``, so the split does not depend on where the data
-    lives. Crops of one photograph stay together, so no photograph is in both sets; a
-    non-empty holdout holds out that share of the photographs (at least one of several).
+
+def class_of(item: Item, root: Path | None) -> str:
+    """The class folder of a sample: the first folder under ``root`` ('' for a flat folder)."""
+    if root is None:
+        return ""
+    try:
+        rel = item.path.relative_to(root)
+    except ValueError:
+        return ""
+    return rel.parts[0] if len(rel.parts) > 1 else ""
+
+
+def _group(it: Item, root: Path | None) -> str:
+    """Samples that must stay together: the crops of one photograph (frames and rows stand alone)."""
+    p = it.path
+    if root is not None:
+        try:
+            p = p.relative_to(root)
+        except ValueError:
+            pass
+    name = p.as_posix()
+    return name if it.path.suffix.lower() in IMAGE_SUFFIXES else f"{name}#{it.index}"
+
+
+def _bucket(name: str, seed: int) -> float:
+    return int(hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def spread(items: list[Item], root: Path | None = None, seed: int = SEED) -> list[Item]:
+    """The samples in a fair order: the first N of it are spread over the whole data.
+
+    Class folders take turns (round robin, so the first N images cover every class evenly);
+    within a class the order is a seeded shuffle of the photographs, not the file names' order.
+    The order depends only on the names relative to ``root`` and the seed.
     """
-    def group(it: Item) -> str:
-        p = it.path
-        if root is not None:
-            try:
-                p = p.relative_to(root)
-            except ValueError:
-                pass
-        name = p.as_posix()
-        return name if it.path.suffix.lower() in IMAGE_SUFFIXES else f"{name}#{it.index}"
+    by_class: dict[str, dict[str, list[Item]]] = {}
+    for it in items:
+        by_class.setdefault(class_of(it, root), {}).setdefault(_group(it, root), []).append(it)
+    queues = []
+    for cls in sorted(by_class):
+        groups = by_class[cls]
+        order = sorted(groups, key=lambda g: (_bucket(g, seed), g))
+        # crops of one photograph are spread out too: round robin over photographs, then crops
+        depth = max(len(groups[g]) for g in order)
+        queues.append([groups[g][k] for k in range(depth) for g in order if k < len(groups[g])])
+    out: list[Item] = []
+    for k in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[k] for q in queues if k < len(q))
+    return out
 
-    def bucket(name: str) -> float:
-        return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
-    groups = sorted({group(it) for it in items}, key=bucket)
-    n_held = max(1, round(holdout * len(groups))) if holdout > 0 and len(groups) > 1 else 0
-    held = set(groups[:n_held])
-    calib = [it for it in items if group(it) not in held]
-    val = [it for it in items if group(it) in held]
+def split(items: list[Item], holdout: float, root: Path | None = None,
+          seed: int = SEED) -> tuple[list[Item], list[Item]]:
+    """Deterministic calibration/validation split, the same share of every class folder.
+
+    Photographs (with all their crops) are drawn by a seeded hash of their name relative to
+    ``root``, so the split does not depend on where the data lives or how it is listed, and
+    no photograph is in both sets. A non-empty holdout holds out at least one photograph.
+    """
+    by_class: dict[str, set[str]] = {}
+    for it in items:
+        by_class.setdefault(class_of(it, root), set()).add(_group(it, root))
+    held: set[str] = set()
+    for cls in sorted(by_class):
+        groups = sorted(by_class[cls], key=lambda g: (_bucket(g, seed), g))
+        n = round(holdout * len(groups)) if holdout > 0 and len(groups) > 1 else 0
+        held.update(groups[:n])
+    if not held and holdout > 0:
+        every = sorted({_group(it, root) for it in items}, key=lambda g: (_bucket(g, seed), g))
+        if len(every) > 1:
+            held.add(every[0])
+    calib = [it for it in items if _group(it, root) not in held]
+    val = [it for it in items if _group(it, root) in held]
     return calib, val
 
 

@@ -12,14 +12,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit import bundle as bundle_mod
-from edgekit import calibcache, calibdata, gate, quantize
+from edgekit import calibcache, calibdata, gate, quantize, sensitivity
 from edgekit import manifest as mf
 from edgekit.errors import EdgekitError, UsageError
 
@@ -34,7 +34,7 @@ Progress = Callable[[int, int], None]
 
 
 class GateError(EdgekitError):
-    """INT8 strays too far from FP32 on the validation images."""
+    """A reduced-precision model strays from FP32 on the validation images, as the data show."""
 
 
 @dataclass(frozen=True)
@@ -51,27 +51,56 @@ class CalibrateRequest:
     max_fallback: int = 10
     cache_trt_version: str = DEFAULT_CACHE_TRT
     fp16: bool = True
+    max_drop: float = 0.01  # labelled top-1 accuracy drop allowed (a share: 0.01 = 1 point)
 
 
 @dataclass(frozen=True)
 class CalibrateResult:
     manifest: mf.Manifest
-    figures: dict[str, dict[str, Any]]  # precision -> agreement with FP32
+    figures: dict[str, dict[str, Any]]  # precision -> agreement with FP32 and the gate's tests
     fallback_layers: list[str]
     seconds: float
+    judgements: dict[str, gate.Judgement] = field(default_factory=dict)
 
 
 def _noop(*_: Any) -> None:
     pass
 
 
-def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> tuple[calibdata.Collected, calibdata.Collected]:
+@dataclass(frozen=True)
+class _Data:
+    calib: calibdata.Collected
+    val: calibdata.Collected
+    labels: np.ndarray | None  # class index of each validation image, when its folders name classes
+
+
+def _labels_of(val: calibdata.Collected, root: Path | None, man: mf.Manifest, bundle: Path,
+               log: Log) -> np.ndarray | None:
+    """Class indices of the validation images when they sit in folders named by the bundle's labels."""
+    if root is None or not root.is_dir() or not any(p.is_dir() for p in root.iterdir()):
+        return None
+    from edgekit.evaluate import class_map
+
+    names = (bundle / man.labels).read_text(encoding="utf-8").splitlines()
+    try:
+        cmap = class_map(root, names, None)
+    except UsageError as exc:
+        log(f"note: validation accuracy not compared with FP32: {exc}")
+        return None
+    classes = [calibdata.class_of(it, root) for it in val.items]
+    if any(c not in cmap for c in classes):
+        return None
+    return np.array([cmap[c] for c in classes], np.int64)
+
+
+def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
     pre = man.preprocess
-    source = req.data or calibdata.default_set()
+    source = Path(req.data) if req.data is not None else calibdata.default_set()
     if req.data is None:
         log(f"no --calib-data: calibrating on edgekit's general-purpose photographs ({source}); "
             "images from your own camera calibrate better (--calib-data DIR)")
     items = calibdata.discover(source, variants=8 if req.data is None else 1)
+    root = source if source.is_dir() else None
     if req.val_data is not None:
         val_items = calibdata.discover(req.val_data)
         both = {it.key for it in items} & {it.key for it in val_items}
@@ -79,14 +108,17 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> tuple[calibdat
             raise UsageError(f"{len(both)} images are in both --calib-data and --val-data (e.g. {sorted(both)[0]}); "
                              "calibration and validation images must not overlap")
         calib_items = items
+        val_root = Path(req.val_data) if Path(req.val_data).is_dir() else None
     else:
         if not 0 < req.holdout < 1:
             raise UsageError(f"--holdout must be between 0 and 1, got {req.holdout}")
-        calib_items, val_items = calibdata.split(items, req.holdout, Path(source) if Path(source).is_dir() else None)
+        calib_items, val_items = calibdata.split(items, req.holdout, root)
+        val_root = root
     if req.num_images is not None and req.num_images < 1:
         raise UsageError(f"--num-images must be at least 1, got {req.num_images}")
-    calib = calibdata.collect(calib_items, pre, req.num_images or DEFAULT_IMAGES)
-    val = calibdata.collect(val_items, pre, DEFAULT_VAL_IMAGES)
+    # a fair sample: the first N of a spread order cover every class folder and the whole data
+    calib = calibdata.collect(calibdata.spread(calib_items, root), pre, req.num_images or DEFAULT_IMAGES)
+    val = calibdata.collect(calibdata.spread(val_items, val_root), pre, DEFAULT_VAL_IMAGES)
     for warn in (calibdata.skipped_warning(calib.skipped), calibdata.skipped_warning(val.skipped)):
         if warn:
             log(f"warning: {warn}")
@@ -103,145 +135,142 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> tuple[calibdat
             f"no validation images: {source} is too small to hold out {req.holdout:.0%}; "
             "add images or pass --val-data DIR"
         )
-    return calib, val
+    return _Data(calib, val, _labels_of(val, val_root, man, req.bundle, log))
 
 
-def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress | None = None) -> CalibrateResult:
-    t0 = time.perf_counter()
+def _check(req: CalibrateRequest) -> None:
     if req.fallback not in ("none", "auto"):
         raise UsageError(f"--fallback must be none or auto, got {req.fallback!r}")
     if not 0 <= req.min_agreement <= 1:
         raise UsageError(f"--min-agreement must be between 0 and 1, got {req.min_agreement}")
+    if not 0 <= req.max_drop <= 1:
+        raise UsageError(f"--max-drop must be between 0 and 1 (a share: 0.01 is one point), got {req.max_drop}")
+    if req.max_fallback < 0:
+        raise UsageError(f"--max-fallback must be 0 or more, got {req.max_fallback}")
     if req.method not in quantize.METHODS:
         raise UsageError(f"unknown calibration method {req.method!r}; choose from {', '.join(quantize.METHODS)}")
+
+
+def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress | None = None) -> CalibrateResult:
+    """Calibrate, write the INT8/FP16 forms and gate them against FP32; the bundle changes only on success."""
+    import onnx
+
+    from edgekit.runners.ort import OrtRunner
+    from edgekit.simulate import SimRunner
+
+    t0 = time.perf_counter()
+    _check(req)
     man = mf.read(req.bundle)
     art = man.artifact("onnx", "fp32")
     if art is None:
         raise UsageError(f"{req.bundle} has no FP32 ONNX model to calibrate; export it again")
     fp32 = bundle_mod.artifact_path(req.bundle, art)
-    calib_set, val_set = _gather(req, man, log)
+    data = _gather(req, man, log)
+    calib_set, val_set = data.calib, data.val
+    labelled = "labelled " if data.labels is not None else ""
     log(f"calibrating ({req.method}) on {len(calib_set.items)} images; "
-        f"validating on {len(val_set.items)} held-out images")
+        f"validating on {len(val_set.items)} held-out {labelled}images")
     cal = quantize.calibrate(fp32, calib_set.images, req.method, req.percentile, progress)
-    log(f"calibration: {cal.seconds:.1f} s ({len(calib_set.items) / max(cal.seconds, 1e-9):.1f} images/s)")
+    log(f"calibration: {cal.seconds:.1f} s ({len(calib_set.items) / max(cal.seconds, 1e-9):.1f} images/s, "
+        "two passes: ranges, then histograms)")
     batch, static = gate.batching(man)
-
-    from edgekit.runners.ort import OrtRunner
-
+    model = onnx.load(str(fp32))
     with OrtRunner(fp32) as r:
         ref = gate.run_all(r, val_set.images, batch, static)
+
+    def judge(precision: str, logits: np.ndarray) -> gate.Judgement:
+        return gate.judge(precision, ref, logits, req.min_agreement, data.labels, req.max_drop)
+
+    def simulated(precision: str, qmodel: Any) -> gate.Judgement:
+        with SimRunner(qmodel) as r:
+            return judge(precision, gate.run_all(r, val_set.images, batch, static))
+
+    excluded: list[str] = []
+    ranking: list[str] | None = None
+    while True:
+        trt_model, _ = quantize.build(model, cal, "trt", excluded)
+        cpu_model, _ = quantize.build(model, cal, "cpu", excluded)
+        judged = {"int8": simulated("int8", trt_model), "int8-cpu": simulated("int8-cpu", cpu_model)}
+        kept = f", {len(excluded)} layer(s) kept in FP32" if excluded else ""
+        for name, what in (("int8", "TensorRT Q/DQ"), ("int8-cpu", "CPU form")):
+            log(f"INT8 ({what}, TensorRT arithmetic simulated) vs FP32: {judged[name].summary()}{kept}")
+        if not any(j.failed for j in judged.values()):
+            break
+        if req.fallback != "auto" or len(excluded) >= req.max_fallback:
+            raise GateError(_gate_message(req, judged, excluded))
+        if ranking is None:
+            log("finding the layers most sensitive to quantization")
+            ranking = sensitivity.rank(model, cal.amax, [], val_set.images, ref, max(batch, 32) if not static
+                                       else batch, static, max(8, 2 * req.max_fallback), log)
+        remaining = [n for n in ranking if n not in excluded]
+        if not remaining:
+            raise GateError(_gate_message(req, judged, excluded))
+        excluded.append(remaining[0])
+        log(f"keeping {remaining[0]} in FP32")
     work = Path(tempfile.mkdtemp(prefix=".calibrate-", dir=req.bundle))
     try:
-        def measure(path: Path) -> gate.Agreement:
-            with OrtRunner(path) as r:
-                return gate.agreement(ref, gate.run_all(r, val_set.images, batch, static))
-
-        excluded: list[str] = []
-        ranking: list[str] | None = None
-        while True:
-            quantize.quantize(fp32, cal, work / "model.int8.onnx", "trt", excluded)
-            quantize.quantize(fp32, cal, work / "model.int8-cpu.onnx", "cpu", excluded)
-            figs = {"int8": measure(work / "model.int8.onnx"), "int8-cpu": measure(work / "model.int8-cpu.onnx")}
-            worst = min(f.top1_agreement for f in figs.values())
-            kept = f", {len(excluded)} layer(s) kept in FP32" if excluded else ""
-            log(f"INT8 vs FP32: top-1 agreement {figs['int8'].top1_agreement:.3f} (TensorRT Q/DQ), "
-                f"{figs['int8-cpu'].top1_agreement:.3f} (CPU){kept}")
-            if worst >= req.min_agreement:
-                break
-            if req.fallback != "auto" or len(excluded) >= req.max_fallback:
-                raise GateError(_gate_message(req, figs, excluded))
-            if ranking is None:
-                log("finding the layers most sensitive to quantization")
-                ranking = sensitivity(fp32, work / "model.int8.onnx", val_set.images[: min(8, len(val_set.images))])
-            remaining = [n for n in ranking if n not in excluded]
-            if not remaining:
-                raise GateError(_gate_message(req, figs, excluded))
-            excluded.append(remaining[0])
-            log(f"keeping {remaining[0]} in FP32")
+        onnx.save(trt_model, str(work / "model.int8.onnx"))
+        onnx.save(cpu_model, str(work / "model.int8-cpu.onnx"))
         if req.fp16:
             quantize.to_fp16(fp32, work / "model.fp16.onnx")
-            figs["fp16"] = measure(work / "model.fp16.onnx")
-            log(f"FP16 vs FP32: top-1 agreement {figs['fp16'].top1_agreement:.3f}")
+            with OrtRunner(work / "model.fp16.onnx") as r:
+                judged["fp16"] = judge("fp16", gate.run_all(r, val_set.images, batch, static))
+            log(f"FP16 vs FP32: {judged['fp16'].summary()}")
+            if judged["fp16"].failed:
+                raise GateError(_gate_message(req, judged, excluded, "fp16"))
+        # implicit INT8 from calibration.cache (TensorRT < 11, DLA): gated when a DLA engine is built
+        judged["dla"] = simulated("dla", quantize.implicit_model(fp32, cal))
+        log(f"implicit INT8 from calibration.cache (DLA, TensorRT < 11), simulated: {judged['dla'].summary()}")
+        here = _cpu_kernels_here(work / "model.int8-cpu.onnx", ref, val_set.images, batch, static)
+        for j in judged.values():
+            if j.advice():
+                log(f"note: {j.advice()}")
         version = calibcache.trt_version_number(req.cache_trt_version)
         # TensorRT knows no percentile calibrator: its ranges are served as an entropy cache
         algorithm = "MinMaxCalibration" if req.method == "minmax" else "EntropyCalibration2"
-        cache = calibcache.from_ranges(cal.ranges, version, algorithm)
+        cache = calibcache.from_amax(cal.amax, version, algorithm)
         (work / "calibration.cache").write_text(calibcache.dumps(cache), encoding="utf-8")
         (work / "calibration.json").write_text(
             quantize.ranges_json(cal, calib_set.digest(), len(calib_set.items), len(calib_set.skipped),
                                  str(req.data or calibdata.default_set())), encoding="utf-8")
-        new = _install(req.bundle, man, work, figs, cal, excluded, req, len(val_set.items), len(calib_set.items))
+        new = _install(req.bundle, man, work, judged, cal, excluded, req, data, here)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return CalibrateResult(new, {k: v.to_dict() for k, v in figs.items()}, excluded, time.perf_counter() - t0)
+    return CalibrateResult(new, {k: v.to_dict() for k, v in judged.items()}, excluded, time.perf_counter() - t0,
+                           judged)
 
 
-def _gate_message(req: CalibrateRequest, figs: dict[str, gate.Agreement], excluded: list[str]) -> str:
-    f = figs["int8"]
-    c = figs["int8-cpu"]
-    tried = f" after keeping {len(excluded)} layer(s) in FP32" if excluded else ""
-    hint = ("try --fallback auto (keeps the most sensitive layers in FP32), " if req.fallback != "auto"
-            else f"raise --max-fallback (now {req.max_fallback}), ")
-    return (
-        f"INT8 accuracy gate failed{tried}: top-1 agreement with FP32 {f.top1_agreement:.3f} (TensorRT Q/DQ) "
-        f"and {c.top1_agreement:.3f} (CPU) on {f.images} validation images, below --min-agreement "
-        f"{req.min_agreement}; top-5 overlap {f.top5_overlap:.3f}, cosine {f.cosine:.4f}. Nothing was written. "
-        f"{hint}calibrate on more images from your camera, or try --method percentile"
-    )
-
-
-def sensitivity(fp32: Path, int8: Path, images: np.ndarray) -> list[str]:
-    """Quantized nodes ordered by the error they add: output error minus input error."""
-    import onnx
-
+def _cpu_kernels_here(path: Path, ref: np.ndarray, images: np.ndarray, batch: int, static: bool) -> dict[str, Any]:
+    """The CPU form on this CPU's own fused kernels: what ``edgekit run`` will see here."""
+    from edgekit.cpuinfo import detect
     from edgekit.runners.ort import OrtRunner
 
-    ref_model = onnx.load(str(fp32))
-    pre = set(quantize.preprocessing_nodes(ref_model))
-    nodes = [n for n in ref_model.graph.node if n.op_type in quantize.TRT_OPS and n.name not in pre]
-    q_model = onnx.load(str(int8))
-    q_tensors = {o for n in q_model.graph.node for o in n.output}
-    wanted = [n.output[0] for n in nodes if n.output[0] in q_tensors]
-    producers = {o: n for n in ref_model.graph.node for o in n.output}
-
-    def with_outputs(model: Any, path: Path) -> dict[str, np.ndarray]:
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        del m.graph.output[:]
-        m.graph.output.extend([onnx.ValueInfoProto(name=t) for t in wanted])
-        p = path.with_suffix(".probe.onnx")
-        onnx.save(m, str(p))
-        try:
-            with OrtRunner(p) as r:
-                outs = r._session.run(wanted, {r.input_name: images})
-        finally:
-            p.unlink(missing_ok=True)
-        return dict(zip(wanted, outs, strict=True))
-
-    a = with_outputs(ref_model, int8)
-    b = with_outputs(q_model, int8)
-    err = {t: float(np.linalg.norm(b[t] - a[t]) / max(np.linalg.norm(a[t]), 1e-12)) for t in wanted}
-
-    def upstream_error(tensor: str, seen: set[str]) -> float:
-        """Error of the nearest measured tensors feeding ``tensor``."""
-        if tensor in err:
-            return err[tensor]
-        node = producers.get(tensor)
-        if node is None or tensor in seen:
-            return 0.0
-        seen.add(tensor)
-        return max((upstream_error(i, seen) for i in node.input), default=0.0)
-
-    added = {}
-    for n in nodes:
-        out = n.output[0]
-        if out in err:
-            added[n.name] = err[out] - max((upstream_error(i, set()) for i in n.input), default=0.0)
-    return sorted(added, key=lambda k: -added[k])
+    with OrtRunner(path) as r:
+        got = gate.run_all(r, images, batch, static)
+    fig = gate.agreement(ref, got)
+    return {"cpu": detect().describe(), "top1_agreement": round(fig.top1_agreement, 6),
+            "cosine": round(fig.cosine, 6)}
 
 
-def _install(path: Path, man: mf.Manifest, work: Path, figs: dict[str, gate.Agreement], cal: quantize.Calibration,
-             excluded: list[str], req: CalibrateRequest, n_val: int, n_cal: int) -> mf.Manifest:
+def _gate_message(req: CalibrateRequest, judged: dict[str, gate.Judgement], excluded: list[str],
+                  which: str | None = None) -> str:
+    failed = [j for j in judged.values() if j.failed and (which is None or j.precision == which)]
+    tried = f" after keeping {len(excluded)} layer(s) in FP32" if excluded else ""
+    what = "; ".join(f"{j.precision}: {j.summary()}" for j in failed)
+    if which == "fp16":
+        hint = "the model overflows or underflows in FP16: use INT8 or FP32 for it, or report the model"
+    elif req.fallback != "auto":
+        hint = ("try --fallback auto (keeps the most sensitive layers in FP32), calibrate on more images from "
+                "your camera, or try --method percentile")
+    else:
+        hint = (f"raise --max-fallback (now {req.max_fallback}), calibrate on more images from your camera, "
+                "or try --method percentile")
+    return f"accuracy gate failed{tried}: {what}. Nothing was written. {hint}"
+
+
+def _install(path: Path, man: mf.Manifest, work: Path, judged: dict[str, gate.Judgement],
+             cal: quantize.Calibration, excluded: list[str], req: CalibrateRequest, data: _Data,
+             here: dict[str, Any]) -> mf.Manifest:
     files = [("model.int8.onnx", "onnx", "int8"), ("model.int8-cpu.onnx", "onnx", "int8-cpu"),
              ("calibration.cache", "calibration", None), ("calibration.json", "calibration", None)]
     if (work / "model.fp16.onnx").exists():
@@ -252,13 +281,16 @@ def _install(path: Path, man: mf.Manifest, work: Path, figs: dict[str, gate.Agre
         new = new.with_artifact(mf.Artifact(name, kind, bundle_mod.sha256(f), f.stat().st_size, prec))
     validation = dict(new.validation)
     validation["int8"] = {
-        "method": cal.method, "percentile": cal.percentile, "calibration_images": n_cal,
-        "validation_images": n_val, "min_agreement": req.min_agreement,
+        "method": cal.method, "percentile": cal.percentile, "calibration_images": len(data.calib.items),
+        "validation_images": len(data.val.items), "labelled": data.labels is not None,
+        "min_agreement": req.min_agreement, "max_drop": req.max_drop,
         "fallback_layers": excluded, "calibration_seconds": round(cal.seconds, 2),
-        "tensorrt": figs["int8"].to_dict(), "cpu": figs["int8-cpu"].to_dict(),
+        "judged_by": "TensorRT arithmetic simulated (int8 x int8 products, exact int32 sums, per-channel rescale)",
+        "tensorrt": judged["int8"].to_dict(), "cpu": judged["int8-cpu"].to_dict(), "dla": judged["dla"].to_dict(),
+        "cpu_weight_bits": 7, "cpu_kernels_here": here,
     }
-    if "fp16" in figs:
-        validation["fp16"] = figs["fp16"].to_dict()
+    if "fp16" in judged:
+        validation["fp16"] = judged["fp16"].to_dict()
     new = replace(new, validation=validation)
     for name, _, _ in files:
         os.replace(work / name, path / name)

@@ -241,7 +241,11 @@ def calibration_options(f: F) -> F:
         click.option("--holdout", type=float, default=0.2, show_default=True,
                      help="Share of the calibration data held out for validation."),
         click.option("--min-agreement", type=float, default=0.99, show_default=True,
-                     help="Least top-1 agreement of INT8 with FP32 on the validation images."),
+                     help="Least top-1 agreement with FP32; the gate fails when the validation images show "
+                          "agreement below it (one-sided binomial test at 5%)."),
+        click.option("--max-drop", type=float, default=1.0, show_default=True,
+                     help="With labelled validation folders: most top-1 accuracy points INT8/FP16 may lose "
+                          "against FP32 (paired test on the same images)."),
         click.option("--fallback", type=click.Choice(["none", "auto"]), default="none", show_default=True,
                      help="auto: keep the most quantization-sensitive layers in FP32 until the gate passes."),
         click.option("--max-fallback", type=int, default=10, show_default=True,
@@ -254,17 +258,21 @@ def calibration_options(f: F) -> F:
 
 
 def _calibrate(bundle: Path, data: Path | None, method: str, num_images: int | None, percentile: float,
-               val_data: Path | None, holdout: float, min_agreement: float, fallback: str, max_fallback: int,
-               cache_trt_version: str) -> None:
+               val_data: Path | None, holdout: float, min_agreement: float, max_drop: float, fallback: str,
+               max_fallback: int, cache_trt_version: str) -> None:
     from edgekit.calibrate import CalibrateRequest, calibrate_bundle
 
     req = CalibrateRequest(bundle, data, method, num_images, percentile, val_data, holdout, min_agreement,
-                           fallback, max_fallback, cache_trt_version)
+                           fallback, max_fallback, cache_trt_version, max_drop=max_drop / 100.0)
     res = calibrate_bundle(req, log=_echo_err, progress=_ProgressBar("calibrating"))
-    click.echo(f"{'precision':<10} {'top-1 agree':>11} {'top-5 overlap':>13} {'cosine':>8}  (vs FP32, "
-               f"{res.figures['int8']['images']} validation images)")
+    n = res.figures["int8"]["images"]
+    click.echo(f"{'precision':<10} {'top-1 agree':>11} {'95% interval':>13} {'top-5 overlap':>13} {'cosine':>8} "
+               f"{'acc. drop':>9}  gate  (vs FP32, {n} validation images)")
     for prec, fig in res.figures.items():
-        click.echo(f"{prec:<10} {fig['top1_agreement']:>11.3f} {fig['top5_overlap']:>13.3f} {fig['cosine']:>8.4f}")
+        lo, hi = fig["top1_agreement_95"]
+        drop = f"{100 * fig['accuracy']['drop']:+.1f} pt" if "accuracy" in fig else "-"
+        click.echo(f"{prec:<10} {fig['top1_agreement']:>11.3f} {lo:>6.3f}-{hi:<6.3f} {fig['top5_overlap']:>13.3f} "
+                   f"{fig['cosine']:>8.4f} {drop:>9}  {fig['status']}")
     if res.fallback_layers:
         click.echo(f"kept in FP32: {', '.join(res.fallback_layers)}")
     click.echo(f"{bundle}: model.int8.onnx, model.int8-cpu.onnx, model.fp16.onnx, calibration.cache "
@@ -438,7 +446,7 @@ def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None
     rows = evaluate(bundle, data, class_map, limit)
     click.echo(f"{'precision':<10} {'top-1':>7} {'top-5':>7}  ({rows[0].images} images)")
     for r in rows:
-        click.echo(f"{r.precision:<10} {r.top1:>7.2%} {r.top5:>7.2%}")
+        click.echo(f"{r.precision:<10} {r.top1:>7.2%} {r.top5:>7.2%}  {r.how}")
 
 
 @cli.command()

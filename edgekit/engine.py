@@ -71,6 +71,23 @@ def cache_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
+def _check_implicit_gate(man: mf.Manifest, bundle: Path, log: Log) -> None:
+    """Implicit INT8 runs every tensor at its calibration.cache scale (DLA): calibration simulated
+    it; refuse what failed that gate rather than ship a DLA engine known to disagree with FP32."""
+    v = man.validation.get("int8")
+    dla = v.get("dla") if isinstance(v, dict) else None
+    if not isinstance(dla, dict):
+        log("note: this bundle's implicit INT8 (calibration.cache) was not simulated when it was calibrated; "
+            f"edgekit calibrate {bundle} checks it")
+        return
+    if dla.get("status") == "fail":
+        agree = dla.get("top1_agreement")
+        raise UsageError(
+            f"implicit INT8 from calibration.cache (the DLA path) failed the accuracy gate when {bundle} was "
+            f"calibrated (top-1 agreement with FP32 {agree}); build for the GPU (without --dla), or recalibrate on "
+            "more images from your camera (edgekit calibrate)")
+
+
 def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
     man = mf.read(req.bundle)
     profile = prof_mod.get(req.profile) if req.profile else prof_mod.detect()[0]
@@ -104,6 +121,7 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
     onnx_file = bundle_mod.artifact_path(req.bundle, art)
     calib_text = None
     if strat.calibrator:
+        _check_implicit_gate(man, req.bundle, log)
         cart = next((a for a in man.artifacts if a.path == "calibration.cache"), None)
         if cart is None:
             raise UsageError(f"{req.bundle} has no calibration.cache for implicit INT8 on DLA; run edgekit calibrate")

@@ -98,3 +98,59 @@ def test_default_set_is_real_photographs():
     assert len(items) >= 80
     col = calibdata.collect(items[:8], PRE)
     assert col.images.std() > 20  # real content, not blank
+
+
+def _class_tree(root, per_class=(30, 30, 30)):
+    import cv2
+
+    for c, n in enumerate(per_class):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(d / f"{i:03d}.png"), np.full((8, 8, 3), i, np.uint8))
+    return root
+
+
+def test_first_n_cover_every_class_evenly_not_the_first_folder(tmp_path):
+    root = _class_tree(tmp_path / "data")
+    items = calibdata.discover(root)
+    first = calibdata.spread(items, root)[:30]
+    per = {c: sum(calibdata.class_of(it, root) == c for it in first) for c in ("class0", "class1", "class2")}
+    assert per == {"class0": 10, "class1": 10, "class2": 10}
+    # sorted order would have taken class0 only; within a class the pick is not the first files either
+    assert [it.path.name for it in first if calibdata.class_of(it, root) == "class0"] != \
+        [f"{i:03d}.png" for i in range(10)]
+
+
+def test_spread_is_seeded_and_independent_of_listing_and_location(tmp_path):
+    import shutil
+
+    root = _class_tree(tmp_path / "a")
+    items = calibdata.discover(root)
+    a = calibdata.spread(items, root)
+    b = calibdata.spread(list(reversed(items)), root)
+    assert a == b
+    moved = tmp_path / "elsewhere" / "b"
+    shutil.copytree(root, moved)
+    c = calibdata.spread(calibdata.discover(moved), moved)
+    assert [it.path.relative_to(moved) for it in c] == [it.path.relative_to(root) for it in a]
+    assert calibdata.spread(items, root, seed=1) != a
+
+
+def test_flat_folder_is_shuffled_not_taken_in_name_order(tmp_path):
+    import cv2
+
+    for i in range(50):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.full((8, 8, 3), i, np.uint8))
+    items = calibdata.discover(tmp_path)
+    first = calibdata.spread(items, tmp_path)[:10]
+    idx = sorted(int(it.path.stem) for it in first)
+    assert idx != list(range(10)) and max(idx) > 25  # drawn from the whole folder
+
+
+def test_holdout_takes_the_same_share_of_every_class(tmp_path):
+    root = _class_tree(tmp_path / "d", per_class=(40, 20, 10))
+    calib, val = calibdata.split(calibdata.discover(root), 0.2, root)
+    per = {c: sum(calibdata.class_of(it, root) == c for it in val) for c in ("class0", "class1", "class2")}
+    assert per == {"class0": 8, "class1": 4, "class2": 2}
+    assert not {it.key for it in calib} & {it.key for it in val}

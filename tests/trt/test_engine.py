@@ -156,3 +156,23 @@ def test_bare_onnx_file(googlenet_bundle, tmp_path):
     assert plan.stat().st_size > 1_000_000 and meta["precision"] == "fp16" and meta["onnx"] == "model.onnx"
     res = r.invoke(cli, ["build", str(onnx_file), "--int8", "--profile", "desktop-ada"])
     assert res.exit_code != 0 and "no INT8 scales" in str(res.exception)
+
+
+def test_dla_int8_is_refused_when_its_simulation_failed_the_gate(googlenet_bundle):
+    """Implicit INT8 from calibration.cache (the DLA path) was simulated at calibration; a build
+    that would serve that cache refuses a failed result, notes a missing one, passes a good one."""
+    from dataclasses import replace
+
+    from edgekit import manifest as mf
+    from edgekit.engine import _check_implicit_gate
+    from edgekit.errors import UsageError
+
+    man = mf.read(googlenet_bundle)
+    said: list[str] = []
+    _check_implicit_gate(man, googlenet_bundle, said.append)
+    assert said and "was not simulated" in said[0]
+    failed = replace(man, validation={**man.validation, "int8": {"dla": {"status": "fail", "top1_agreement": 0.9}}})
+    with pytest.raises(UsageError, match="DLA path.*failed the accuracy gate.*without --dla"):
+        _check_implicit_gate(failed, googlenet_bundle, said.append)
+    ok = replace(man, validation={**man.validation, "int8": {"dla": {"status": "pass", "top1_agreement": 1.0}}})
+    _check_implicit_gate(ok, googlenet_bundle, said.append)
