@@ -154,17 +154,28 @@ def _tensorrt(path: Path, man: mf.Manifest, precision: str, profile: Any, dev: A
 
 def _onnxruntime(path: Path, man: mf.Manifest, precision: str, threads: int | None,
                  profile: Any) -> tuple[Any, str, str]:
+    from edgekit.cpuinfo import detect as detect_cpu
     from edgekit.runners.ort import OrtRunner, gpu_providers
 
     gpu = gpu_providers(profile is not None and profile.kind != "cpu")
+    cpu = detect_cpu()
+    # 8-bit CPU forms (bundles calibrated before the 7-bit form) saturate in this CPU's u8 x s8 kernels
+    unsafe_cpu_form = cpu.saturates_u8s8 and not _seven_bit(man)
     why = ""
     if precision == "auto":
         if gpu and man.artifact("onnx", "fp16") is not None:
             precision, why = "fp16", f"FP16 model on {gpu[0]}"
-        elif man.artifact("onnx", "int8-cpu") is not None and not gpu:
+        elif man.artifact("onnx", "int8-cpu") is not None and not gpu and not unsafe_cpu_form:
             precision, why = "int8-cpu", "the fastest model in the bundle for a CPU"
+        elif man.artifact("onnx", "int8-cpu") is not None and not gpu:
+            precision, why = "fp32", (f"FP32 model: this bundle's CPU INT8 model has 8-bit weights, which this CPU's "
+                                      f"integer kernels ({cpu.kind}) saturate; edgekit calibrate {path} writes "
+                                      "the 7-bit form that is safe here")
         else:
             precision, why = "fp32", "FP32 model (the bundle has no faster one for this backend)"
+    elif precision == "int8-cpu" and unsafe_cpu_form:
+        why = (f"int8-cpu as asked, but its 8-bit weights saturate in this CPU's integer kernels ({cpu.kind}) and "
+               f"lose accuracy; edgekit calibrate {path} writes the 7-bit form that is safe here")
     art = man.artifact("onnx", precision)
     if art is None:
         have = sorted({a.precision for a in man.artifacts if a.kind == "onnx" and a.precision})
@@ -174,8 +185,20 @@ def _onnxruntime(path: Path, man: mf.Manifest, precision: str, threads: int | No
         threads = profile_threads(profile)
     # the CPU-tuned uint8 model stays on the CPU; the rest goes to a GPU provider when there is one
     providers = ["CPUExecutionProvider"] if precision == "int8-cpu" or not gpu else gpu + ["CPUExecutionProvider"]
-    runner = OrtRunner(onnx_file, threads=threads, providers=providers)
+    # the TensorRT form on a CPU: its int8 x int8 arithmetic is kept as float operations where this
+    # CPU's fused kernels would saturate (x86 without VNNI), so it computes what TensorRT computes
+    fuse = not (precision == "int8" and not gpu and cpu.saturates_u8s8)
+    if not fuse:
+        why = why or (f"int8 (the TensorRT form) as asked, with Q/DQ run as float operations: this CPU's fused "
+                      f"integer kernels ({cpu.kind}) would saturate; int8-cpu is the fast form for a CPU")
+    runner = OrtRunner(onnx_file, threads=threads, providers=providers, fuse_qdq=fuse)
     return runner, precision, "ONNX Runtime: " + (why or f"{precision} as asked")
+
+
+def _seven_bit(man: mf.Manifest) -> bool:
+    """Whether the bundle's CPU form has 7-bit weights (calibrated by this edgekit or later)."""
+    v = man.validation.get("int8")
+    return isinstance(v, dict) and v.get("cpu_weight_bits") == 7
 
 
 def profile_threads(profile: Any) -> int | None:
