@@ -33,6 +33,7 @@ class Statistics:
     hi: dict[str, float]  # tensor -> max
     hist: dict[str, np.ndarray]  # tensor -> BINS counts of |x| over [0, amax]
     images: int
+    bounded: frozenset[str] = frozenset()  # tensors whose whole range is known (the normalised image)
 
     def absmax(self, name: str) -> float:
         return max(abs(self.lo[name]), abs(self.hi[name]))
@@ -121,6 +122,19 @@ def collect(model_path: Path, images: np.ndarray, progress: Progress | None = No
                 hi[t] = max(hi[t], float(a.max()))
         if progress:
             progress(min(len(images), start + step), total)
+    # The preprocessed image's range is known: black and white frames reach both ends of every
+    # channel (each is affine in its own pixel). Its threshold must never clip highlights or
+    # shadows that the calibration images happen to lack.
+    bounded = set()
+    pre = preprocessing_nodes(model)
+    if pre and images.dtype == np.uint8:
+        ends = np.stack([np.zeros(images.shape[1:], np.uint8), np.full(images.shape[1:], 255, np.uint8)])
+        by_name = {n.name: n for n in model.graph.node}
+        image = by_name[pre[-1]].output[0]
+        if image in tensors:
+            a = session.run(ends)[image]
+            lo[image], hi[image] = min(lo[image], float(a.min())), max(hi[image], float(a.max()))
+            bounded.add(image)
     lo = {t: (v if np.isfinite(v) else 0.0) for t, v in lo.items()}
     hi = {t: (v if np.isfinite(v) else 0.0) for t, v in hi.items()}
     # pass 2: |x| histograms over the fixed range [0, max |x|]
@@ -138,4 +152,4 @@ def collect(model_path: Path, images: np.ndarray, progress: Progress | None = No
         if progress:
             progress(len(images) + min(len(images), start + step), total)
     session.runner.close()
-    return Statistics(lo, hi, hist, len(images))
+    return Statistics(lo, hi, hist, len(images), frozenset(bounded))

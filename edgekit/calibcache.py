@@ -87,5 +87,10 @@ def loads(text: str, source: str = "calibration cache") -> CalibrationCache:
 
 
 def from_amax(amax: dict[str, float], version: int, algorithm: str) -> CalibrationCache:
-    """Scales amax/127 from symmetric thresholds (what the TensorRT Q/DQ model uses too)."""
-    return CalibrationCache(version, algorithm, {name: float(a) / 127.0 for name, a in amax.items()})
+    """Scales amax/127 from symmetric thresholds (what the TensorRT Q/DQ model uses too).
+
+    An all-zero tensor gets 1/127, not 0: TensorRT 8.6 fails INT8 builds on a zero scale
+    (NVIDIA/TensorRT #3020), and the Q/DQ model uses the same 1/127 for it.
+    """
+    return CalibrationCache(version, algorithm,
+                            {name: (float(a) if a > 0 else 1.0) / 127.0 for name, a in amax.items()})

@@ -72,8 +72,11 @@ class Judgement:
         if a.status != "undecided":
             return ""
         more = f"about {a.needed} validation images would tell" if a.needed else "far more images would tell"
+        floor = stats.fails_below(a.n, a.threshold)
+        can = (f"with {a.n} images the gate fails only at {floor} or fewer agreeing" if floor >= 0
+               else f"{a.n} images cannot fail it")
         return (f"{self.precision}: too few validation images to tell whether agreement is >= {a.threshold:g} "
-                f"({a.k}/{a.n}); {more} (--val-data DIR)")
+                f"({a.k}/{a.n}; {can}); {more} (--val-data DIR)")
 
     def to_dict(self) -> dict[str, Any]:
         a = self.agreement

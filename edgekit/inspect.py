@@ -57,10 +57,38 @@ def describe(path: Path) -> str:
             f"({par['random_inputs']} random, {par['photographs']} photographs): "
             f"{'passed' if par['passed'] else 'FAILED'}"
         )
+    int8 = man.validation.get("int8")
+    if isinstance(int8, dict):
+        lines.append(f"  int8: {int8.get('method')} calibration on {int8.get('calibration_images')} images, "
+                     f"judged on {int8.get('validation_images')} {'labelled ' if int8.get('labelled') else ''}"
+                     f"images; kept in FP32: {', '.join(int8.get('fallback_layers') or []) or 'none'}")
+        for form in ("tensorrt", "cpu", "dla"):
+            if isinstance(int8.get(form), dict):
+                lines.append(f"    {form}: {_figures(int8[form])}")
+    if isinstance(man.validation.get("fp16"), dict):
+        lines.append(f"  fp16: {_figures(man.validation['fp16'])}")
     for key, val in man.validation.items():
-        if key != "parity":
+        if key not in ("parity", "int8", "fp16"):
             lines.append(f"  {key}: {val}")
     return "\n".join(lines)
+
+
+def _figures(f: dict[str, Any]) -> str:
+    """One gate result: agreement with its interval, labelled accuracy drop, verdict."""
+    def num(v: Any, fmt: str = ".3f", scale: float = 1.0) -> str:
+        return format(v * scale, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
+
+    text = f"top-1 agreement {num(f.get('top1_agreement'))}"
+    ci = f.get("top1_agreement_95")
+    if isinstance(ci, list) and len(ci) == 2:
+        text += f" (95% {num(ci[0])}-{num(ci[1])})"
+    acc = f.get("accuracy")
+    if isinstance(acc, dict):
+        raw = acc.get("drop_95")
+        d95: list[Any] = raw if isinstance(raw, list) and raw else [None]
+        text += (f", accuracy drop {num(acc.get('drop'), '.1f', 100)} points "
+                 f"(95% {num(d95[0], '.1f', 100)} to {num(d95[-1], '.1f', 100)})")
+    return text + f", cosine {num(f.get('cosine'), '.5f')}: {f.get('status', 'not tested (older edgekit)')}"
 
 
 def _shape(shape: tuple[int | str, ...]) -> str:

@@ -198,33 +198,140 @@ def _named_copy(model: Any) -> Any:
     return work
 
 
+POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool")
+
+
+def float_weights(model: Any) -> int:
+    """Store quantized weights as float ``q * s`` behind a QuantizeLinear, in place (for TensorRT
+    8.x's parser, which takes no int8 initializer into a DequantizeLinear); returns how many.
+
+    Quantizing ``q * s`` by ``s`` gives ``q`` back exactly, so the engine computes the same.
+    """
+    onnx = require("onnx", "INT8 quantization")
+    nh, h = onnx.numpy_helper, onnx.helper
+    g = _Graph(model)
+    nodes: list[Any] = []
+    changed = 0
+    for node in model.graph.node:
+        init = g.inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if init is None or init.data_type not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+            nodes.append(node)
+            continue
+        q = nh.to_array(init).astype(np.float64)
+        scale = nh.to_array(g.inits[node.input[1]]).astype(np.float64)
+        zero = nh.to_array(g.inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 else np.zeros(1)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * q.ndim
+        if scale.size > 1:
+            shape[axis] = -1
+        w = ((q - zero.reshape(shape)) * scale.reshape(shape)).astype(np.float32)
+        base = node.input[0]
+        model.graph.initializer.append(nh.from_array(w, f"{base}_float"))
+        attrs = {"axis": axis} if scale.size > 1 else {}
+        nodes.append(h.make_node("QuantizeLinear", [f"{base}_float", node.input[1], node.input[2]],
+                                 [f"{base}_requantized"], name=f"{node.name}_weight_QuantizeLinear", **attrs))
+        node.input[0] = f"{base}_requantized"
+        nodes.append(node)
+        changed += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return changed
+
+
+def fold_branch_scales(model: Any) -> int:
+    """Fold a constant ``Mul`` between a convolution and a residual Add into the convolution
+    (Inception-ResNet's ``conv * scale + x``), in place; returns how many were folded.
+
+    TensorRT fuses a residual add into the convolution that produces its other input; a Mul in
+    between breaks that pattern. ``(W x + b) * s == (s W) x + s b``: exact up to rounding.
+    """
+    onnx = require("onnx", "INT8 quantization")
+    nh = onnx.numpy_helper
+    g = _Graph(model)
+    folded = 0
+    for add in list(model.graph.node):
+        if add.op_type != "Add":
+            continue
+        for t in add.input:
+            mul = g.producer.get(t)
+            if mul is None or mul.op_type != "Mul" or len(g.consumers.get(t, [])) != 1 or t in g.outputs:
+                continue
+            consts = [i for i in mul.input if i in g.inits]
+            dynamic = [i for i in mul.input if i not in g.inits]
+            if len(consts) != 1 or len(dynamic) != 1:
+                continue
+            conv = g.producer.get(dynamic[0])
+            if conv is None or conv.op_type != "Conv" or len(g.consumers.get(dynamic[0], [])) != 1 \
+                    or conv.input[1] not in g.inits:
+                continue
+            w = nh.to_array(g.inits[conv.input[1]]).astype(np.float64)
+            s = nh.to_array(g.inits[consts[0]]).astype(np.float64)
+            if s.size == 1:
+                s = np.full(w.shape[0], float(s.ravel()[0]))
+            elif s.size == w.shape[0] and s.squeeze().ndim == 1:
+                s = s.ravel()
+            else:
+                continue
+            new_w = (w * s.reshape([-1] + [1] * (w.ndim - 1))).astype(np.float32)
+            g.inits[conv.input[1]].CopyFrom(nh.from_array(new_w, conv.input[1]))
+            if len(conv.input) > 2 and conv.input[2] in g.inits:
+                b = nh.to_array(g.inits[conv.input[2]]).astype(np.float64)
+                g.inits[conv.input[2]].CopyFrom(nh.from_array((b * s).astype(np.float32), conv.input[2]))
+            conv.output[0] = mul.output[0]
+            model.graph.node.remove(mul)
+            folded += 1
+    return folded
+
+
 def tensorrt_qdq(model: Any, amax: dict[str, float], keep_float: Iterable[str] = (),
                  preprocessing: Iterable[str] = (), doc: str = "edgekit int8 (trt)") -> tuple[Any, list[str]]:
     """The explicit-quantization model for TensorRT, and the names of the quantized layers.
 
-    ``keep_float``: layers (node names) left in float, e.g. by ``--fallback auto``.
+    ``keep_float``: layers (node names) left in float, e.g. by ``--fallback auto``. Besides the
+    weighted layers and residual skips, pooling inputs are quantized so TensorRT pools in int8,
+    and a max-pooled tensor keeps its input's scale (max commutes with rounding): every reader
+    of a tensor then wants the same scale, so TensorRT can fuse that Q into the layer producing
+    it instead of writing float and running a separate quantize kernel.
     """
     work = _named_copy(model)
+    fold_branch_scales(work)
     writer = _Writer(work)
+    g = writer.g
     skip = set(keep_float) | set(preprocessing)
+
+    def source(t: str) -> str:
+        """Where a tensor's scale comes from: through max-pooling, its input's."""
+        node = g.producer.get(t)
+        while node is not None and node.op_type == "MaxPool" and node.input[0] in amax:
+            t = node.input[0]
+            node = g.producer.get(t)
+        return t
+
     quantized: list[str] = []
     rewires: list[tuple[Any, int, str]] = []
     for node in work.graph.node:
-        if node.name in skip or node.op_type not in WEIGHTED or len(node.input) < 2:
+        if node.name in skip:
             continue
-        x = node.input[0]
-        if x not in amax or writer.g.is_const(x) or node.input[1] not in writer.g.inits:
+        x = node.input[0] if node.input else ""
+        if not x or x not in amax or g.is_const(x):
             continue
-        w = writer.weight(node)
-        if w is None:
-            continue
-        rewires += [(node, 0, writer.activation(x, amax[x])), (node, 1, w)]
-        quantized.append(node.name)
+        if node.op_type in WEIGHTED and len(node.input) >= 2 and node.input[1] in g.inits:
+            w = writer.weight(node)
+            if w is None:
+                continue
+            rewires += [(node, 0, writer.activation(x, amax[source(x)])), (node, 1, w)]
+            quantized.append(node.name)
+        elif node.op_type in POOLS:
+            rewires.append((node, 0, writer.activation(x, amax[source(x)])))
     by_name = {n.name: n for n in work.graph.node}
     for add, tensor in residual_skips(work, skip).items():
         if tensor in amax:
             node = by_name[add]
-            rewires.append((node, list(node.input).index(tensor), writer.activation(tensor, amax[tensor])))
+            rewires.append((node, list(node.input).index(tensor), writer.activation(tensor, amax[source(tensor)])))
             quantized.append(add)
     for node, index, tensor in rewires:
         node.input[index] = tensor

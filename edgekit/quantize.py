@@ -78,8 +78,8 @@ def calibrate(onnx_path: Path, images: np.ndarray, method: str = "entropy", perc
     for t in stats.hist:
         top = stats.absmax(t)
         observed[t] = top
-        if method == "minmax" or top == 0:
-            a = top
+        if method == "minmax" or top == 0 or t in stats.bounded:
+            a = top  # a known, bounded range (the normalised image) is kept whole
         elif method == "entropy":
             a = entropy_amax(stats.hist[t], stats.edges(t))
         else:

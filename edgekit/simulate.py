@@ -220,17 +220,54 @@ def integer_arithmetic(model: Any) -> tuple[Any, int]:
     return out, rewritten
 
 
+def fp16_storage(model: Any) -> Any:
+    """FP32 ``model`` as an FP16 engine computes it: every weight and every float tensor rounded
+    to float16, arithmetic inside each layer in float32 (what TensorRT's FP16 kernels do with
+    float32 accumulation). Run without fused kernels it gives the same answer on any CPU, where
+    ONNX Runtime's own float16 kernels differ by CPU (native on ARM64 and AVX512-FP16, casts
+    elsewhere)."""
+    onnx = require("onnx", "FP16 simulation")
+    nh, h, tp = onnx.numpy_helper, onnx.helper, onnx.TensorProto
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inferred = onnx.shape_inference.infer_shapes(out)
+    typed = list(inferred.graph.value_info) + list(inferred.graph.output)
+    types = {v.name: v.type.tensor_type.elem_type for v in typed}
+    for init in out.graph.initializer:
+        if init.data_type == tp.FLOAT:
+            init.CopyFrom(nh.from_array(nh.to_array(init).astype(np.float16).astype(np.float32), init.name))
+    nodes: list[Any] = []
+    for node in out.graph.node:
+        nodes.append(node)
+        for k, t in enumerate(node.output):
+            if not t or types.get(t) != tp.FLOAT:
+                continue
+            raw, half = f"{t}__f32", f"{t}__f16"
+            node.output[k] = raw
+            nodes += [h.make_node("Cast", [raw], [half], to=tp.FLOAT16, name=f"{t}__to_f16"),
+                      h.make_node("Cast", [half], [t], to=tp.FLOAT, name=f"{t}__to_f32")]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    del out.graph.value_info[:]
+    return out
+
+
 class SimRunner:
     """A runner (``infer``) over a Q/DQ model simulated with TensorRT's arithmetic."""
 
     backend = "simulation"
 
-    def __init__(self, path: str | Path | Any, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path | Any, threads: int | None = None, fp16: bool = False) -> None:
+        """``path``: a Q/DQ model (file or ModelProto); ``fp16=True``: an FP32 model run with
+        FP16 storage (:func:`fp16_storage`) instead."""
         onnx = require("onnx", "INT8 simulation")
         from edgekit.runners.ort import OrtRunner
 
         model = onnx.load(str(path)) if isinstance(path, (str, Path)) else path
-        sim, self.rewritten = integer_arithmetic(model)
+        if fp16:
+            sim, self.rewritten = fp16_storage(model), 0
+        else:
+            sim, self.rewritten = integer_arithmetic(model)
         self._runner = OrtRunner(sim.SerializeToString(), threads=threads, optimize=False)
         self.input_name = self._runner.input_name
         self.description = f"TensorRT arithmetic simulated on {self._runner.description}"

@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 ALPHA = 0.05  # one-sided tests; the reported intervals are two-sided 95%
 Z_ONE_SIDED = 1.6448536269514722  # 95% one-sided normal quantile
 Z_TWO_SIDED = 1.959963984540054
@@ -92,35 +94,31 @@ class Proportion:
         return self.status == "fail"
 
 
-def _decides(k: int, n: int, threshold: float) -> bool:
-    if k / n < threshold:
-        return upper_bound(k, n) < threshold
-    return lower_bound(k, n) >= threshold
-
-
 def images_needed(k: int, n: int, threshold: float) -> int | None:
     """Images that would decide, at the same observed rate, whether the rate is above or below
-    ``threshold``; None when it cannot (the rate equals the threshold) or needs over a million."""
+    ``threshold`` (normal approximation, exact when every image agrees); None when no number
+    would (the rate equals the threshold) or it would take over a million."""
     rate = k / n
-    if rate == threshold:
+    if rate == threshold or not 0 < threshold < 1:
         return None
+    if rate == 1.0:  # all agree: the lower bound is ALPHA ** (1 / n)
+        m = math.ceil(math.log(ALPHA) / math.log(threshold))
+    else:
+        m = math.ceil(Z_ONE_SIDED ** 2 * rate * (1 - rate) / (rate - threshold) ** 2)
+    m = max(m, n + 1)
+    return m if m <= MAX_NEEDED else None
 
-    def decides(m: int) -> bool:
-        return _decides(round(rate * m), m, threshold)
 
-    hi = max(n, 1)
-    while not decides(hi):
-        hi *= 2
-        if hi > MAX_NEEDED:
-            return None
-    lo = n
-    while hi - lo > 1:  # not exactly monotone (rounding of k), close enough for advice
+def fails_below(n: int, threshold: float) -> int:
+    """The most agreeing images out of ``n`` that the one-sided test still calls a failure (-1: none)."""
+    lo, hi = -1, n  # binom_cdf(k) grows with k: find the last k with cdf < ALPHA
+    while hi - lo > 1:
         mid = (lo + hi) // 2
-        if decides(mid):
-            hi = mid
-        else:
+        if binom_cdf(mid, n, threshold) < ALPHA:
             lo = mid
-    return hi
+        else:
+            hi = mid
+    return lo
 
 
 def proportion_test(k: int, n: int, threshold: float) -> Proportion:
@@ -165,20 +163,24 @@ class PairedDrop:
 
 
 def paired_drop(ref_correct: list[bool], correct: list[bool], max_drop: float) -> PairedDrop:
-    """Drop in accuracy on the same images, with a Wald interval on the paired differences.
+    """Drop in accuracy on the same images, with the Agresti-Min interval for paired proportions.
 
     Only discordant images carry information (McNemar): a model that loses 3 images and gains
-    2 has dropped one image's worth, with the spread of 5 discordant pairs.
+    2 has dropped one image's worth, with the spread of 5 discordant pairs. Adding half an
+    image to each cell of the 2x2 table (Agresti and Min, 2005) keeps the Wald interval's
+    coverage near 95% even with a handful of discordant images.
     """
     n = len(ref_correct)
     if n == 0 or n != len(correct):
         raise ValueError("paired accuracy needs the same, non-empty image list for both models")
-    lost = sum(1 for a, b in zip(ref_correct, correct) if a and not b)
-    gained = sum(1 for a, b in zip(ref_correct, correct) if b and not a)
-    d = (lost - gained) / n
-    var = max((lost + gained) / n - d * d, 0.0) / max(n - 1, 1)
-    se = math.sqrt(var)
+    ref = np.asarray(ref_correct, bool)
+    new = np.asarray(correct, bool)
+    lost = int(np.sum(ref & ~new))
+    gained = int(np.sum(new & ~ref))
+    b, c, m = lost + 0.5, gained + 0.5, n + 2.0
+    d = (b - c) / m
+    se = math.sqrt(max((b + c) - (b - c) ** 2 / m, 0.0)) / m
     one_low, one_high = d - Z_ONE_SIDED * se, d + Z_ONE_SIDED * se
     status = "fail" if one_low > max_drop else "pass" if one_high <= max_drop else "undecided"
-    return PairedDrop(n, sum(ref_correct) / n, sum(correct) / n, lost, gained, max_drop,
+    return PairedDrop(n, float(ref.mean()), float(new.mean()), lost, gained, max_drop,
                       d - Z_TWO_SIDED * se, d + Z_TWO_SIDED * se, status)

@@ -40,6 +40,7 @@ def train_googlenet(x: np.ndarray, y: np.ndarray, size: int = 64, steps: int = 2
     from edgekit.zoo import get_spec
 
     torch.manual_seed(seed)
+    torch.set_num_threads(2)  # the same training on a 2-core CI box and a bigger desktop
     spec = get_spec("googlenet")
     pre = spec.preprocess(None, size)
     # train on exactly what the runtime will feed: the same crop/resize, then the same normalisation

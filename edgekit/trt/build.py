@@ -91,6 +91,19 @@ def _calibrator(trt: ModuleType, cache_text: str) -> Any:
     return CacheCalibrator()
 
 
+def _float_weight_model(path: Path, say: Callable[[str], None]) -> bytes:
+    """The Q/DQ model with float weights behind a Q/DQ pair, as TensorRT 8.x's parser wants it."""
+    import onnx
+
+    from edgekit.qdq import float_weights
+
+    model = onnx.load(str(path))
+    n = float_weights(model)
+    say(f"{n} int8 weight tensors given to this TensorRT as float with a Q/DQ pair (same integers)")
+    data: bytes = model.SerializeToString()
+    return data
+
+
 def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildOptions | None = None,
                  prefer: str | None = None, log: Callable[[str], None] | None = None) -> Built:
     """Build one engine; ``onnx_path`` must be the ONNX the strategy names (see compat.strategy)."""
@@ -112,7 +125,11 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
     network: INetworkDefinition = builder.create_network(flags)
     parser: OnnxParser = trt.OnnxParser(network, rec)
     say(f"parsing {Path(onnx_path).name} with {trt.__name__} {trt.__version__}")
-    if not parser.parse_from_file(str(onnx_path)):
+    if strat.onnx_precision == "int8" and not feats.int8_weights:
+        ok = parser.parse(_float_weight_model(Path(onnx_path), say))
+    else:
+        ok = parser.parse_from_file(str(onnx_path))
+    if not ok:
         errs = [parser.get_error(i) for i in range(parser.num_errors)]
         detail = "; ".join(f"node {e.node_name() if hasattr(e, 'node_name') else e.node()} "
                            f"({e.node_operator() if hasattr(e, 'node_operator') else '?'}): {e.desc()}" for e in errs)

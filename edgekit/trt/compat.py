@@ -30,16 +30,19 @@ class Features:
     hardware_compatible: bool  # hardware_compatibility_level (desktop Ampere+, not Jetson)
     target_compute_capability: bool  # set_compute_capability (ahead-of-time builds, RTX)
     timing_cache: bool = True  # no-op (deprecated) in TensorRT-RTX since 1.2
+    # DequantizeLinear straight from an int8 initializer; 8.x's parser wants float weights with
+    # a Q/DQ pair ("only activation types allowed as input to this layer", NVIDIA/TensorRT #2163)
+    int8_weights: bool = True
 
 
 _T = True
 _F = False
 #                    explicit strongly st-flag prec-flags implicit dla   v3  pools opt   vc    hw    target
 TABLE: dict[tuple[str, tuple[int, int]], Features] = {
-    ("tensorrt", (8, 0)): Features(_T, _F, _F, _T, _T, _T, _F, _F, _F, _F, _F, _F),
-    ("tensorrt", (8, 4)): Features(_T, _F, _F, _T, _T, _T, _F, _T, _F, _F, _F, _F),
-    ("tensorrt", (8, 5)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _F, _F, _F, _F),
-    ("tensorrt", (8, 6)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _T, _T, _T, _F),
+    ("tensorrt", (8, 0)): Features(_T, _F, _F, _T, _T, _T, _F, _F, _F, _F, _F, _F, int8_weights=_F),
+    ("tensorrt", (8, 4)): Features(_T, _F, _F, _T, _T, _T, _F, _T, _F, _F, _F, _F, int8_weights=_F),
+    ("tensorrt", (8, 5)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _F, _F, _F, _F, int8_weights=_F),
+    ("tensorrt", (8, 6)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _T, _T, _T, _F, int8_weights=_F),
     ("tensorrt", (10, 0)): Features(_F, _T, _T, _T, _T, _T, _T, _T, _T, _T, _T, _F),
     ("tensorrt", (11, 0)): Features(_F, _T, _T, _F, _F, _T, _T, _T, _T, _T, _T, _F),
     ("tensorrt_rtx", (1, 0)): Features(_F, _T, _F, _F, _F, _F, _T, _T, _T, _T, _T, _T, timing_cache=_F),

@@ -185,3 +185,35 @@ def test_fused_cpu_kernels_are_not_what_the_gate_measures(quantized):
     assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.95
     cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() > 0.999
+
+
+def test_float_weights_for_tensorrt_8_round_trip_to_the_same_integers(quantized):
+    """TensorRT 8.x's parser takes weights as float behind a Q/DQ pair: quantizing them gives
+    back exactly the int8 values the gate simulated, and TensorRT's parser reads the result."""
+    _, q, _, _, images, _ = quantized
+    m = onnx.ModelProto()
+    m.CopyFrom(q)
+    n = qdq.float_weights(m)
+    assert n == 5
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    orig = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    for node in m.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0].endswith("_float"):
+            w, s = inits[node.input[0]], inits[node.input[1]]
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape = [1] * w.ndim
+            if s.size > 1:
+                shape[axis] = -1
+            back = np.clip(np.round(w / s.reshape(shape)), -127, 127).astype(np.int8)
+            assert np.array_equal(back, orig[node.input[0][:-len("_float")]])
+    int8_inits = {i.name for i in m.graph.initializer if i.data_type == TensorProto.INT8}
+    assert not [d for d in m.graph.node if d.op_type == "DequantizeLinear" and d.input[0] in int8_inits]
+    from edgekit.runners.ort import OrtRunner
+
+    with OrtRunner(q.SerializeToString(), optimize=False) as a, OrtRunner(m.SerializeToString(), optimize=False) as b:
+        np.testing.assert_array_equal(a.infer(images), b.infer(images))
+    trt = pytest.importorskip("tensorrt_rtx")
+    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, trt.Logger(trt.Logger.ERROR))
+    assert parser.parse(m.SerializeToString()), [parser.get_error(i).desc() for i in range(parser.num_errors)]

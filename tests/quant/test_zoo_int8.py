@@ -84,6 +84,19 @@ def check_tensorrt_placement(model_name, fp32, q):
                         for n in residual]
     assert all(k == 1 for k in quantized_inputs), "a residual Add has Q/DQ on its skip input only"
     assert len(residual) == RESIDUAL_BLOCKS.get(model_name, 0)
+    for n in residual:  # the branch is the convolution itself (its scale folded in), so the add fuses into it
+        assert sum(producers[i].op_type == "Conv" for i in n.input if i in producers) == 1, n.name
+    # pooling runs in int8, and every reader of a tensor wants one scale (so the Q fuses into its producer)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    for n in q.graph.node:
+        if n.op_type in ("MaxPool", "AveragePool", "GlobalAveragePool") and n.name not in pre:
+            assert producers[n.input[0]].op_type == "DequantizeLinear", n.name
+    for n in q.graph.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] not in producers or producers[n.input[0]].op_type != "MaxPool":
+            continue
+        pool_in = producers[producers[n.input[0]].input[0]]  # the DQ feeding the pool
+        assert pool_in.op_type == "DequantizeLinear"
+        assert inits[n.input[1]] == inits[pool_in.input[1]], "max-pooled tensor keeps its input's scale"
 
 
 @pytest.mark.slow

@@ -50,3 +50,11 @@ def test_strategy(version, precision, dla, onnx, typed, flags, calib):
 def test_rtx_has_no_dla():
     with pytest.raises(UsageError, match="cannot target DLA"):
         strategy(features("tensorrt_rtx", "1.7"), "int8", True)
+
+
+@pytest.mark.parametrize("version,int8_weights", [("8.2.1", False), ("8.5.2", False), ("8.6.1", False),
+                                                  ("10.3.0", True), ("11.4.0", True)])
+def test_int8_weight_initializers_only_from_tensorrt_10(version, int8_weights):
+    """8.x's parser refuses a DequantizeLinear fed by an int8 initializer (NVIDIA/TensorRT #2163):
+    the builder hands it float weights behind a Q/DQ pair instead."""
+    assert features("tensorrt", version).int8_weights is int8_weights
