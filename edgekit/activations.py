@@ -42,14 +42,17 @@ class Statistics:
         return np.linspace(0.0, self.absmax(name), BINS + 1)
 
 
+WEIGHTED = ("Conv", "Gemm", "MatMul")
+
+
 def preprocessing_nodes(model: Any) -> list[str]:
-    """Names of the in-graph preprocessing nodes (everything before the first Conv)."""
-    names = []
+    """Names of the in-graph preprocessing nodes (everything before the first weighted layer)."""
+    names: list[str] = []
     for node in model.graph.node:
-        if node.op_type == "Conv":
-            break
+        if node.op_type in WEIGHTED:
+            return names
         names.append(node.name)
-    return names
+    return []  # no weighted layer at all: nothing is preprocessing, and nothing to quantize
 
 
 def float_tensors(model: Any) -> list[str]:
@@ -80,20 +83,27 @@ class _Exposed:
         have = {o.name for o in m.graph.output}
         m.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
                               for t in tensors if t not in have)
-        with tempfile.TemporaryDirectory(prefix="edgekit-calib-") as tmp:
-            path = Path(tmp) / "exposed.onnx"  # a file: models over 2 GB cannot be passed as bytes
-            onnx.save(m, str(path))
-            self.runner = OrtRunner(path, threads=threads)
+        if m.ByteSize() < 2**31 - 2**20:  # in memory: nothing left behind if the process is killed
+            self.runner = OrtRunner(m.SerializeToString(), threads=threads)
+        else:  # protobuf cannot serialise 2 GB: a file that lives only while ONNX Runtime reads it
+            with tempfile.TemporaryDirectory(prefix="edgekit-calib-") as tmp:
+                onnx.save(m, str(Path(tmp) / "exposed.onnx"), save_as_external_data=True)
+                self.runner = OrtRunner(Path(tmp) / "exposed.onnx", threads=threads)
         self.tensors = tensors
         self.static = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         n = len(images)
-        if self.static and n % self.static:  # a static batch: pad with copies of the first images
-            pad = self.static - n % self.static
-            images = np.concatenate([images, np.resize(images, (pad,) + images.shape[1:])])
-        outs = self.runner._session.run(self.tensors, {self.runner.input_name: images})
-        return {t: o[:n] for t, o in zip(self.tensors, outs)}
+        step = self.static or n
+        parts: dict[str, list[np.ndarray]] = {t: [] for t in self.tensors}
+        for i in range(0, n, step):
+            x = images[i:i + step]
+            if len(x) < step:  # a static batch: pad with copies of the first images
+                x = np.concatenate([x, np.resize(x, (step - len(x),) + x.shape[1:])])
+            outs = self.runner._session.run(self.tensors, {self.runner.input_name: x})
+            for t, o in zip(self.tensors, outs):
+                parts[t].append(o)
+        return {t: np.concatenate(o)[:n] for t, o in parts.items()}
 
 
 def collect(model_path: Path, images: np.ndarray, progress: Progress | None = None,
@@ -127,8 +137,8 @@ def collect(model_path: Path, images: np.ndarray, progress: Progress | None = No
     # shadows that the calibration images happen to lack.
     bounded = set()
     pre = preprocessing_nodes(model)
-    if pre and images.dtype == np.uint8:
-        ends = np.stack([np.zeros(images.shape[1:], np.uint8), np.full(images.shape[1:], 255, np.uint8)])
+    if pre:  # pixels 0-255, as uint8 or (--float-input) float
+        ends = np.stack([np.zeros(images.shape[1:], images.dtype), np.full(images.shape[1:], 255, images.dtype)])
         by_name = {n.name: n for n in model.graph.node}
         image = by_name[pre[-1]].output[0]
         if image in tensors:

@@ -226,9 +226,15 @@ def iter_loaded(items: list[Item], pre: Preprocess) -> Iterator[tuple[Item, np.n
     """(item, image or None, why it was skipped) for each item, in order."""
     for it in items:
         try:
-            yield it, load_item(it, pre), ""
+            img = load_item(it, pre)
         except (UsageError, ValueError, OSError) as exc:
             yield it, None, str(exc)
+        except Exception as exc:  # OpenCV's cv2.error on files it cannot even start to decode
+            if type(exc).__module__.split(".")[0] != "cv2":
+                raise
+            yield it, None, f"OpenCV cannot read {it.path}: {str(exc).strip().splitlines()[-1][:120]}"
+        else:
+            yield it, img, ""
 
 
 def collect(items: list[Item], pre: Preprocess, limit: int | None = None) -> Collected:
@@ -253,4 +259,4 @@ def skipped_warning(skipped: list[tuple[Item, str]], shown: int = 3) -> str | No
         return None
     names = ", ".join(it.key for it, _ in skipped[:shown])
     more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
-    return f"skipped {len(skipped)} unreadable file(s): {names}{more}"
+    return f"skipped {len(skipped)} unreadable file(s): {names}{more} (first: {skipped[0][1]})"

@@ -24,7 +24,7 @@ from edgekit import manifest as mf
 from edgekit.errors import EdgekitError, UsageError
 
 DEFAULT_IMAGES = 500
-DEFAULT_VAL_IMAGES = 500
+DEFAULT_VAL_IMAGES = 1000
 # The TensorRT version written into calibration.cache; JetPack 6.1/6.2 ship 10.3. TensorRT
 # ignores a cache of another version, so the engine builder rewrites it for the running one.
 DEFAULT_CACHE_TRT = "10.3.0"
@@ -52,6 +52,7 @@ class CalibrateRequest:
     cache_trt_version: str = DEFAULT_CACHE_TRT
     fp16: bool = True
     max_drop: float = 0.01  # labelled top-1 accuracy drop allowed (a share: 0.01 = 1 point)
+    num_val_images: int | None = None  # validation images to use [default: all, up to DEFAULT_VAL_IMAGES]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class _Data:
     calib: calibdata.Collected
     val: calibdata.Collected
     labels: np.ndarray | None  # class index of each validation image, when its folders name classes
+    val_available: int = 0  # validation samples there were (the gate used ``len(val.items)`` of them)
 
 
 def _labels_of(val: calibdata.Collected, root: Path | None, man: mf.Manifest, bundle: Path,
@@ -84,11 +86,16 @@ def _labels_of(val: calibdata.Collected, root: Path | None, man: mf.Manifest, bu
     names = (bundle / man.labels).read_text(encoding="utf-8").splitlines()
     try:
         cmap = class_map(root, names, None)
-    except UsageError as exc:
-        log(f"note: validation accuracy not compared with FP32: {exc}")
+    except UsageError:
+        folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+        log(f"note: accuracy not compared with FP32: the folders in {root} ({', '.join(folders[:3])}"
+            f"{', ...' if len(folders) > 3 else ''}) are not all the bundle's labels or class indices")
         return None
     classes = [calibdata.class_of(it, root) for it in val.items]
-    if any(c not in cmap for c in classes):
+    loose = sum(c not in cmap for c in classes)
+    if loose:
+        log(f"note: accuracy not compared with FP32: {loose} validation image(s) sit outside the class "
+            f"folders of {root}")
         return None
     return np.array([cmap[c] for c in classes], np.int64)
 
@@ -103,7 +110,11 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
     root = source if source.is_dir() else None
     if req.val_data is not None:
         val_items = calibdata.discover(req.val_data)
-        both = {it.key for it in items} & {it.key for it in val_items}
+
+        def real(it: calibdata.Item) -> str:  # the same file, however it is reached
+            return f"{it.path.resolve().as_posix()}#{it.index}"
+
+        both = {real(it) for it in items} & {real(it) for it in val_items}
         if both:
             raise UsageError(f"{len(both)} images are in both --calib-data and --val-data (e.g. {sorted(both)[0]}); "
                              "calibration and validation images must not overlap")
@@ -118,7 +129,10 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
         raise UsageError(f"--num-images must be at least 1, got {req.num_images}")
     # a fair sample: the first N of a spread order cover every class folder and the whole data
     calib = calibdata.collect(calibdata.spread(calib_items, root), pre, req.num_images or DEFAULT_IMAGES)
-    val = calibdata.collect(calibdata.spread(val_items, val_root), pre, DEFAULT_VAL_IMAGES)
+    val = calibdata.collect(calibdata.spread(val_items, val_root), pre, req.num_val_images or DEFAULT_VAL_IMAGES)
+    if len(val.items) < len(val_items) - len(val.skipped):
+        log(f"validating on {len(val.items)} of the {len(val_items)} validation images (a spread sample; "
+            "--num-val-images N uses more)")
     for warn in (calibdata.skipped_warning(calib.skipped), calibdata.skipped_warning(val.skipped)):
         if warn:
             log(f"warning: {warn}")
@@ -128,6 +142,9 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
             f"({len(calib.skipped)} unreadable, {len(val_items)} held out for validation); "
             "add images or lower --num-images"
         )
+    if len(calib.items) == 0 and calib_items == [] and req.val_data is None:
+        raise UsageError(f"--holdout {req.holdout} held out every image of {source} for validation; "
+                         "lower --holdout or add images")
     if len(calib.items) == 0:
         raise UsageError(f"no usable calibration images in {source}")
     if len(val.items) == 0:
@@ -135,7 +152,7 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
             f"no validation images: {source} is too small to hold out {req.holdout:.0%}; "
             "add images or pass --val-data DIR"
         )
-    return _Data(calib, val, _labels_of(val, val_root, man, req.bundle, log))
+    return _Data(calib, val, _labels_of(val, val_root, man, req.bundle, log), len(val_items))
 
 
 def _check(req: CalibrateRequest) -> None:
@@ -144,7 +161,16 @@ def _check(req: CalibrateRequest) -> None:
     if not 0 <= req.min_agreement <= 1:
         raise UsageError(f"--min-agreement must be between 0 and 1, got {req.min_agreement}")
     if not 0 <= req.max_drop <= 1:
-        raise UsageError(f"--max-drop must be between 0 and 1 (a share: 0.01 is one point), got {req.max_drop}")
+        raise UsageError(f"--max-drop must be between 0 and 100 points, got {100 * req.max_drop:g}")
+    if req.method == "percentile" and not 0 < req.percentile <= 100:
+        raise UsageError(f"--percentile must be in (0, 100], got {req.percentile}")
+    if req.num_val_images is not None and req.num_val_images < 1:
+        raise UsageError(f"--num-val-images must be at least 1, got {req.num_val_images}")
+    try:
+        calibcache.trt_version_number(req.cache_trt_version)
+    except ValueError as exc:
+        raise UsageError(f"--cache-trt-version {req.cache_trt_version!r} is not a TensorRT version "
+                         "like 8.5.2 or 10.3.0") from exc
     if req.max_fallback < 0:
         raise UsageError(f"--max-fallback must be 0 or more, got {req.max_fallback}")
     if req.method not in quantize.METHODS:
@@ -170,25 +196,33 @@ def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress
     labelled = "labelled " if data.labels is not None else ""
     log(f"calibrating ({req.method}) on {len(calib_set.items)} images; "
         f"validating on {len(val_set.items)} held-out {labelled}images")
-    cal = quantize.calibrate(fp32, calib_set.images, req.method, req.percentile, progress)
+    from edgekit.preprocess import graph_input
+
+    float_input = man.input.dtype != "uint8"
+    calib_feed = graph_input(calib_set.images, float_input, man.input.color_order)
+    val_feed = graph_input(val_set.images, float_input, man.input.color_order)
+    cal = quantize.calibrate(fp32, calib_feed, req.method, req.percentile, progress)
     log(f"calibration: {cal.seconds:.1f} s ({len(calib_set.items) / max(cal.seconds, 1e-9):.1f} images/s, "
         "two passes: ranges, then histograms)")
     batch, static = gate.batching(man)
     model = onnx.load(str(fp32))
     with OrtRunner(fp32) as r:
-        ref = gate.run_all(r, val_set.images, batch, static)
+        ref = gate.run_all(r, val_feed, batch, static)
 
     def judge(precision: str, logits: np.ndarray) -> gate.Judgement:
         return gate.judge(precision, ref, logits, req.min_agreement, data.labels, req.max_drop)
 
     def simulated(precision: str, qmodel: Any) -> gate.Judgement:
         with SimRunner(qmodel) as r:
-            return judge(precision, gate.run_all(r, val_set.images, batch, static))
+            return judge(precision, gate.run_all(r, val_feed, batch, static))
 
     excluded: list[str] = []
     ranking: list[str] | None = None
     while True:
-        trt_model, _ = quantize.build(model, cal, "trt", excluded)
+        trt_model, layers = quantize.build(model, cal, "trt", excluded)
+        if not layers and not excluded:
+            raise UsageError(f"{fp32.name} has no Conv, Gemm or MatMul layer that INT8 could quantize; "
+                             "use FP16 or FP32 for this model")
         cpu_model, _ = quantize.build(model, cal, "cpu", excluded)
         judged = {"int8": simulated("int8", trt_model), "int8-cpu": simulated("int8-cpu", cpu_model)}
         kept = f", {len(excluded)} layer(s) kept in FP32" if excluded else ""
@@ -200,7 +234,7 @@ def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress
             raise GateError(_gate_message(req, judged, excluded))
         if ranking is None:
             log("finding the layers most sensitive to quantization")
-            ranking = sensitivity.rank(model, cal.amax, [], val_set.images, ref, max(batch, 32) if not static
+            ranking = sensitivity.rank(model, cal.amax, [], val_feed, ref, max(batch, 32) if not static
                                        else batch, static, max(8, 2 * req.max_fallback), log)
         remaining = [n for n in ranking if n not in excluded]
         if not remaining:
@@ -215,17 +249,18 @@ def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress
             quantize.to_fp16(fp32, work / "model.fp16.onnx")
             # judged as an FP16 engine computes (float16 storage, float32 sums), the same on any CPU
             with SimRunner(model, fp16=True) as half:
-                judged["fp16"] = judge("fp16", gate.run_all(half, val_set.images, batch, static))
+                judged["fp16"] = judge("fp16", gate.run_all(half, val_feed, batch, static))
             log(f"FP16 vs FP32: {judged['fp16'].summary()}")
             if judged["fp16"].failed:
                 raise GateError(_gate_message(req, judged, excluded, "fp16"))
         # implicit INT8 from calibration.cache (TensorRT < 11, DLA): gated when a DLA engine is built
         judged["dla"] = simulated("dla", quantize.implicit_model(fp32, cal))
         log(f"implicit INT8 from calibration.cache (DLA, TensorRT < 11), simulated: {judged['dla'].summary()}")
-        here = _cpu_kernels_here(work / "model.int8-cpu.onnx", ref, val_set.images, batch, static)
+        here = _cpu_kernels_here(work / "model.int8-cpu.onnx", ref, val_feed, batch, static)
+        more = data.val_available > len(val_set.items)
         for j in judged.values():
             if j.advice():
-                log(f"note: {j.advice()}")
+                log(f"note: {j.advice()}" + (f" (--num-val-images: {data.val_available} are there)" if more else ""))
         version = calibcache.trt_version_number(req.cache_trt_version)
         # TensorRT knows no percentile calibrator: its ranges are served as an entropy cache
         algorithm = "MinMaxCalibration" if req.method == "minmax" else "EntropyCalibration2"

@@ -12,7 +12,7 @@ import numpy as np
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
 from edgekit.errors import EdgekitError, UsageError
-from edgekit.preprocess import fit_frame
+from edgekit.preprocess import fit_frame, graph_input
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 
@@ -58,11 +58,8 @@ class Classifier:
     def prepare(self, frame_bgr: np.ndarray) -> np.ndarray:
         """The one CPU step per frame: centre crop + resize, to the graph's input layout."""
         img = fit_frame(frame_bgr, self.preprocess)
-        if not self._float:
-            return img
-        if self.manifest.input.color_order == "RGB":
-            img = img[..., ::-1]
-        return np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32)
+        out: np.ndarray = graph_input(img[None], self._float, self.manifest.input.color_order)[0]
+        return out
 
     def classify(self, frame_bgr: np.ndarray, topk: int = 5) -> Prediction:
         return self.classify_batch([frame_bgr], topk)[0]

@@ -238,6 +238,8 @@ def calibration_options(f: F) -> F:
                      help="For --method percentile."),
         click.option("--val-data", type=click.Path(path_type=Path), default=None,
                      help="Validation images for the gate [default: a held-out share of the calibration data]."),
+        click.option("--num-val-images", type=int, default=None,
+                     help="Validation images to use [default: all, up to 1000]."),
         click.option("--holdout", type=float, default=0.2, show_default=True,
                      help="Share of the calibration data held out for validation."),
         click.option("--min-agreement", type=float, default=0.99, show_default=True,
@@ -258,12 +260,13 @@ def calibration_options(f: F) -> F:
 
 
 def _calibrate(bundle: Path, data: Path | None, method: str, num_images: int | None, percentile: float,
-               val_data: Path | None, holdout: float, min_agreement: float, max_drop: float, fallback: str,
-               max_fallback: int, cache_trt_version: str) -> None:
+               val_data: Path | None, num_val_images: int | None, holdout: float, min_agreement: float,
+               max_drop: float, fallback: str, max_fallback: int, cache_trt_version: str) -> None:
     from edgekit.calibrate import CalibrateRequest, calibrate_bundle
 
     req = CalibrateRequest(bundle, data, method, num_images, percentile, val_data, holdout, min_agreement,
-                           fallback, max_fallback, cache_trt_version, max_drop=max_drop / 100.0)
+                           fallback, max_fallback, cache_trt_version, max_drop=max_drop / 100.0,
+                           num_val_images=num_val_images)
     res = calibrate_bundle(req, log=_echo_err, progress=_ProgressBar("calibrating"))
     n = res.figures["int8"]["images"]
     click.echo(f"{'precision':<10} {'top-1 agree':>11} {'95% interval':>13} {'top-5 overlap':>13} {'cosine':>8} "

@@ -80,7 +80,7 @@ def _check_implicit_gate(man: mf.Manifest, bundle: Path, log: Log) -> None:
         log("note: this bundle's implicit INT8 (calibration.cache) was not simulated when it was calibrated; "
             f"edgekit calibrate {bundle} checks it")
         return
-    if dla.get("status") == "fail":
+    if str(dla.get("status", "")).lower() == "fail":
         agree = dla.get("top1_agreement")
         raise UsageError(
             f"implicit INT8 from calibration.cache (the DLA path) failed the accuracy gate when {bundle} was "

@@ -246,10 +246,9 @@ def check_parity(model: Any, pre: Preprocess, onnx_path: Path, float_input: bool
 
 def onnx_input(images_bgr: np.ndarray, pre: Preprocess, float_input: bool) -> np.ndarray:
     """What the exported graph takes, from uint8 BGR NHWC images."""
-    if not float_input:
-        return images_bgr
-    x = images_bgr[..., ::-1] if pre.color_order == "RGB" else images_bgr
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32)
+    from edgekit.preprocess import graph_input
+
+    return graph_input(images_bgr, float_input, pre.color_order)
 
 
 def _manifest(spec: ModelSpec, pre: Preprocess, loaded: Any, params: int, names: list[str],

@@ -58,7 +58,7 @@ class Judgement:
     def summary(self) -> str:
         a = self.agreement
         text = (f"top-1 agreement {a.rate:.3f} (95% interval {a.low:.3f}-{a.high:.3f}, {a.k}/{a.n} images; "
-                f"{_said(a.status)} >= {a.threshold:g})")
+                f"{_said(a.status)} >= {a.threshold:.10g})")
         if self.accuracy is not None:
             d = self.accuracy
             text += (f", accuracy {d.accuracy:.3f} vs FP32 {d.ref_accuracy:.3f}: drop {100 * d.drop:.1f} points "
@@ -68,15 +68,25 @@ class Judgement:
 
     def advice(self) -> str:
         """What would settle an undecided result ('' when decided)."""
+        notes = []
         a = self.agreement
-        if a.status != "undecided":
-            return ""
-        more = f"about {a.needed} validation images would tell" if a.needed else "far more images would tell"
-        floor = stats.fails_below(a.n, a.threshold)
-        can = (f"with {a.n} images the gate fails only at {floor} or fewer agreeing" if floor >= 0
-               else f"{a.n} images cannot fail it")
-        return (f"{self.precision}: too few validation images to tell whether agreement is >= {a.threshold:g} "
-                f"({a.k}/{a.n}; {can}); {more} (--val-data DIR)")
+        if a.status == "undecided" and a.threshold >= 1:
+            notes.append(f"{self.precision}: no number of images can show agreement >= 1; the gate fails only "
+                         "when an image disagrees")
+        elif a.status == "undecided":
+            more = (f"about {a.needed} validation images would tell" if a.needed
+                    else "far more images would tell")
+            floor = stats.fails_below(a.n, a.threshold)
+            can = (f"with {a.n} images the gate fails only at {floor} or fewer agreeing" if floor >= 0
+                   else f"{a.n} images cannot fail it")
+            notes.append(f"{self.precision}: too few validation images to tell whether agreement is >= "
+                         f"{a.threshold:.10g} ({a.k}/{a.n}; {can}); {more} (--val-data DIR)")
+        d = self.accuracy
+        if d is not None and d.status == "undecided":
+            notes.append(f"{self.precision}: too few labelled images to tell whether accuracy drops by at most "
+                         f"{100 * d.max_drop:g} points (drop {100 * d.drop:.1f}, 95% interval {100 * d.low:.1f} "
+                         f"to {100 * d.high:.1f} on {d.n} images)")
+        return "; ".join(notes)
 
     def to_dict(self) -> dict[str, Any]:
         a = self.agreement

@@ -61,7 +61,7 @@ def describe(path: Path) -> str:
     if isinstance(int8, dict):
         lines.append(f"  int8: {int8.get('method')} calibration on {int8.get('calibration_images')} images, "
                      f"judged on {int8.get('validation_images')} {'labelled ' if int8.get('labelled') else ''}"
-                     f"images; kept in FP32: {', '.join(int8.get('fallback_layers') or []) or 'none'}")
+                     f"images; kept in FP32: {_names(int8.get('fallback_layers'))}")
         for form in ("tensorrt", "cpu", "dla"):
             if isinstance(int8.get(form), dict):
                 lines.append(f"    {form}: {_figures(int8[form])}")
@@ -71,6 +71,10 @@ def describe(path: Path) -> str:
         if key not in ("parity", "int8", "fp16"):
             lines.append(f"  {key}: {val}")
     return "\n".join(lines)
+
+
+def _names(value: Any) -> str:
+    return ", ".join(str(v) for v in value) or "none" if isinstance(value, list) else "none" if not value else "?"
 
 
 def _figures(f: dict[str, Any]) -> str:

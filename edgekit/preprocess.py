@@ -157,3 +157,12 @@ def to_model_input(batch_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
     scale, offset = graph_constants(pre)
     x = x * scale.astype(np.float64) + offset.astype(np.float64)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32)
+
+
+def graph_input(images_bgr: np.ndarray, float_input: bool, color_order: str | None) -> np.ndarray:
+    """What an exported graph takes, from model-size uint8 BGR NHWC images: the images as they
+    are (uint8 input), or float NCHW pixels 0-255 in the model's colour order (``--float-input``)."""
+    if not float_input:
+        return images_bgr
+    x = images_bgr[..., ::-1] if color_order == "RGB" else images_bgr
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32)
