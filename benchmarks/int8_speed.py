@@ -223,7 +223,8 @@ def main() -> None:
           f"[{cpu.kind}]")
     print(f"  ONNX Runtime INT8 8-bit weights    {sp['cpu8']:8.1f} ms   {sp['fp32'] / sp['cpu8']:4.2f}x ORT FP32 "
           f"(for comparison)")
-    print(f"  TensorRT Q/DQ form on ONNX Runtime {sp['trt_form']:8.1f} ms   {sp['fp32'] / sp['trt_form']:4.2f}x ORT FP32 "
+    trt_ratio = sp["fp32"] / sp["trt_form"]
+    print(f"  TensorRT Q/DQ form on ONNX Runtime {sp['trt_form']:8.1f} ms   {trt_ratio:4.2f}x ORT FP32 "
           "(not a CPU model: no fused kernels)")
     print(f"calibration (entropy, two passes) of 500 images: {sp['calibration_500_s']:.1f} s")
     print(f"\nGoogLeNet (torchvision), digits at 96 px, {args.train_steps} steps ({g['train_s']:.0f} s): "
