@@ -18,23 +18,36 @@ class Agreement:
     top5_overlap: float  # mean share of FP32's top-5 classes also in this model's top-5
     cosine: float  # mean cosine similarity of the logits
     max_abs_error: float
+    nonfinite: int = 0  # images whose logits hold inf or NaN (an FP16 overflow): counted as disagreeing
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        """JSON-safe: a non-finite figure (an overflowed model) is written as null."""
+        return {k: ((round(v, 6) if np.isfinite(v) else None) if isinstance(v, float) else v)
+                for k, v in asdict(self).items()}
 
 
 def agreement(ref: np.ndarray, got: np.ndarray) -> Agreement:
     ref = ref.astype(np.float64)
     got = got.astype(np.float64)
+    bad = ~np.isfinite(got).all(axis=1)
+    got = np.where(np.isfinite(got), got, 0.0)
     k = min(5, ref.shape[1])
-    top1 = float(np.mean(ref.argmax(1) == got.argmax(1)))
+    top1 = float(np.mean((ref.argmax(1) == got.argmax(1)) & ~bad))
     rk = np.argsort(-ref, axis=1)[:, :k]
     gk = np.argsort(-got, axis=1)[:, :k]
-    overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(rk, gk, strict=True)]))
+    overlap = float(np.mean([0.0 if b else len(set(x) & set(y)) / k for x, y, b in zip(rk, gk, bad)]))
     num = np.sum(ref * got, axis=1)
     den = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-    cos = float(np.mean(num / np.maximum(den, 1e-12)))
-    return Agreement(len(ref), top1, overlap, cos, float(np.abs(ref - got).max()))
+    cos = float(np.mean(np.where(bad, 0.0, num / np.maximum(den, 1e-12))))
+    err = float("inf") if bad.any() else float(np.abs(ref - got).max())
+    return Agreement(len(ref), top1, overlap, cos, err, int(bad.sum()))
+
+
+def top1_matches(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """Per image: same top-1 class as the reference, and finite logits."""
+    same: np.ndarray = (ref.argmax(1) == np.where(np.isfinite(got), got, -np.inf).argmax(1)) \
+        & np.isfinite(got).all(axis=1)
+    return same
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,8 @@ class Judgement:
         a = self.agreement
         text = (f"top-1 agreement {a.rate:.3f} (95% interval {a.low:.3f}-{a.high:.3f}, {a.k}/{a.n} images; "
                 f"{_said(a.status)} >= {a.threshold:.10g})")
+        if self.figures.nonfinite:
+            text += f", {self.figures.nonfinite} image(s) with inf/NaN logits (overflow)"
         if self.accuracy is not None:
             d = self.accuracy
             text += (f", accuracy {d.accuracy:.3f} vs FP32 {d.ref_accuracy:.3f}: drop {100 * d.drop:.1f} points "
@@ -113,11 +128,12 @@ def judge(precision: str, ref: np.ndarray, got: np.ndarray, min_agreement: float
     """The gate's verdict: fails only when the data show agreement below ``min_agreement``, or
     (with labels) an accuracy drop beyond ``max_drop``; undecided results pass and say so."""
     figures = agreement(ref, got)
-    k = int(np.sum(ref.argmax(1) == got.argmax(1)))
+    k = int(np.sum(top1_matches(ref, got)))
     test = stats.proportion_test(k, len(ref), min_agreement)
     acc = None
     if labels is not None:
-        acc = stats.paired_drop(list(ref.argmax(1) == labels), list(got.argmax(1) == labels), max_drop)
+        right = (np.where(np.isfinite(got), got, -np.inf).argmax(1) == labels) & np.isfinite(got).all(axis=1)
+        acc = stats.paired_drop(list(ref.argmax(1) == labels), list(right), max_drop)
     return Judgement(precision, figures, test, acc)
 
 

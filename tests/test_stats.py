@@ -72,3 +72,18 @@ def test_judge_gives_one_verdict_and_a_line_that_says_why():
     bad = ref.copy()
     bad[:20] = ref[:20][:, ::-1]
     assert gate.judge("int8", ref, bad, 0.99).failed
+
+
+def test_overflowed_logits_count_as_disagreeing_and_stay_json_safe():
+    import json
+
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(10, 5))
+    got = ref.copy()
+    got[0, 1] = np.inf  # an FP16 overflow
+    got[1, :] = np.nan
+    j = gate.judge("fp16", ref, got, 0.99, ref.argmax(1))
+    assert j.agreement.k == 8 and j.figures.nonfinite == 2 and "inf/NaN" in j.summary()
+    assert j.accuracy is not None and j.accuracy.lost == 2
+    text = json.dumps(j.to_dict(), allow_nan=False)  # no Infinity/NaN in a manifest
+    assert '"max_abs_error": null' in text
