@@ -12,18 +12,17 @@ and both passes are sums and extremes: the order of the images changes nothing.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit.callbacks import Progress
 from edgekit.deps import require
 from edgekit.entropy import BINS
 from edgekit.errors import UsageError
 
-Progress = Callable[[int, int], None]
 CHUNK_BYTES = 256 * 1024 * 1024  # exposed activations per pass over a chunk: bounds memory on a Jetson
 
 

@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgekit import manifest as mf
+from edgekit.callbacks import Log
 from edgekit.errors import UsageError
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 from edgekit import bundle as bundle_mod
 from edgekit import calibcache, calibdata, gate, quantize, sensitivity
 from edgekit import manifest as mf
+from edgekit.callbacks import Log, Progress
 from edgekit.errors import EdgekitError, UsageError
 
 DEFAULT_IMAGES = 500
@@ -29,8 +29,6 @@ DEFAULT_VAL_IMAGES = 1000
 # ignores a cache of another version, so the engine builder rewrites it for the running one.
 DEFAULT_CACHE_TRT = "10.3.0"
 
-Log = Callable[[str], None]
-Progress = Callable[[int, int], None]
 
 
 class GateError(EdgekitError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ import click
 from edgekit import __version__
 from edgekit.errors import EdgekitError, UsageError
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=typing.Callable[..., Any])
 
 
 def _echo_err(msg: str) -> None:
@@ -119,7 +120,7 @@ def models(as_json: bool) -> None:
                      sources, s.definition))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             click.echo("  ".join("-" * w for w in widths))
 
@@ -200,10 +201,10 @@ def classify(bundle: Path, images: tuple[Path, ...], topk: int, as_json: bool, b
             if as_json:
                 click.echo(json.dumps({"image": str(p), "latency_ms": round(pred.latency_ms, 2),
                                        "top": [{"label": lb, "index": i, "score": round(s, 5)} for lb, i, s
-                                               in zip(pred.labels, pred.indices, pred.scores, strict=False)]}))
+                                               in zip(pred.labels, pred.indices, pred.scores)]}))
                 continue
             click.echo(f"{p.name}  ({pred.latency_ms:.1f} ms)")
-            for lb, s in zip(pred.labels, pred.scores, strict=False):
+            for lb, s in zip(pred.labels, pred.scores):
                 click.echo(f"  {s:6.1%}  {lb}")
 
 
@@ -407,7 +408,7 @@ def profiles(ctx: click.Context) -> None:
                      p.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     seen = dev.model or dev.gpu_name or "no NVIDIA GPU"
     click.echo(f"\nthis machine: {seen}" + (f", L4T {dev.l4t}" if dev.l4t else "") + f" -> {here.name}")
 

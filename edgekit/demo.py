@@ -3,14 +3,12 @@ photographs, and classify real photos with FP32 and INT8 side by side."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
+from edgekit.callbacks import Log as Out
 from edgekit.errors import WeightsError
 from edgekit.export import ExportRequest, export
 from edgekit.images import read_image, sample_images
-
-Out = Callable[[str], None]
 
 
 def run_demo(model: str, out: Path, say: Out, note: Out) -> None:
@@ -53,8 +51,7 @@ def run_demo(model: str, out: Path, say: Out, note: Out) -> None:
             a = fp32.classify(img, topk=5)
             b = int8.classify(img, topk=5)
             say(f"{p.name}   FP32 {a.latency_ms:.1f} ms/image   INT8 {b.latency_ms:.1f} ms/image")
-            for (la, sa), (lb, sb) in zip(zip(a.labels, a.scores, strict=True), zip(b.labels, b.scores, strict=True),
-                                         strict=True):
+            for (la, sa), (lb, sb) in zip(zip(a.labels, a.scores), zip(b.labels, b.scores)):
                 say(f"  {sa:6.1%}  {la:<28.28} | {sb:6.1%}  {lb}")
         # ... and a stream: a clip made from the same photographs, read live at its own pace
         clip = out / "demo-clip.avi"

@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ from typing import Any
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
 from edgekit import profiles as prof_mod
+from edgekit.callbacks import Log
 from edgekit.errors import UsageError
 from edgekit.hashing import sha256_file
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)

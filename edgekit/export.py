@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 from edgekit import __version__, bundle
 from edgekit import labels as labels_mod
 from edgekit import manifest as mf
+from edgekit.callbacks import Log
 from edgekit.deps import require
 from edgekit.errors import ExportError, UsageError
 from edgekit.gate import run_all
@@ -28,7 +28,6 @@ PARITY_TOLERANCE = 1e-4
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)

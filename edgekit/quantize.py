@@ -18,7 +18,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgekit import activations, qdq
+from edgekit.callbacks import Progress
 from edgekit.deps import require
 from edgekit.entropy import entropy_amax
 from edgekit.errors import UsageError
@@ -33,7 +34,6 @@ from edgekit.errors import UsageError
 METHODS = ("entropy", "percentile", "minmax")
 TARGETS = ("trt", "cpu")
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

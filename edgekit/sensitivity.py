@@ -13,17 +13,16 @@ so one image changes a figure by a little, never by a step):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from edgekit import qdq
+from edgekit.callbacks import Log
 from edgekit.deps import require
 
 MASK = "edgekit_layer_mask"
 _END = "__edgekit_end__"  # nodes emitted after the last one
-Log = Callable[[str], None]
 
 
 def _fake_weight(w: np.ndarray, node: Any) -> np.ndarray:

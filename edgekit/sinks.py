@@ -82,8 +82,7 @@ class JsonLines:
 
     def write(self, r: Result) -> None:
         p = r.prediction
-        top = [{"label": lb, "index": i, "score": round(s, 5)} for lb, i, s in zip(p.labels, p.indices, p.scores,
-                                                                                   strict=True)]
+        top = [{"label": lb, "index": i, "score": round(s, 5)} for lb, i, s in zip(p.labels, p.indices, p.scores)]
         rec = {"frame": r.frame_index, "capture_time": round(r.captured + self.offset, 6),
                "latency_ms": round(r.latency_ms, 2), "infer_ms": round(r.infer_ms, 2),
                "label": p.label if p.score >= self.threshold else None, "top": top}
@@ -98,7 +97,7 @@ def annotate(frame: np.ndarray, r: Result) -> np.ndarray:
     cv2 = require("cv2", "drawing annotations")
     img = frame.copy()
     p = r.prediction
-    lines = [f"{s:5.1%} {lb}" for lb, s in zip(p.labels[:3], p.scores[:3], strict=True)]
+    lines = [f"{s:5.1%} {lb}" for lb, s in zip(p.labels[:3], p.scores[:3])]
     lines.append(f"{r.latency_ms:.0f} ms")
     for i, text in enumerate(lines):
         y = 24 + 22 * i

@@ -264,5 +264,5 @@ def _load_state_dict(spec: ModelSpec, raw: dict[str, Any], size: int, what: str)
             f"{len(unexpected)} unexpected, {len(shape_bad)} with another shape (e.g. '{example}'); "
             "is it a checkpoint for another architecture? check --model"
         )
-    model.load_state_dict(sd, strict=False)
+    model.load_state_dict(sd)
     return model, num_classes

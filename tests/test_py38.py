@@ -50,8 +50,11 @@ class _RuntimeTyping(ast.NodeVisitor):
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         v = node.value
-        name = v.id if isinstance(v, ast.Name) else v.attr if isinstance(v, ast.Attribute) else ""
-        if (isinstance(v, ast.Name) and v.id in BUILTIN_GENERICS) or name in self.abc_names:
+        name = v.id if isinstance(v, ast.Name) else ""
+        if isinstance(v, ast.Attribute) and ast.unparse(v.value) in ("collections.abc", "abc"):
+            name = v.attr  # collections.abc.Callable[...]; typing.Callable[...] is fine on 3.8
+            self.abc_names = self.abc_names | {name}
+        if name in BUILTIN_GENERICS or name in self.abc_names:
             self.found.append(f"line {node.lineno}: {name}[...] at run time needs Python 3.9")
         self.generic_visit(node)
 

@@ -152,7 +152,7 @@ class _CudaPython(Cuda):
     binding = "cuda-python"
 
     def __init__(self, ordinal: int) -> None:
-        self.drv: Any = importlib.import_module("cuda.bindings.driver")
+        self.drv: Any = _driver_module()
         d = self.drv
         try:
             self._check(d.cuInit(0), "cuInit")
@@ -242,14 +242,26 @@ class _PinnedOwner:
 
 
 _OPEN: dict[tuple[str, int], Cuda] = {}
+# cuda-python's driver API: cuda.bindings.driver from 12.6.1; cuda.cuda before (the newest
+# cuda-python for Python 3.8, JetPack 5's Python, is 12.3), the same functions and names
+_DRIVER_MODULES = ("cuda.bindings.driver", "cuda.cuda")
+
+
+def _driver_module() -> Any:
+    for module in _DRIVER_MODULES:
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            continue
+    raise ImportError("cuda-python is not installed")
 
 
 def available() -> list[str]:
     """The CUDA bindings importable here, in preference order."""
     out = []
-    for name, module in (("pycuda", "pycuda.driver"), ("cuda-python", "cuda.bindings.driver")):
+    for name, load in (("pycuda", lambda: importlib.import_module("pycuda.driver")), ("cuda-python", _driver_module)):
         try:
-            importlib.import_module(module)
+            load()
         except ImportError:
             continue
         out.append(name)
