@@ -97,7 +97,8 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
             "ONNX Runtime; to build ahead of time with TensorRT-RTX name an RTX profile, e.g. --profile desktop-ada"
         )
     precision = req.precision or profile.default_precision
-    batch = req.batch or profile.batch
+    dla_batch = prof_mod.Batch(prof_mod.DLA_BATCH, prof_mod.DLA_BATCH, prof_mod.DLA_BATCH)
+    batch = req.batch or (dla_batch if req.dla is not None else profile.batch)
     workspace = req.workspace_mib or profile.workspace_mib
     prof_mod.check_request(profile, precision, req.dla, batch, req.workspace_mib)
 
@@ -124,7 +125,7 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
         if cart is None:
             raise UsageError(f"{req.bundle} has no calibration.cache for implicit INT8 on DLA; run edgekit calibrate")
         calib_text = bundle_mod.artifact_path(req.bundle, cart).read_text(encoding="utf-8")
-    target_cc = profile.compute_capability[0] if profile.compute_capability else None
+    target_cc = prof_mod.target_compute_capability(profile, prof_mod.detect()[1])
     fields = {
         "onnx_sha256": art.sha256, "precision": precision, "flavour": trt.__name__, "trt_version": trt.__version__,
         "profile": profile.name, "compute_capability": target_cc, "dla_core": req.dla,
@@ -165,6 +166,7 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
         "batch": {"min": batch.min, "opt": batch.opt, "max": batch.max}, "workspace_mib": workspace,
         "opt_level": fields["opt_level"], "strongly_typed": strat.strongly_typed,
         "builder_flags": list(strat.builder_flags), "implicit_int8": strat.calibrator,
+        "profiles": built.profiles, "profile_sharing": built.profile_sharing,
         "build_seconds": round(built.seconds, 2),
         "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

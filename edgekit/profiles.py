@@ -307,6 +307,17 @@ def detect(root: Path = Path("/")) -> tuple[Profile, Device]:
 # ------------------------------------------------------------------ refusals
 
 
+DLA_BATCH = 1  # DLA takes static shapes only (min = opt = max); NVIDIA's jetson_benchmarks run DLA at batch 1
+
+
+def target_compute_capability(p: Profile, dev: Device) -> str | None:
+    """The compute capability an engine is built for: this GPU's when the profile covers it (a
+    GB10 is 12.1 where desktop-blackwell also lists 12.0), else the profile's first."""
+    if dev.compute_capability and (not p.compute_capability or dev.compute_capability in p.compute_capability):
+        return dev.compute_capability
+    return p.compute_capability[0] if p.compute_capability else None
+
+
 def check_request(p: Profile, precision: str, dla: int | None = None, batch: Batch | None = None,
                   workspace_mib: int | None = None) -> None:
     """Refuse, before any work, what the device cannot honour, saying what to do instead."""
@@ -323,6 +334,12 @@ def check_request(p: Profile, precision: str, dla: int | None = None, batch: Bat
             raise UsageError(f"{p.name} has no DLA (DLA cores: 0); drop --dla to build for the GPU")
         if not 0 <= dla < p.dla_cores:
             raise UsageError(f"{p.name} has DLA cores 0-{p.dla_cores - 1}; --dla {dla} does not exist")
+        if precision == "fp32":
+            raise UsageError(f"DLA has no FP32 ({p.name}): build --fp16 or --int8 for --dla {dla}, "
+                             "or drop --dla to build FP32 for the GPU")
+        if batch is not None and not batch.min == batch.opt == batch.max:
+            raise UsageError(f"DLA needs one static batch size, got --batch {batch.min}:{batch.opt}:{batch.max}; "
+                             f"use --batch N (DLA builds default to batch {DLA_BATCH})")
     if batch is not None and batch.max > p.max_batch:
         raise UsageError(f"{p.name}: batch {batch.max} is beyond the profile's largest ({p.max_batch}); "
                          f"use --batch {batch.min}:{min(batch.opt, p.max_batch)}:{p.max_batch} or less")

@@ -10,6 +10,7 @@ from edgekit import profiles as pm
 from edgekit.errors import UsageError
 
 SHIPPED = {"jetson-nano", "jetson-tx2", "jetson-xavier-nx", "jetson-agx-xavier", "jetson-orin-nano", "jetson-orin-nx",
+           "jetson-orin-nx-8gb",
            "jetson-agx-orin", "jetson-agx-thor", "desktop-turing", "desktop-ampere", "desktop-ada",
            "desktop-blackwell", "datacenter-ampere", "datacenter-hopper", "cpu"}
 
@@ -31,6 +32,9 @@ BOARDS = {
     "jetson-orin-nx": ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit",
                        "nvidia,p3768-0000+p3767-0000\0nvidia,p3767-0000\0nvidia,tegra234",
                        "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64"),
+    "jetson-orin-nx-8gb": ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit",
+                           "nvidia,p3768-0000+p3767-0001\0nvidia,p3767-0001\0nvidia,tegra234",
+                           "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64"),
     "jetson-agx-orin": ("Jetson AGX Orin", "nvidia,p3737-0000+p3701-0005\0nvidia,p3701-0005\0nvidia,tegra234\0"
                         "nvidia,tegra23x", "# R35 (release), REVISION: 2.1, GCID: 32398013, BOARD: t186ref"),
     "jetson-agx-thor": ("NVIDIA Jetson AGX Thor Developer Kit", "nvidia,p4071-0000+p3834-0008\0nvidia,p3834-0008\0"
@@ -147,3 +151,29 @@ def test_invalid_profiles_name_file_and_key(tmp_path, body, match):
 def test_unknown_profile_lists_names():
     with pytest.raises(UsageError, match="unknown profile 'jetson-orin'.*jetson-orin-nano"):
         pm.get("jetson-orin")
+
+
+def test_orin_nx_8gb_has_one_dla_core_and_16gb_two():
+    assert pm.get("jetson-orin-nx-8gb").dla_cores == 1 and pm.get("jetson-orin-nx").dla_cores == 2
+    with pytest.raises(UsageError, match="DLA cores 0-0; --dla 1 does not exist"):
+        pm.check_request(pm.get("jetson-orin-nx-8gb"), "int8", dla=1)
+
+
+def test_dla_takes_static_shapes_and_no_fp32():
+    orin = pm.get("jetson-agx-orin")
+    with pytest.raises(UsageError, match="DLA has no FP32"):
+        pm.check_request(orin, "fp32", dla=0)
+    with pytest.raises(UsageError, match="one static batch size.*--batch N"):
+        pm.check_request(orin, "int8", dla=0, batch=pm.Batch(1, 4, 8))
+    pm.check_request(orin, "int8", dla=0, batch=pm.Batch(2, 2, 2))
+    pm.check_request(orin, "fp16", dla=1)
+
+
+def test_engine_records_this_gpus_compute_capability():
+    """A GB10 (12.1) builds for itself, not for desktop-blackwell's first entry (12.0), so its engine
+    matches it next time instead of being rebuilt at every start."""
+    blackwell = pm.get("desktop-blackwell")
+    gb10 = pm.Device(gpu_name="NVIDIA GB10", compute_capability="12.1")
+    assert pm.target_compute_capability(blackwell, gb10) == "12.1"
+    assert pm.target_compute_capability(blackwell, pm.Device()) == "12.0"  # ahead of time, no GPU here
+    assert pm.target_compute_capability(pm.get("jetson-orin-nano"), pm.Device(compute_capability="8.7")) == "8.7"

@@ -78,6 +78,9 @@ class Cuda:
     def event(self) -> Any:
         raise NotImplementedError
 
+    def destroy(self, stream_or_event: Any) -> None:
+        """Release a stream or an event made here (cuda-python's handles are not garbage-collected)."""
+
     def record(self, event: Any, stream: Any) -> None:
         raise NotImplementedError
 
@@ -86,7 +89,12 @@ class Cuda:
         raise NotImplementedError
 
     def memory(self) -> tuple[int, int]:
-        """(free, total) device memory in bytes."""
+        """(free, total) device memory in bytes, asked inside the context (the driver answers
+        CUDA_ERROR_INVALID_CONTEXT on a thread with none current)."""
+        with self.current():
+            return self._mem_info()
+
+    def _mem_info(self) -> tuple[int, int]:
         raise NotImplementedError
 
 
@@ -143,7 +151,7 @@ class _PyCuda(Cuda):
         end.synchronize()
         return float(end.time_since(start))
 
-    def memory(self) -> tuple[int, int]:
+    def _mem_info(self) -> tuple[int, int]:
         free, total = self.drv.mem_get_info()
         return int(free), int(total)
 
@@ -218,6 +226,12 @@ class _CudaPython(Cuda):
     def event(self) -> Any:
         return self._check(self.drv.cuEventCreate(0), "cuEventCreate")
 
+    def destroy(self, stream_or_event: Any) -> None:
+        if isinstance(stream_or_event, self.drv.CUstream):
+            self._check(self.drv.cuStreamDestroy(stream_or_event), "cuStreamDestroy")
+        elif isinstance(stream_or_event, self.drv.CUevent):
+            self._check(self.drv.cuEventDestroy(stream_or_event), "cuEventDestroy")
+
     def record(self, event: Any, stream: Any) -> None:
         self._check(self.drv.cuEventRecord(event, stream), "cuEventRecord")
 
@@ -225,7 +239,7 @@ class _CudaPython(Cuda):
         self._check(self.drv.cuEventSynchronize(end), "cuEventSynchronize")
         return float(self._check(self.drv.cuEventElapsedTime(start, end), "cuEventElapsedTime"))
 
-    def memory(self) -> tuple[int, int]:
+    def _mem_info(self) -> tuple[int, int]:
         free, total = self._check(self.drv.cuMemGetInfo(), "cuMemGetInfo")
         return int(free), int(total)
 

@@ -60,9 +60,11 @@ def check_engine(entry: dict[str, Any], here: Here, bundle: Path) -> None:
                              f"{here.flavour} {here.trt_version}; {fix}")
     if here.flavour == "tensorrt":
         # plans are tied to the exact TensorRT build unless built version-compatible (8.6+)
+        # version-compatible plans (8.6+) run forward only, within one major version
+        built_v, here_v = _release(built_version), _release(here.trt_version)
         same = built_version == here.trt_version or (
-            bool(entry.get("version_compatible")) and compat.parse_version(here.trt_version) >= (8, 6)
-            and compat.parse_version(built_version)[0] == compat.parse_version(here.trt_version)[0])
+            bool(entry.get("version_compatible")) and built_v >= (8, 6) and built_v[0] == here_v[0]
+            and here_v >= built_v)
     else:
         same = compat.parse_version(built_version) == compat.parse_version(here.trt_version)
     if not same:
@@ -73,6 +75,11 @@ def check_engine(entry: dict[str, Any], here: Here, bundle: Path) -> None:
             and not entry.get("hardware_compatible"):
         raise EngineMismatch(f"{entry['path']} was built for compute capability {built_cc} "
                              f"({entry.get('device', '?')}), this GPU is {here.compute_capability}; {fix}")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """'8.6.1.6' -> (8, 6, 1, 6); unreadable parts count as 0."""
+    return tuple(int(p) if p.isdigit() else 0 for p in version.split("."))
 
 
 def pick_engine(engines: tuple[dict[str, Any], ...], precision: str | None, here: Here) -> dict[str, Any] | None:
@@ -107,8 +114,11 @@ class _Tensor:
 
 
 @dataclass
-class _ThreadState:
+class _Slot:
+    """One execution context with its stream, events and buffers; serves one call at a time."""
+
     context: IExecutionContext
+    profile: int
     stream: Any
     events: tuple[Any, Any]  # start/end of the last call, for device time
     batch: int = 0
@@ -117,6 +127,14 @@ class _ThreadState:
 
 
 class TrtRunner:
+    """A bundle's engine on this GPU; any thread may call ``infer``.
+
+    Calls borrow an execution context from a pool instead of keeping one per thread: nothing
+    is left behind when a thread ends, and where contexts cannot share an optimisation profile
+    (TensorRT 8.5, and 8.6 without the preview feature) each context takes its own profile
+    and callers beyond the number of profiles wait for a free context.
+    """
+
     backend = "tensorrt"
 
     def __init__(self, plan: str | Path, entry: dict[str, Any] | None = None, binding: str | None = None,
@@ -127,13 +145,18 @@ class TrtRunner:
         self.cuda = cuda or open_cuda(binding)
         self.plan = Path(plan)
         data = self.plan.read_bytes()
-        self._lock = threading.Lock()
-        self._states: list[_ThreadState] = []
-        self._local = threading.local()
+        self._cond = threading.Condition()
+        self._slots: list[_Slot] = []
+        self._free: list[_Slot] = []
+        self._closed = False
         self.last_device_ms: float | None = None  # copies + inference of the last call, from CUDA events
         logger = self.trt.Logger(self.trt.Logger.WARNING)
         with self.cuda.current():
             self.runtime: Runtime = self.trt.Runtime(logger)
+            if entry.get("version_compatible"):
+                # a version-compatible plan carries its own lean runtime, which runs only when allowed
+                legacy_rt: Any = self.runtime
+                legacy_rt.engine_host_code_allowed = True
             if entry.get("dla_core") is not None:
                 self.runtime.DLA_core = int(entry["dla_core"])
             self.engine: ICudaEngine = self.runtime.deserialize_cuda_engine(data)
@@ -145,6 +168,13 @@ class TrtRunner:
         self.outputs = [t for t in self.tensors if not t.is_input]
         if len(self.inputs) != 1:
             raise BundleError(f"{self.plan} has {len(self.inputs)} inputs; edgekit engines have one")
+        legacy: Any = self.engine
+        self.profiles = int(getattr(legacy, "num_optimization_profiles", 1) or 1)
+        # contexts may all use profile 0 with static shapes, on TensorRT 10+, or on 8.6 when the
+        # engine was built with PROFILE_SHARING_0806; otherwise one profile per context
+        self.sharing = (self.inputs[0].shape[0] != -1 or self.features.profile_sharing == "default"
+                        or (self.features.profile_sharing == "preview" and bool(entry.get("profile_sharing"))))
+        self.max_contexts = None if self.sharing else self.profiles
         self.description = (f"{self.trt.__name__} {self.trt.__version__} on {self.cuda.device_name} "
                             f"(sm_{self.cuda.compute_capability.replace('.', '')}, {self.cuda.binding})")
 
@@ -166,21 +196,46 @@ class TrtRunner:
                                    tuple(legacy.get_binding_shape(i))))
         return out
 
-    def _state(self) -> _ThreadState:
-        st: _ThreadState | None = getattr(self._local, "state", None)
-        if st is None:
-            # one execution context per thread: contexts are not safe to share between threads
-            st = _ThreadState(self.engine.create_execution_context(), self.cuda.stream(),
-                              (self.cuda.event(), self.cuda.event()))
-            self._local.state = st
-            with self._lock:
-                self._states.append(st)
-        return st
+    def _acquire(self) -> _Slot:
+        """A free context; a new one if the engine allows another, else the next one released."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise BundleError(f"{self.plan.name}: the TensorRT runner was closed")
+                if self._free:
+                    return self._free.pop()
+                if self.max_contexts is None or len(self._slots) < self.max_contexts:
+                    slot = self._new_slot(len(self._slots))
+                    self._slots.append(slot)
+                    return slot
+                self._cond.wait()
 
-    def _buffers(self, st: _ThreadState, batch: int) -> None:
+    def _give_back(self, slot: _Slot) -> None:
+        with self._cond:
+            if slot in self._slots:
+                self._free.append(slot)
+            self._cond.notify()
+
+    def _new_slot(self, index: int) -> _Slot:
+        stream = self.cuda.stream()
+        context = self.engine.create_execution_context()
+        if context is None:
+            self.cuda.destroy(stream)
+            raise BundleError(f"TensorRT could not create an execution context for {self.plan.name} "
+                              "(out of GPU memory?)")
+        profile = 0 if self.sharing else index
+        if not self.sharing and self.features.execute_v3:
+            if not context.set_optimization_profile_async(profile, self.cuda.handle(stream)):
+                self.cuda.destroy(stream)
+                raise BundleError(f"{self.plan.name}: TensorRT refused optimisation profile {profile} for a new "
+                                  "execution context; rebuild the engine here (edgekit build --rebuild)")
+            self.cuda.synchronize(stream)
+        return _Slot(context, profile, stream, (self.cuda.event(), self.cuda.event()))
+
+    def _buffers(self, st: _Slot, batch: int) -> None:
         if st.batch == batch:
             return
-        self._release(st)
+        self._free_buffers(st)
         inp = self.inputs[0]
         shape = (batch,) + inp.shape[1:]
         ctx = st.context
@@ -200,7 +255,7 @@ class TrtRunner:
                 ctx.set_tensor_address(t.name, self.cuda.handle(st.device[t.name]))
         st.batch = batch
 
-    def _release(self, st: _ThreadState) -> None:
+    def _free_buffers(self, st: _Slot) -> None:
         for mem in st.device.values():
             self.cuda.free(mem)
         st.device.clear()
@@ -211,38 +266,48 @@ class TrtRunner:
         return self.infer_all(inputs)[self.outputs[0].name]
 
     def infer_all(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
-        inp = self.inputs[0]
         with self.cuda.current():
-            st = self._state()
-            self._buffers(st, int(inputs.shape[0]))
-            host_in = st.host[inp.name]
-            np.copyto(host_in, inputs, casting="same_kind")
-            self.cuda.record(st.events[0], st.stream)
-            self.cuda.to_device(st.device[inp.name], host_in, st.stream)
-            sh = self.cuda.handle(st.stream)
-            if self.features.execute_v3:
-                ok = st.context.execute_async_v3(sh)
-            else:
-                legacy: Any = st.context
-                ok = legacy.execute_async_v2([self.cuda.handle(st.device[t.name]) for t in self.tensors], sh)
-            if not ok:
-                raise BundleError(f"TensorRT failed to run {self.plan.name} (see the lines above)")
-            for t in self.outputs:
-                self.cuda.to_host(st.host[t.name], st.device[t.name], st.stream)
-            self.cuda.record(st.events[1], st.stream)
-            self.cuda.synchronize(st.stream)
-            self.last_device_ms = self.cuda.elapsed_ms(*st.events)
-            return {t.name: np.array(st.host[t.name]) for t in self.outputs}
+            st = self._acquire()
+            try:
+                return self._run(st, inputs)
+            finally:
+                self._give_back(st)
+
+    def _run(self, st: _Slot, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        inp = self.inputs[0]
+        self._buffers(st, int(inputs.shape[0]))
+        host_in = st.host[inp.name]
+        np.copyto(host_in, inputs, casting="same_kind")
+        self.cuda.record(st.events[0], st.stream)
+        self.cuda.to_device(st.device[inp.name], host_in, st.stream)
+        sh = self.cuda.handle(st.stream)
+        if self.features.execute_v3:
+            ok = st.context.execute_async_v3(sh)
+        else:
+            legacy: Any = st.context
+            ok = legacy.execute_async_v2([self.cuda.handle(st.device[t.name]) for t in self.tensors], sh)
+        if not ok:
+            raise BundleError(f"TensorRT failed to run {self.plan.name} (see the lines above)")
+        for t in self.outputs:
+            self.cuda.to_host(st.host[t.name], st.device[t.name], st.stream)
+        self.cuda.record(st.events[1], st.stream)
+        self.cuda.synchronize(st.stream)
+        self.last_device_ms = self.cuda.elapsed_ms(*st.events)
+        return {t.name: np.array(st.host[t.name]) for t in self.outputs}
 
     def close(self) -> None:
-        with self._lock:
-            states, self._states = self._states, []
-        if states:
+        """Free every context, buffer, stream and event; calls still waiting for a context fail."""
+        with self._cond:
+            slots, self._slots, self._free = self._slots, [], []
+            self._closed = True
+            self._cond.notify_all()
+        if slots:
             with self.cuda.current():
-                for st in states:
-                    self._release(st)
+                for st in slots:
+                    self._free_buffers(st)
+                    for handle in (st.stream, *st.events):
+                        self.cuda.destroy(handle)
                     del st.context
-        self._local = threading.local()
 
     def __enter__(self) -> TrtRunner:
         return self

@@ -35,6 +35,7 @@ class BuildOptions:
     hardware_compatible: bool = False
     timing_cache: bytes | None = None
     calibration_cache: str | None = None  # for the implicit-INT8 (DLA) path
+    contexts: int = 2  # concurrent execution contexts to provide for where profiles cannot be shared (< 8.6)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Built:
     seconds: float
     timing_cache: bytes | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    profiles: int = 1  # optimisation profiles in the plan (one per concurrent context before 8.6)
+    profile_sharing: bool = True  # contexts may share a profile (10+, or 8.6 with the preview feature)
 
 
 def _recorder(trt: ModuleType) -> Any:
@@ -170,12 +173,18 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
         cache = config.create_timing_cache(opts.timing_cache or b"")
         config.set_timing_cache(cache, ignore_mismatch=True)
     inp = network.get_input(0)
+    profiles, sharing = 1, True
     if inp.shape[0] == -1:
         lo, opt, hi = opts.batch
-        profile = builder.create_optimization_profile()
         rest = [int(inp.shape[i]) for i in range(1, len(inp.shape))]
-        profile.set_shape(inp.name, trt.Dims([lo, *rest]), trt.Dims([opt, *rest]), trt.Dims([hi, *rest]))
-        config.add_optimization_profile(profile)
+        if feats.profile_sharing == "none":
+            profiles, sharing = max(1, opts.contexts), False  # one per concurrent context
+        elif feats.profile_sharing == "preview":
+            legacy.set_preview_feature(trt.PreviewFeature.PROFILE_SHARING_0806, True)
+        for _ in range(profiles):
+            profile = builder.create_optimization_profile()
+            profile.set_shape(inp.name, trt.Dims([lo, *rest]), trt.Dims([opt, *rest]), trt.Dims([hi, *rest]))
+            config.add_optimization_profile(profile)
     say(f"building ({precision}, batch {opts.batch[0]}:{opts.batch[1]}:{opts.batch[2]}"
         + (f", DLA {opts.dla_core}" if opts.dla_core is not None else "") + "); this can take minutes on a Jetson")
     t1 = time.perf_counter()
@@ -188,4 +197,5 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
                else "check the lines above; a smaller --batch or --workspace often helps")
         raise BuildError(f"TensorRT could not build {Path(onnx_path).name}: {tail}; {fix}")
     timing = bytes(cache.serialize()) if cache is not None else None  # type: ignore[call-overload]
-    return Built(bytes(plan), trt.__name__, trt.__version__, time.perf_counter() - t0, timing, phases)
+    return Built(bytes(plan), trt.__name__, trt.__version__, time.perf_counter() - t0, timing, phases,
+                 profiles, sharing)

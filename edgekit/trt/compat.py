@@ -33,16 +33,22 @@ class Features:
     # DequantizeLinear straight from an int8 initializer; 8.x's parser wants float weights with
     # a Q/DQ pair ("only activation types allowed as input to this layer", NVIDIA/TensorRT #2163)
     int8_weights: bool = True
+    # Two execution contexts on one optimisation profile at once: "default" from 10.0, "preview"
+    # on 8.6 (PreviewFeature.PROFILE_SHARING_0806 set at build time), "none" before: each
+    # concurrent context needs its own profile ("Profile 0 has been chosen by another
+    # IExecutionContext"), so such engines are built with one profile per context.
+    profile_sharing: str = "default"
 
 
 _T = True
 _F = False
+_8X: dict[str, bool] = {"int8_weights": False}  # TensorRT 8.x's ONNX parser
 #                    explicit strongly st-flag prec-flags implicit dla   v3  pools opt   vc    hw    target
 TABLE: dict[tuple[str, tuple[int, int]], Features] = {
-    ("tensorrt", (8, 0)): Features(_T, _F, _F, _T, _T, _T, _F, _F, _F, _F, _F, _F, int8_weights=_F),
-    ("tensorrt", (8, 4)): Features(_T, _F, _F, _T, _T, _T, _F, _T, _F, _F, _F, _F, int8_weights=_F),
-    ("tensorrt", (8, 5)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _F, _F, _F, _F, int8_weights=_F),
-    ("tensorrt", (8, 6)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _T, _T, _T, _F, int8_weights=_F),
+    ("tensorrt", (8, 0)): Features(_T, _F, _F, _T, _T, _T, _F, _F, _F, _F, _F, _F, **_8X, profile_sharing="none"),
+    ("tensorrt", (8, 4)): Features(_T, _F, _F, _T, _T, _T, _F, _T, _F, _F, _F, _F, **_8X, profile_sharing="none"),
+    ("tensorrt", (8, 5)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _F, _F, _F, _F, **_8X, profile_sharing="none"),
+    ("tensorrt", (8, 6)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _T, _T, _T, _F, **_8X, profile_sharing="preview"),
     ("tensorrt", (10, 0)): Features(_F, _T, _T, _T, _T, _T, _T, _T, _T, _T, _T, _F),
     ("tensorrt", (11, 0)): Features(_F, _T, _T, _F, _F, _T, _T, _T, _T, _T, _T, _F),
     ("tensorrt_rtx", (1, 0)): Features(_F, _T, _F, _F, _F, _F, _T, _T, _T, _T, _T, _T, timing_cache=_F),

@@ -72,7 +72,14 @@ def test_exact_version_rule_for_full_tensorrt():
     here = Here("tensorrt", "10.3.0.26", "8.7", "jetson-orin-nano")
     with pytest.raises(EngineMismatch, match="--int8 --profile jetson-orin-nano"):
         check_engine(e, here, Path("b"))
-    check_engine(e | {"version_compatible": True}, here, Path("b"))  # 8.6+ version-compatible plans load
+    # version-compatible plans (8.6+) load in later TensorRT releases of the same major version only
+    with pytest.raises(EngineMismatch):
+        check_engine(e | {"version_compatible": True}, here, Path("b"))  # here is older than the builder
+    check_engine(e | {"version_compatible": True, "trt_version": "10.3.0.26"},
+                 Here("tensorrt", "10.14.1", "8.7"), Path("b"))
+    with pytest.raises(EngineMismatch):
+        check_engine(e | {"version_compatible": True, "trt_version": "8.6.1"}, Here("tensorrt", "10.3.0", "8.7"),
+                     Path("b"))
     check_engine(e, Here("tensorrt", "10.3.0.30", "8.7"), Path("b"))
     check_engine(e | {"hardware_compatible": True}, Here("tensorrt", "10.3.0.30", "8.6"), Path("b"))
 
