@@ -139,3 +139,34 @@ def test_profile_threads_cap_at_this_machine(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     assert orin.cpu_threads == 8
     assert classifier.profile_threads(orin) == 3
+
+
+def test_onnxruntime_tensorrt_provider_caches_its_engines(tmp_path, monkeypatch):
+    """onnxruntime-gpu (JetPack's wheel) stands in here, by its provider list: the TensorRT provider
+    must be given an engine cache, or every start on a Jetson rebuilds its engines for minutes."""
+    import onnxruntime as ort
+
+    from edgekit.runners import ort as ort_runner
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    seen = {}
+
+    class Session:
+        def __init__(self, source, sess_options=None, providers=None) -> None:
+            seen["providers"] = providers
+
+        def get_inputs(self):
+            return [type("I", (), {"name": "input"})()]
+
+        def get_outputs(self):
+            return [type("O", (), {"name": "logits"})()]
+
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    ort_runner.OrtRunner(b"model", providers=["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                               "CPUExecutionProvider"])
+    trt, cuda, cpu = seen["providers"]
+    assert trt[0] == "TensorrtExecutionProvider" and trt[1]["trt_engine_cache_enable"] == "True"
+    assert Path(trt[1]["trt_engine_cache_path"]).is_dir() and str(tmp_path) in trt[1]["trt_engine_cache_path"]
+    assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
