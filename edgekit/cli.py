@@ -605,10 +605,12 @@ def bench(bundle: Path | None, precision: str | None, backend: str, batch_text: 
 @click.option("--batch", type=click.IntRange(1, 256), default=None, help="nvinfer batch (default: --sources).")
 @click.option("--source-uri", default=None, help="URI of every sample source (default: DeepStream's sample clip).")
 @click.option("--threshold", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--trt-version", default=None, metavar="X.Y.Z",
+              help="TensorRT of the target DeepStream, for the INT8 cache header [default: the profile's newest].")
 @click.option("--force", is_flag=True, help="Replace the output folder.")
 def export_deepstream_cmd(bundle: Path, out: Path, precision: str | None, profile: str | None, dla: int | None,
                           sources: int, batch: int | None, source_uri: str | None, threshold: float,
-                          force: bool) -> None:
+                          trt_version: str | None, force: bool) -> None:
     """An nvinfer config, labels and a deepstream-app config with N sources, from a bundle.
 
     \b
@@ -618,7 +620,8 @@ def export_deepstream_cmd(bundle: Path, out: Path, precision: str | None, profil
     """
     from edgekit.deepstream import DeepStreamRequest, export_deepstream
 
-    req = DeepStreamRequest(bundle, out, precision, profile, dla, batch, sources, threshold=threshold, force=force)
+    req = DeepStreamRequest(bundle, out, precision, profile, dla, batch, sources, threshold=threshold, force=force,
+                            trt_version=trt_version)
     if source_uri:
         from dataclasses import replace
 

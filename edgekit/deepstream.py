@@ -94,6 +94,7 @@ class DeepStreamRequest:
     source: str = "file:///opt/nvidia/deepstream/deepstream/samples/streams/sample_720p.mp4"
     threshold: float = 0.0
     force: bool = False
+    trt_version: str | None = None  # the target DeepStream's TensorRT (cache header); None: the profile's newest
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,23 @@ def validate_app(text: str) -> None:
 # ------------------------------------------------------------------ the export
 
 
+def input_amax(scale: np.ndarray, offset: np.ndarray, removed: bool) -> float:
+    """max |network input| over pixels 0..255: nvinfer's normalised values when it normalises
+    (``scale * x + offset`` per channel, the graph's own constants), else the pixels themselves."""
+    if not removed:
+        return 255.0
+    s, o = np.asarray(scale, np.float64), np.asarray(offset, np.float64)
+    return float(np.abs(np.stack([o, 255.0 * s + o])).max())
+
+
+def target_trt_version(req: DeepStreamRequest, profile: prof_mod.Profile) -> str | None:
+    """The TensorRT of the DeepStream that will read the cache: --trt-version, else the newest the
+    profile lists; None keeps the version the bundle's cache names."""
+    if req.trt_version:
+        return req.trt_version
+    return profile.software[-1].tensorrt if profile.software else None
+
+
 def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> DeepStreamExport:
     onnx = require("onnx", "rewriting ONNX for DeepStream")
     man = mf.read(req.bundle)
@@ -320,11 +338,16 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
                                  "run edgekit calibrate")
             cache = calibcache.loads(bundle_mod.artifact_path(req.bundle, cart).read_text(encoding="utf-8"))
             scales = dict(cache.scales)
-            # the new tensors' ranges are known exactly: pixels 0..255 in, probabilities 0..1 out
-            scales["input"] = 255.0 / 127.0
+            # the new tensors' ranges are known exactly: probabilities 0..1 out, and in either
+            # pixels 0..255 (normalisation in the graph) or what nvinfer makes of them (its
+            # y = net-scale-factor * (x - offset) over x in 0..255, per channel)
+            scales["input"] = input_amax(scale, offset, removed) / 127.0
             scales[PROBS] = 1.0 / 127.0
+            # TensorRT ignores a cache written for another version: the header names the target's
+            target = target_trt_version(req, profile)
+            version = calibcache.trt_version_number(target) if target else cache.version
             (tmp / "calibration.cache").write_text(calibcache.dumps(
-                calibcache.CalibrationCache(cache.version, cache.algorithm, scales)), encoding="utf-8")
+                calibcache.CalibrationCache(version, cache.algorithm, scales)), encoding="utf-8")
             prop["int8-calib-file"] = "calibration.cache"
             files.append("calibration.cache")
         if req.dla is not None:

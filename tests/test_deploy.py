@@ -138,7 +138,9 @@ def test_deepstream_int8_explicit_and_dla_implicit(int8_bundle, tmp_path):
 
     cache = calibcache.loads((tmp_path / "dla" / "calibration.cache").read_text())
     old = calibcache.loads((int8_bundle / "calibration.cache").read_text())
-    assert cache.scales["input"] == pytest.approx(255 / 127) and set(old.scales) <= set(cache.scales)
+    # nvinfer normalises (one scale for all channels): the network input is in [-1, 1], not 0..255
+    assert p["offsets"] == "127.5;127.5;127.5" and float(p["net-scale-factor"]) == pytest.approx(1 / 127.5)
+    assert cache.amax("input") == pytest.approx(1.0, rel=1e-5) and set(old.scales) <= set(cache.scales)
     m = onnx.load(str(tmp_path / "dla" / p["onnx-file"]))
     assert not any(n.op_type == "QuantizeLinear" for n in m.graph.node)  # implicit: FP32 graph + cache
 
@@ -261,3 +263,22 @@ def test_triton_cli_and_client_example(googlenet_bundle, tmp_path):
     assert inp.shape() == [2, 224, 224, 3] and inp.datatype() == "UINT8"
     assert client.parse(np.array([[b"0.9:3:tiger shark", b"0.05:4:hammerhead"]])) == [
         [(0.9, 3, "tiger shark"), (0.05, 4, "hammerhead")]]
+
+
+def test_dla_cache_with_per_channel_normalisation_and_the_target_tensorrt(export_bundle, tmp_path):
+    """Per-channel std stays in the graph, so the network input is pixels 0..255 (amax 255). The
+    cache header names the target DeepStream's TensorRT, or TensorRT ignores the cache."""
+    from edgekit import calibcache
+    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+
+    b = tmp_path / "u"
+    shutil.copytree(export_bundle("googlenet", input_size=64, mean=(0.485, 0.456, 0.406),
+                                  std=(0.229, 0.224, 0.225)), b)
+    calibrate_bundle(CalibrateRequest(b, None, num_images=16, min_agreement=0.0, fp16=False))
+    res = export_deepstream(DeepStreamRequest(b, tmp_path / "ds", "int8", "jetson-agx-orin", dla=0))
+    assert res.normalisation == "graph"
+    cache = calibcache.loads((tmp_path / "ds" / "calibration.cache").read_text())
+    assert cache.amax("input") == pytest.approx(255.0, rel=1e-5)
+    assert cache.version == calibcache.trt_version_number("10.3.0")  # the profile's newest JetPack
+    export_deepstream(DeepStreamRequest(b, tmp_path / "ds85", "int8", "jetson-agx-orin", dla=0, trt_version="8.5.2"))
+    assert calibcache.loads((tmp_path / "ds85" / "calibration.cache").read_text()).version == 8502
