@@ -467,15 +467,17 @@ def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None
 @click.option("--output", type=click.Path(path_type=Path), default=None, help="Annotated video file.")
 @click.option("--display", is_flag=True, help="Show an annotated window.")
 @click.option("--every-frame", is_flag=True, help="Files: classify every frame in order (offline).")
-@click.option("--width", default=1280, show_default=True)
-@click.option("--height", default=720, show_default=True)
-@click.option("--fps", default=30, show_default=True)
+@click.option("--width", type=int, default=None, help="Camera frame width [default: the device profile's, else 1280].")
+@click.option("--height", type=int, default=None, help="Camera frame height [default: the profile's, else 720].")
+@click.option("--fps", type=int, default=None, help="Camera frame rate [default: the profile's, else 30].")
+@click.option("--sensor-mode", type=int, default=None, help="CSI sensor mode [default: the profile's].")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many results.")
 @click.option("--reconnect-attempts", default=5, show_default=True, help="Before giving up on a lost camera.")
 def run(bundle: Path | None, camera: str | None, source: str | None, precision: str, backend: str, topk: int,
         threshold: float,
-        smooth: float | None, as_json: bool, output: Path | None, display: bool, every_frame: bool, width: int,
-        height: int, fps: int, max_frames: int | None, reconnect_attempts: int) -> None:
+        smooth: float | None, as_json: bool, output: Path | None, display: bool, every_frame: bool,
+        width: int | None, height: int | None, fps: int | None, sensor_mode: int | None, max_frames: int | None,
+        reconnect_attempts: int) -> None:
     """Classify a live camera, stream, video file or image folder.
 
     \b
@@ -500,7 +502,10 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
         _echo_err(f"bundle: {bundle} (the most recently built)")
     clf = load(bundle, backend=backend, precision=precision)
     _echo_err(f"backend: {clf.runner.description}, {clf.precision} ({clf.why})")
-    opts = StreamOptions(topk, threshold, smooth, every_frame, True, width, height, fps,
+    from edgekit.stream import camera_settings
+
+    cam_w, cam_h, cam_fps, cam_mode = camera_settings(width, height, fps, sensor_mode)
+    opts = StreamOptions(topk, threshold, smooth, every_frame, True, cam_w, cam_h, cam_fps, cam_mode,
                          Reconnect(attempts=reconnect_attempts), max_frames)
     st = Stream(camera if camera is not None else str(source), clf, opts, on_event=_echo_err,
                 keep_frames=bool(output or display))

@@ -48,14 +48,16 @@ class SourceSpec:
     display_name: str
 
 
-def csi_pipeline(sensor: int, width: int, height: int, fps: int) -> str:
+def csi_pipeline(sensor: int, width: int, height: int, fps: int, sensor_mode: int | None = None) -> str:
     # drop=true max-buffers=1: without it frames queue in appsink and latency grows
-    return (f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+    mode = f" sensor-mode={sensor_mode}" if sensor_mode is not None else ""
+    return (f"nvarguscamerasrc sensor-id={sensor}{mode} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
             f"framerate={fps}/1, format=NV12 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! "
             "video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
 
 
-def parse(spec: str | int, width: int = 1280, height: int = 720, fps: int = 30) -> SourceSpec:
+def parse(spec: str | int, width: int = 1280, height: int = 720, fps: int = 30,
+          sensor_mode: int | None = None) -> SourceSpec:
     """What the user typed -> a source (the URIs Jetson users know from jetson-inference)."""
     s = str(spec).strip()
     if s.isdigit():
@@ -65,7 +67,7 @@ def parse(spec: str | int, width: int = 1280, height: int = 720, fps: int = 30) 
         return SourceSpec("v4l2", m.group(1), True, f"/dev/video{m.group(1)}")
     m = re.fullmatch(r"csi://(\d+)", s)
     if m:
-        return SourceSpec("csi", csi_pipeline(int(m.group(1)), width, height, fps), True, s)
+        return SourceSpec("csi", csi_pipeline(int(m.group(1)), width, height, fps, sensor_mode), True, s)
     if re.match(r"(rtsp|rtsps|http|https)://", s):
         return SourceSpec("rtsp", s, True, redact(s))
     if s.startswith("file://"):
@@ -197,7 +199,10 @@ class LatestFrame:
     _EWMA = 0.2  # weight of the newest interval in the running means below
 
     def __init__(self, open_reader: Callable[[], Reader], live: bool, pace_fps: float | None = None,
-                 reconnect: Reconnect = Reconnect(), on_event: Callable[[str], None] | None = None) -> None:
+                 reconnect: Reconnect = Reconnect(), on_event: Callable[[str], None] | None = None,
+                 first: Reader | None = None) -> None:
+        """``first``: a reader already open (a CSI camera is opened once: Argus often fails a quick
+        reopen with "Failed to create CaptureSession"); ``open_reader`` serves reconnects."""
         self._open = open_reader
         self._live = live
         self._pace = pace_fps
@@ -219,7 +224,7 @@ class LatestFrame:
         self._stop = threading.Event()
         self.read_count = 0  # frames decoded
         self.reconnects = 0
-        self._reader = self._open()
+        self._reader = first if first is not None else self._open()
         self._thread = threading.Thread(target=self._run, name="edgekit-capture", daemon=True)
         self._thread.start()
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgekit import sources as src
 from edgekit.classifier import Classifier, Prediction, softmax
+from edgekit.errors import EdgekitError
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class StreamOptions:
     width: int = 1280
     height: int = 720
     fps: int = 30
+    sensor_mode: int | None = None  # a CSI sensor's mode (the device profile's camera settings)
     reconnect: src.Reconnect = field(default_factory=src.Reconnect)
     max_frames: int | None = None
 
@@ -45,6 +47,20 @@ class Result:
         return (self.done - self.captured) * 1000.0
 
 
+def camera_settings(width: int | None = None, height: int | None = None, fps: int | None = None,
+                    sensor_mode: int | None = None) -> tuple[int, int, int, int | None]:
+    """Camera size, rate and sensor mode: what the user gave, else this device profile's camera
+    (a Nano's sensor mode 5 at 1280x720@30, an Orin NX's mode 4 at 60 fps), else 1280x720@30."""
+    from edgekit import profiles as prof_mod
+
+    try:
+        cam = prof_mod.detect()[0].camera
+    except EdgekitError:  # a broken user profile: the defaults, and the run goes on
+        cam = prof_mod.Camera(1280, 720, 30)
+    return (width or cam.width, height or cam.height, fps or cam.fps,
+            sensor_mode if sensor_mode is not None else cam.sensor_mode)
+
+
 class Stream:
     """Iterate to get results; stop() (or leaving the loop) ends capture cleanly."""
 
@@ -53,7 +69,8 @@ class Stream:
                  opener: Callable[[src.SourceSpec], src.Reader] | None = None) -> None:
         self.options = options or StreamOptions()
         self.clf = clf
-        self.spec = src.parse(source, self.options.width, self.options.height, self.options.fps)
+        self.spec = src.parse(source, self.options.width, self.options.height, self.options.fps,
+                              self.options.sensor_mode)
         self.name = self.spec.display_name
         self._say = on_event or (lambda _: None)
         self._keep = keep_frames
@@ -75,12 +92,11 @@ class Stream:
                     return opener(self.spec)
                 return src.Reader(self.spec, o.width, o.height, o.fps)
 
-            first = open_reader()
+            first = open_reader()  # opened once, and handed to the capture thread as it is
             self.fps = first.fps
             pace = first.fps if (not self.spec.live and o.pace and first.fps > 0) else None
             live = self.spec.live or opener is not None
-            first.close()
-            self._capture = src.LatestFrame(open_reader, live, pace, o.reconnect, self._say)
+            self._capture = src.LatestFrame(open_reader, live, pace, o.reconnect, self._say, first=first)
 
     @property
     def dropped(self) -> int:

@@ -291,3 +291,30 @@ def test_run_needs_a_source(googlenet_bundle):
     res = subprocess.run([sys.executable, "-m", "edgekit", "run", str(googlenet_bundle)], capture_output=True,
                          text=True)
     assert res.returncode == 2 and "give one of --camera" in res.stderr
+
+
+def test_a_live_source_is_opened_once(fast_video, clf):
+    """Argus often fails a CSI camera reopened at once ("Failed to create CaptureSession"): the
+    reader opened to learn the frame rate is the one the capture thread reads from."""
+    opened = []
+
+    def opener(spec):
+        opened.append(spec)
+        return sources.Reader(spec)
+
+    st = Stream(str(fast_video), clf, StreamOptions(topk=1, max_frames=5), opener=opener)
+    results = list(st)
+    assert len(results) == 5 and len(opened) == 1
+
+
+def test_run_takes_the_device_profiles_camera_settings(monkeypatch):
+    """A Jetson Nano's profile (sensor mode 5, 1280x720 at 30 fps) stands in for detection here."""
+    from edgekit import profiles as pm
+    from edgekit.stream import camera_settings
+
+    nano = pm.get("jetson-nano")
+    monkeypatch.setattr(pm, "detect", lambda *a, **k: (nano, pm.Device(model="NVIDIA Jetson Nano")))
+    assert camera_settings() == (1280, 720, 30, 5)
+    assert camera_settings(640, 480, 60, 2) == (640, 480, 60, 2)  # what the user gives wins
+    pipeline = sources.parse("csi://0", *camera_settings()).target
+    assert "sensor-id=0 sensor-mode=5" in pipeline and "width=1280, height=720, framerate=30/1" in pipeline
