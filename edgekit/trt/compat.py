@@ -98,7 +98,10 @@ def strategy(f: Features, precision: str, dla: bool) -> Strategy:
         if dla and f.implicit_int8:
             # DLA before TensorRT 11 takes INT8 from per-tensor scales: serve the bundle's cache
             return Strategy("fp32", False, ("INT8", "FP16") + gpu_fallback, True)
-        if f.strongly_typed:
-            return Strategy("int8", True, gpu_fallback, False)
-        return Strategy("int8", False, ("INT8", "FP16") + gpu_fallback, False)
+        if f.precision_flags:
+            # weakly typed (8.x, 10.x): the Q/DQ layers run INT8 and every layer outside them may
+            # run FP16; strongly typed, those would be held to the ONNX's FP32
+            return Strategy("int8", False, ("INT8", "FP16") + gpu_fallback, False)
+        # TensorRT 11 and TensorRT-RTX are strongly typed only: layers outside Q/DQ stay FP32
+        return Strategy("int8", True, gpu_fallback, False)
     raise UsageError(f"unknown precision {precision!r}; choose from fp32, fp16, int8")

@@ -37,7 +37,8 @@ def test_too_old_is_refused():
     ("8.5.2", "int8", False, "int8", False, ("INT8", "FP16"), False),  # explicit Q/DQ + flags
     ("8.5.2", "int8", True, "fp32", False, ("INT8", "FP16", "GPU_FALLBACK"), True),  # DLA: cache
     ("10.3.0", "fp16", False, "fp16", True, (), False),
-    ("10.3.0", "int8", False, "int8", True, (), False),
+    # 10.x INT8 weakly typed with FP16 allowed: strongly typed, layers outside Q/DQ would run FP32
+    ("10.3.0", "int8", False, "int8", False, ("INT8", "FP16"), False),
     ("10.3.0", "int8", True, "fp32", False, ("INT8", "FP16", "GPU_FALLBACK"), True),
     ("11.4.1", "int8", True, "int8", True, ("GPU_FALLBACK",), False),  # no implicit INT8 left
     ("11.4.1", "fp16", False, "fp16", True, (), False),
