@@ -366,6 +366,18 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
     assert bundle is not None
     man = mf.read(bundle)
     want = precision or (prof.default_precision if prof.kind != "cpu" else None)
+    if not prof_mod.edgekit_runs_on(prof):
+        if want == "int8" and man.artifact("onnx", "int8") is None:
+            _calibrate(bundle, calib_data, **opts)
+        # JetPack 4 (TensorRT 8.0/8.2, Python 3.6): what the board can use without edgekit
+        from edgekit.jetpack4 import write_kit
+
+        kit = write_kit(bundle, prof, want or "fp16", batch or prof.batch, workspace, out=None, force=force)
+        trts = ", ".join(sw.tensorrt for sw in prof.software)
+        _echo_err(f"{prof.name} runs JetPack 4 (TensorRT {trts}, Python 3.6) and edgekit's runtime needs JetPack 5: "
+                  "on the board run build.sh (trtexec), then DeepStream 6.0 or C++ (README.txt)")
+        click.echo(str(kit.out))
+        return
     if want in ("int8", "fp16") and man.artifact("onnx", want) is None:
         _calibrate(bundle, calib_data, **opts)
     if prof.kind == "cpu" and profile is None:
@@ -375,9 +387,11 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         return
     from edgekit.deps import available
 
-    if not (available("tensorrt") or available("tensorrt_rtx")):
-        _echo_err("TensorRT is not installed here: no engine built; copy the bundle to the device and run "
-                  "edgekit build BUNDLE there (JetPack provides TensorRT)")
+    if not (available("tensorrt") or (available("tensorrt_rtx") and prof.tensorrt_rtx)):
+        what = ("TensorRT is not installed here" if not available("tensorrt_rtx")
+                else f"TensorRT-RTX (the only TensorRT here) cannot build for {prof.name}")
+        _echo_err(f"{what}: no engine built; copy the bundle to the device and run edgekit build BUNDLE there "
+                  "(JetPack provides TensorRT)")
         click.echo(str(bundle))
         return
     res = build_engine(EngineRequest(bundle, precision, profile, dla, batch, workspace, opt_level,

@@ -45,6 +45,19 @@ class Software:
     l4t: str
     tensorrt: str
 
+    @property
+    def python(self) -> str:
+        """JetPack's system Python, the only one TensorRT's bindings exist for: 4.x 3.6, 5.x 3.8,
+        6.x 3.10, 7.x 3.12."""
+        return {"4": "3.6", "5": "3.8", "6": "3.10", "7": "3.12"}.get(self.jetpack.split(".")[0], "")
+
+    @property
+    def runs_edgekit(self) -> bool:
+        """edgekit's Python runtime needs Python 3.8 (JetPack 5) and TensorRT 8.5 (uint8 input)."""
+        py = tuple(int(x) for x in self.python.split(".")) if self.python else (0,)
+        trt = tuple(int(x) for x in self.tensorrt.split(".")[:2] if x.isdigit())
+        return py >= (3, 8) and trt >= (8, 5)
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -305,6 +318,11 @@ def detect(root: Path = Path("/")) -> tuple[Profile, Device]:
 
 
 # ------------------------------------------------------------------ refusals
+
+
+def edgekit_runs_on(p: Profile) -> bool:
+    """Whether any JetPack the profile lists runs edgekit's Python runtime (desktops always do)."""
+    return p.kind != "jetson" or not p.software or any(s.runs_edgekit for s in p.software)
 
 
 DLA_BATCH = 1  # DLA takes static shapes only (min = opt = max); NVIDIA's jetson_benchmarks run DLA at batch 1

@@ -176,3 +176,38 @@ def test_dla_int8_is_refused_when_its_simulation_failed_the_gate(googlenet_bundl
         _check_implicit_gate(failed, googlenet_bundle, said.append)
     ok = replace(man, validation={**man.validation, "int8": {"dla": {"status": "pass", "top1_agreement": 1.0}}})
     _check_implicit_gate(ok, googlenet_bundle, said.append)
+
+
+def test_a_jetpack4_board_gets_what_it_can_use(googlenet_bundle, tmp_path):
+    """A Nano (JetPack 4.6: TensorRT 8.0/8.2, Python 3.6) cannot run edgekit, and its TensorRT takes no
+    uint8 input: `edgekit build --profile jetson-nano` leaves a float-input ONNX, the trtexec command
+    for the profile and how to run the plan, and exits 0."""
+    b = tmp_path / "gn"
+    shutil.copytree(googlenet_bundle, b)
+    res = CliRunner().invoke(cli, ["build", str(b), "--fp16", "--profile", "jetson-nano"])
+    assert res.exit_code == 0, res.output
+    kit = tmp_path / "gn-jetson-nano"
+    assert res.stdout.strip() == str(kit) and "JetPack 4" in res.stderr
+    assert sorted(p.name for p in kit.iterdir()) == ["README.txt", "build.sh", "googlenet.fp16.float.onnx",
+                                                       "labels.txt"]
+    m = onnx.load(str(kit / "googlenet.fp16.float.onnx"))
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # TensorRT < 8.5: no uint8
+    script = (kit / "build.sh").read_text()
+    assert "trtexec" in script and "--fp16" in script and "--workspace=256" in script
+    assert "--maxShapes=input:1x3x224x224" in script  # the Nano profile's batch 1
+    readme = (kit / "README.txt").read_text()
+    assert "DeepStream 6.0" in readme and "Python 3.6" in readme and "JetPack 5" in readme
+    import tensorrt_rtx as trt
+
+    network = trt.Builder(trt.Logger(trt.Logger.ERROR)).create_network(0)
+    parser = trt.OnnxParser(network, trt.Logger(trt.Logger.ERROR))
+    assert parser.parse_from_file(str(kit / "googlenet.fp16.float.onnx"))
+    assert network.get_input(0).dtype == trt.DataType.FLOAT
+
+
+def test_a_board_no_tensorrt_here_can_target_is_told_where_to_build(googlenet_bundle, tmp_path):
+    b = tmp_path / "gn"
+    shutil.copytree(googlenet_bundle, b)
+    res = CliRunner().invoke(cli, ["build", str(b), "--fp16", "--profile", "jetson-orin-nano", "--min-agreement", "0"])
+    assert res.exit_code == 0, res.output
+    assert "cannot build for jetson-orin-nano" in res.stderr and "edgekit build BUNDLE there" in res.stderr
