@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.edgekit-installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint pytest test-floors test-gpu bench clean venv
+.PHONY: demo test lint pytest test-floors test-gpu device-check bench clean venv
 
 venv: $(STAMP)
 
@@ -46,6 +46,11 @@ $(FLOORS)/.stamp: pyproject.toml tests/floors.py Makefile $(STAMP)
 test-floors: $(FLOORS)/.stamp
 	$(FLOORS)/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None"
 	$(FLOORS)/bin/python -m pytest -q -p no:cacheprovider $(FLOOR_TESTS)
+
+# Everything that needs an NVIDIA GPU, in one call, with the machine's own Python (a lent GPU
+# machine has no network for a venv): figures in device-check.json, and what could not run and why.
+device-check:
+	PYTHONPATH=. $(PYTHON) benchmarks/device_check.py --out device-check.json --budget 420
 
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
