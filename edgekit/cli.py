@@ -511,6 +511,7 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
 
     if (camera is None) == (source is None):
         raise UsageError("give one of --camera N|URI or --source PATH|URI (edgekit run --help)")
+    video = sinks.VideoOutput(output, 0.0) if output else None  # a bad --output fails before the model loads
     if bundle is None:
         bundle = bundle_mod.find_latest()
         _echo_err(f"bundle: {bundle} (the most recently built)")
@@ -526,33 +527,50 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
     stats = sinks.Stats()
     out: list[Any] = [stats]
     if as_json:
-        out.append(sinks.JsonLines(sys.stdout, threshold))
+        out.append(sinks.JsonLines(sys.stdout, threshold, describe="JSON lines to stdout"))
     else:
         out.append(sinks.TerminalStatus(stats, lambda: st.dropped, lambda t: click.echo(t, err=True, nl=False)))
-    video = sinks.VideoOutput(output, st.fps) if output else None
     if video:
+        video.fps = st.fps or 30.0
         out.append(video)
     if display:
         out.append(sinks.Window())
     writer = SinkThread(out)
+    signals = 0
 
     def on_signal(signum: int, frame: Any) -> None:
-        st.stop()
+        # The first Ctrl-C/SIGTERM ends the loop after the frame in hand, and every output is
+        # finished; a second one gives up on that.
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            raise KeyboardInterrupt
+        st.request_stop()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     _echo_err(f"source: {st.name}")
+    error: Exception | None = None
     try:
-        for r in st:
-            writer.put(r)
-    except BaseException:
-        if video:
-            video.abort()
-        raise
+        try:
+            for r in st:
+                writer.put(r)
+        except Exception as exc:  # noqa: BLE001 - reported after the outputs are finished
+            error = exc
+        finally:
+            st.stop()
+        try:
+            writer.close()  # everything produced is written; every output is closed before it is renamed
+        except Exception as exc:  # noqa: BLE001 - the first failure is the one reported
+            error = error or exc
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    writer.close()
-    _echo_err(stats.summary(st.dropped, st.reconnects))
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    _echo_err(stats.summary(st.dropped, st.reconnects, len(st.skipped)))
+    if st.skipped:
+        _echo_err("unreadable: " + ", ".join(str(p) for p, _ in st.skipped[:5]) +
+                  (f" and {len(st.skipped) - 5} more" if len(st.skipped) > 5 else ""))
+    if error is not None:
+        raise error
 
 
 def _int_list(text: str) -> list[int]:
@@ -694,22 +712,45 @@ def demo(model: str, out: Path) -> None:
     run_demo(model, out, click.echo, _echo_err)
 
 
+def _flush_stdout() -> str | None:
+    """Flush stdout now, while an error can still be told in one line (a full disk, a closed pipe);
+    afterwards stdout points at /dev/null so the interpreter's exit prints no traceback."""
+    try:
+        sys.stdout.flush()
+        return None
+    except (OSError, ValueError) as exc:
+        import os
+
+        try:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, sys.stdout.fileno())
+            os.close(fd)
+        except (OSError, ValueError):
+            pass
+        return getattr(exc, "strerror", None) or str(exc)
+
+
 def main(argv: list[str] | None = None) -> None:
+    code = 0
     try:
         cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
     except click.exceptions.Abort:
         _echo_err("interrupted")
-        sys.exit(130)
+        code = 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except EdgekitError as exc:
         _echo_err(f"error: {exc}")
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except KeyboardInterrupt:
         _echo_err("interrupted; nothing was left half-written")
-        sys.exit(130)
-    sys.exit(0)
+        code = 130
+    failed = _flush_stdout()
+    if failed and code == 0:
+        _echo_err(f"error: cannot write to stdout: {failed}")
+        code = 1
+    sys.exit(code)
 
 
 __all__ = ["cli", "main", "UsageError"]

@@ -16,12 +16,51 @@ from edgekit.errors import UsageError
 from edgekit.stream import Result
 
 
-class Stats:
-    """Frames per second, capture-to-result latency percentiles, inference time."""
+class LatencyHistogram:
+    """Counts of values in log-spaced bins (1 % wide, 1 us to 1000 s): percentiles of a run of any
+    length in constant memory, within half a bin (0.5 %) of the exact ones."""
+
+    LO, HI, STEP = 1e-3, 1e6, 1.01  # milliseconds
 
     def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.infer: list[float] = []
+        self._log_step = float(np.log(self.STEP))
+        self.nbins = int(np.ceil(np.log(self.HI / self.LO) / self._log_step)) + 2
+        self.counts = np.zeros(self.nbins, np.int64)
+        self.n = 0
+
+    def add(self, ms: float) -> None:
+        if not ms > self.LO:  # also NaN
+            i = 0
+        elif ms >= self.HI:
+            i = self.nbins - 1
+        else:
+            i = 1 + int(np.log(ms / self.LO) / self._log_step)
+        self.counts[i] += 1
+        self.n += 1
+
+    def percentile(self, q: float) -> float:
+        if self.n == 0:
+            return 0.0
+        rank = max(1, int(np.ceil(q / 100.0 * self.n)))
+        i = int(np.searchsorted(np.cumsum(self.counts), rank))
+        if i == 0:
+            return self.LO
+        if i >= self.nbins - 1:
+            return self.HI
+        return float(self.LO * self.STEP ** (i - 0.5))  # the bin's geometric middle
+
+
+class Stats:
+    """Frames per second, capture-to-result latency percentiles, inference time.
+
+    Memory and work per frame are constant however long the run: whole-run percentiles come from
+    histograms, the live ones (``recent``) from the last ``window`` results in a ring."""
+
+    def __init__(self, window: int = 512) -> None:
+        self.count = 0
+        self.latency = LatencyHistogram()
+        self.infer_hist = LatencyHistogram()
+        self._ring = np.zeros(window, np.float64)
         self.t0: float | None = None
         self.t_last = 0.0
         self.last: Result | None = None
@@ -30,8 +69,10 @@ class Stats:
         if self.t0 is None:
             self.t0 = r.done
         self.t_last = r.done
-        self.latencies.append(r.latency_ms)
-        self.infer.append(r.infer_ms)
+        self._ring[self.count % self._ring.size] = r.latency_ms
+        self.count += 1
+        self.latency.add(r.latency_ms)
+        self.infer_hist.add(r.infer_ms)
         self.last = r
 
     def close(self) -> None:
@@ -39,18 +80,24 @@ class Stats:
 
     @property
     def fps(self) -> float:
-        if self.t0 is None or len(self.latencies) < 2 or self.t_last <= self.t0:
+        if self.t0 is None or self.count < 2 or self.t_last <= self.t0:
             return 0.0
-        return (len(self.latencies) - 1) / (self.t_last - self.t0)
+        return (self.count - 1) / (self.t_last - self.t0)
 
-    def pct(self, q: float, values: list[float] | None = None) -> float:
-        v = self.latencies if values is None else values
-        return float(np.percentile(v, q)) if v else 0.0
+    def recent(self, q: float) -> float:
+        """Latency percentile over the last ``window`` results (the live status line)."""
+        n = min(self.count, self._ring.size)
+        return float(np.percentile(self._ring[:n], q)) if n else 0.0
 
-    def summary(self, dropped: int, reconnects: int) -> str:
-        return (f"{len(self.latencies)} frames, {self.fps:.1f} fps, capture-to-result latency p50 "
+    def pct(self, q: float, infer: bool = False) -> float:
+        """Whole-run percentile of capture-to-result latency (or of inference time)."""
+        return (self.infer_hist if infer else self.latency).percentile(q)
+
+    def summary(self, dropped: int, reconnects: int, skipped: int = 0) -> str:
+        skip = f", {skipped} unreadable files skipped" if skipped else ""
+        return (f"{self.count} frames, {self.fps:.1f} fps, capture-to-result latency p50 "
                 f"{self.pct(50):.1f} ms, p90 {self.pct(90):.1f} ms, p99 {self.pct(99):.1f} ms, inference p50 "
-                f"{self.pct(50, self.infer):.1f} ms, {dropped} stale frames dropped, {reconnects} reconnects")
+                f"{self.pct(50, infer=True):.1f} ms, {dropped} stale frames dropped, {reconnects} reconnects{skip}")
 
 
 class TerminalStatus:
@@ -66,7 +113,7 @@ class TerminalStatus:
             return
         self.last = now
         s = self.stats
-        self.out(f"\r{s.fps:5.1f} fps  latency p50 {s.pct(50):6.1f} ms  p90 {s.pct(90):6.1f} ms  "
+        self.out(f"\r{s.fps:5.1f} fps  latency p50 {s.recent(50):6.1f} ms  p90 {s.recent(90):6.1f} ms  "
                  f"drops {self.dropped():5d}  {r.prediction.label[:30]:<30} {r.prediction.score:5.1%}")
 
     def close(self) -> None:
@@ -74,20 +121,25 @@ class TerminalStatus:
 
 
 class JsonLines:
-    def __init__(self, stream: IO[str], threshold: float = 0.0, t_ref: float | None = None) -> None:
+    def __init__(self, stream: IO[str], threshold: float = 0.0, t_ref: float | None = None,
+                 describe: str | None = None) -> None:
         self.f = stream
         self.threshold = threshold
+        self.describe = describe or f"JSON lines to {getattr(stream, 'name', 'a stream')}"
         # capture times are reported as wall-clock seconds
         self.offset = time.time() - time.perf_counter() if t_ref is None else t_ref
 
     def write(self, r: Result) -> None:
         p = r.prediction
         top = [{"label": lb, "index": i, "score": round(s, 5)} for lb, i, s in zip(p.labels, p.indices, p.scores)]
-        rec = {"frame": r.frame_index, "capture_time": round(r.captured + self.offset, 6),
-               "latency_ms": round(r.latency_ms, 2), "infer_ms": round(r.infer_ms, 2),
-               "label": p.label if p.score >= self.threshold else None, "top": top}
+        rec: dict[str, Any] = {"frame": r.frame_index}
+        if r.name is not None:
+            rec["file"] = r.name
+        rec.update({"capture_time": round(r.captured + self.offset, 6), "latency_ms": round(r.latency_ms, 2),
+                    "infer_ms": round(r.infer_ms, 2), "label": p.label if p.score >= self.threshold else None,
+                    "top": top})
         self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
+        self.f.flush()  # a line is whole on disk, or the error is raised now (a full disk)
 
     def close(self) -> None:
         self.f.flush()
@@ -106,37 +158,105 @@ def annotate(frame: np.ndarray, r: Result) -> np.ndarray:
     return img
 
 
+# containers and the codec written into each (both encoded by pip's OpenCV and JetPack's, and both
+# index their frames, so the count read back at close is exact)
+VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
+
+
 class VideoOutput:
-    """Annotated video, written to a temporary file and renamed at close (never left truncated)."""
+    """Annotated video, written to a temporary file beside the target and renamed at close.
+
+    The container and encoder are tried before the first frame (a bad extension is an error up
+    front, not after the model loaded); at close the file is read back, and a video that lost
+    frames (a full disk: OpenCV's writer reports no write errors) is an error, not a success.
+    """
+
+    FREE_MIN = 8 << 20  # stop when the disk has less than this left
 
     def __init__(self, path: Path, fps: float) -> None:
         self.cv2 = require("cv2", "writing video")
         self.path = Path(path)
-        if not self.path.parent.exists():
-            raise UsageError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
+        self.describe = f"video {self.path}"
+        self.folder = self.path.parent
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_CODECS:
+            raise UsageError(f"cannot write video {self.path}: {suffix or 'no extension'} is not a video container "
+                             f"edgekit writes; use one of {', '.join(VIDEO_CODECS)}")
+        if not self.folder.is_dir():
+            raise UsageError(f"cannot write {self.path}: folder {self.folder} does not exist")
+        if self.path.is_dir():
+            raise UsageError(f"cannot write video {self.path}: it is a folder; give a file name")
         self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix}")
+        self.fourcc = self.cv2.VideoWriter_fourcc(*VIDEO_CODECS[suffix])
         self.fps = fps or 30.0
         self.writer: Any = None
+        self.frames = 0
+        self._probe()
+
+    def _probe(self) -> None:
+        """Open the encoder on a real file once, so a missing codec or an unwritable folder is
+        found before the first frame."""
+        w = self.cv2.VideoWriter(str(self.tmp), self.fourcc, self.fps, (64, 64))
+        ok = w.isOpened()
+        if ok:
+            w.write(np.zeros((64, 64, 3), np.uint8))
+        w.release()
+        self.tmp.unlink(missing_ok=True)
+        if not ok:
+            raise UsageError(f"cannot write video {self.path}: this OpenCV cannot encode {self.path.suffix} here "
+                             f"(or {self.folder} is not writable); try .avi")
 
     def write(self, r: Result) -> None:
         if r.frame is None:
             return
         img = annotate(r.frame, r)
         if self.writer is None:
-            fourcc = self.cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"))
-            self.writer = self.cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (img.shape[1], img.shape[0]))
+            self.size = (img.shape[1], img.shape[0])
+            self.writer = self.cv2.VideoWriter(str(self.tmp), self.fourcc, self.fps, self.size)
             if not self.writer.isOpened():
-                raise UsageError(f"cannot write video {self.path}: no encoder for {self.path.suffix}; use .avi or .mp4")
+                raise UsageError(f"cannot write video {self.path}: the encoder refused {self.size[0]}x{self.size[1]}")
         self.writer.write(img)
+        self.frames += 1
+        if self.frames % 128 == 0:
+            self._check_space()
+
+    def _check_space(self) -> None:
+        import errno
+        import shutil
+
+        if shutil.disk_usage(self.folder).free < self.FREE_MIN:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.folder))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            os.replace(self.tmp, self.path)
+        """Finish the file and put it in place if every frame is in it; else an error and no file."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        have = self._frames_in(self.tmp)
+        if have != self.frames:
+            self.tmp.unlink(missing_ok=True)
+            import errno
+
+            raise OSError(errno.ENOSPC, f"the video holds {have} of {self.frames} frames", str(self.path))
+        os.replace(self.tmp, self.path)
+
+    def _frames_in(self, path: Path) -> int:
+        try:
+            if path.stat().st_size == 0:
+                return 0
+        except OSError:
+            return 0
+        cap = self.cv2.VideoCapture(str(path))
+        try:
+            return int(cap.get(self.cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        finally:
+            cap.release()
 
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.release()
+            self.writer = None
         self.tmp.unlink(missing_ok=True)
 
 

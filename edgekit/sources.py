@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +21,28 @@ import numpy as np
 from edgekit.deps import require
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.images import IMAGE_SUFFIXES, read_image
+from edgekit.redact import protect, redact
+
+__all__ = ["Frame", "SourceSpec", "SourceError", "Reader", "LatestFrame", "Reconnect", "parse", "redact",
+           "every_frame"]
 
 
 class SourceError(EdgekitError):
     """A source cannot be opened, or was lost and did not come back."""
 
 
-def redact(uri: str) -> str:
-    """rtsp://user:pass@host/... -> rtsp://***@host/... (never print credentials)."""
-    uri = re.sub(r"(?<=://)[^/@\s]+@", "***@", uri)
-    return re.sub(r"[^/\s:@]+:[^/\s@]+@", "***@", uri)  # user:pass@ anywhere, typos included
-
-
 @dataclass(frozen=True)
 class Frame:
     image: np.ndarray  # BGR uint8
-    index: int  # frame number from the source (0-based)
+    index: int  # frame number from the source (0-based; an image's place in the sorted folder)
     captured: float  # time.perf_counter() when it was read
+    name: str | None = None  # the image file it came from (folders and globs)
 
 
 @dataclass(frozen=True)
 class SourceSpec:
     kind: str  # "v4l2", "csi", "rtsp", "file", "images"
-    target: str  # device index/path, pipeline, URL, file or pattern
+    target: str = field(repr=False)  # device index/path, pipeline, URL (credentials: never printed), file or pattern
     live: bool
     display_name: str
 
@@ -80,7 +79,7 @@ def parse(spec: str | int, width: int = 1280, height: int = 720, fps: int = 30,
     if p.is_file():
         kind = "images" if p.suffix.lower() in IMAGE_SUFFIXES else "file"
         return SourceSpec(kind, s, False, s)
-    raise UsageError(f"source {redact(s)!r} is neither a camera (0, /dev/video0, csi://0), a stream URL "
+    raise UsageError(f"source {redact(s, loose=True)!r} is neither a camera (0, /dev/video0, csi://0), a stream URL "
                      "(rtsp://...), nor an existing video file, image folder or glob")
 
 
@@ -94,13 +93,16 @@ class Reader:
     """Reads frames from one source in order; reopen() after a failure."""
 
     def __init__(self, spec: SourceSpec, width: int | None = None, height: int | None = None,
-                 fps: int | None = None) -> None:
+                 fps: int | None = None, on_skip: Callable[[Path, str], None] | None = None) -> None:
+        """``on_skip(path, why)``: told of each image file that cannot be read (it is skipped)."""
         self.spec = spec
         self.size = (width, height, fps)
         self._cap: Any = None
         self._images: list[Path] = []
         self._next = 0
         self.fps: float = 0.0
+        self.skipped: list[tuple[Path, str]] = []  # image files that could not be read, and why
+        self._on_skip = on_skip
         self.open()
 
     def open(self) -> None:
@@ -117,6 +119,8 @@ class Reader:
                 raise SourceError(f"no images in {spec.display_name}")
             self._images = files
             return
+        if spec.kind == "rtsp":
+            protect(spec.target)  # OpenCV and FFmpeg print the URL they fail on, credentials and all
         cv2 = require("cv2", "reading cameras and video")
         if spec.kind == "csi" and not has_gstreamer(cv2):
             raise SourceError(
@@ -157,15 +161,37 @@ class Reader:
         return bool(self._cap.grab())
 
     def retrieve(self) -> np.ndarray | None:
-        """Decode the frame grab() reached."""
+        """Decode the frame grab() reached (None if it cannot be: an unreadable image is skipped)."""
         if self._images:
-            return read_image(self._images[self._next - 1])
+            return self._read_image(self._images[self._next - 1])
         ok, frame = self._cap.retrieve()
         return frame if ok else None
 
+    def _read_image(self, path: Path) -> np.ndarray | None:
+        try:
+            return read_image(path)
+        except Exception as exc:  # noqa: BLE001 - deleted, unreadable, corrupt, too large, a decoder's own error
+            why = str(exc) if isinstance(exc, EdgekitError) else f"cannot decode image {path}: a corrupt or empty file"
+            self.skipped.append((path, why))
+            if self._on_skip is not None:
+                self._on_skip(path, why)
+            return None
+
+    @property
+    def position(self) -> tuple[int, str | None]:
+        """Index and file name of the frame grab() reached (images; a file name is None for video)."""
+        if self._images:
+            return self._next - 1, str(self._images[self._next - 1])
+        return -1, None
+
     def read(self) -> np.ndarray | None:
-        """The next frame, or None at the end (files) or on failure (live)."""
-        return self.retrieve() if self.grab() else None
+        """The next frame, or None at the end (files) or on failure (live). Image files that
+        cannot be read are skipped (see ``skipped``), never the end of a folder."""
+        while self.grab():
+            img = self.retrieve()
+            if img is not None or not self._images:
+                return img
+        return None
 
     def close(self) -> None:
         if self._cap is not None:
@@ -315,11 +341,18 @@ class LatestFrame:
         raise SourceError(f"source lost and not back after {self._reconnect.attempts} attempts")
 
     def _ready(self) -> bool:
-        """An untaken frame that is the newest, or the newest this thread can still decode."""
+        """An untaken frame that is the newest grabbed, or the one just before it when the thread,
+        waiting in grab() for the next, can no longer decode the newest. Anything older (a consumer
+        back from a pause) is never handed out: it waits for the next grab, decoded at once, so
+        a frame is at most one frame period plus its decode old."""
         f = self._frame
         if f is None or f.index == self._taken:
             return False
-        return f.index == self._grabbed or (self._busy and self._decoded != self._grabbed)
+        if f.index == self._grabbed:
+            return True
+        if self._done:
+            return f.index >= self._grabbed - 1
+        return self._busy and self._decoded != self._grabbed and f.index == self._grabbed - 1
 
     def next(self, timeout: float | None = None) -> Frame | None:
         """The newest frame not yet taken; None when the source has ended (or on timeout)."""
@@ -369,14 +402,16 @@ class LatestFrame:
 
 
 def every_frame(reader: Reader) -> Iterator[Frame]:
-    """All frames of a file or folder, in order, none skipped."""
+    """All frames of a file or folder, in order, none skipped but unreadable image files (an
+    image keeps its place in the sorted folder as its index, so skips leave gaps)."""
     index = 0
     try:
         while True:
             img = reader.read()
             if img is None:
                 return
-            yield Frame(img, index, time.perf_counter())
+            pos, name = reader.position
+            yield Frame(img, pos if name is not None else index, time.perf_counter(), name)
             index += 1
     finally:
         reader.close()

@@ -40,6 +40,7 @@ class Result:
     infer_ms: float
     prediction: Prediction
     frame: np.ndarray | None = None  # for sinks that draw on it
+    name: str | None = None  # the image file (folders and globs)
 
     @property
     def latency_ms(self) -> float:
@@ -76,27 +77,41 @@ class Stream:
         self._keep = keep_frames
         self._stop = threading.Event()
         self._ewma: np.ndarray | None = None
+        self._iterating = False
         self.results = 0
         self.fps = 0.0  # the source's own frame rate, where it says
         self._capture: src.LatestFrame | None = None
         self._reader: src.Reader | None = None
         o = self.options
-        if o.every_frame:
-            if self.spec.live:
-                raise src.SourceError(f"--every-frame reads files in order; {self.name} is a live source")
-            self._reader = src.Reader(self.spec, o.width, o.height, o.fps)
-            self.fps = self._reader.fps
-        else:
-            def open_reader() -> src.Reader:
-                if opener is not None:
-                    return opener(self.spec)
-                return src.Reader(self.spec, o.width, o.height, o.fps)
 
-            first = open_reader()  # opened once, and handed to the capture thread as it is
-            self.fps = first.fps
-            pace = first.fps if (not self.spec.live and o.pace and first.fps > 0) else None
-            live = self.spec.live or opener is not None
+        def on_skip(path: Any, why: str) -> None:
+            self._say(f"skipped: {why}")
+
+        def open_reader() -> src.Reader:
+            if opener is not None:
+                return opener(self.spec)
+            return src.Reader(self.spec, o.width, o.height, o.fps, on_skip=on_skip)
+
+        if o.every_frame and self.spec.live:
+            raise src.SourceError(f"--every-frame reads files in order; {self.name} is a live source")
+        first = open_reader()  # opened once, and handed on as it is (Argus fails quick CSI reopens)
+        self.fps = first.fps
+        live = self.spec.live or opener is not None
+        paced = o.pace and first.fps > 0
+        if o.every_frame or (not live and (self.spec.kind == "images" or not paced)):
+            # A folder, a glob or a video with no frame rate has no pace to keep up with: every
+            # image is classified in order (live mode would grab them all before the first ask).
+            if not o.every_frame and self.spec.kind != "images":
+                self._say(f"{self.name} states no frame rate: every frame is classified in order")
+            self._reader = first
+        else:
+            pace = first.fps if (not self.spec.live and paced) else None
             self._capture = src.LatestFrame(open_reader, live, pace, o.reconnect, self._say, first=first)
+
+    @property
+    def skipped(self) -> list[tuple[Any, str]]:
+        """Image files that could not be read and were skipped (path, why)."""
+        return list(self._reader.skipped) if self._reader is not None else []
 
     @property
     def dropped(self) -> int:
@@ -137,9 +152,10 @@ class Stream:
         pred = Prediction(tuple(self.clf.labels[i] for i in idx), tuple(int(i) for i in idx),
                           tuple(float(probs[i]) for i in idx), infer_ms)
         return Result(frame.index, frame.captured, time.perf_counter(), infer_ms, pred,
-                      frame.image if self._keep else None)
+                      frame.image if self._keep else None, frame.name)
 
     def __iter__(self) -> Iterator[Result]:
+        self._iterating = True
         try:
             for fr in self._frames():
                 res = self._predict(fr)
@@ -148,23 +164,71 @@ class Stream:
                 if self.options.max_frames and self.results >= self.options.max_frames:
                     break
         finally:
+            self._iterating = False
             self.stop()
 
+    def request_stop(self) -> None:
+        """Ask the loop to end after the frame in hand (safe from a signal handler or another
+        thread: it closes nothing under the reader; the loop does that on its way out)."""
+        self._stop.set()
+
     def stop(self) -> None:
+        """End the stream. From another thread while it is iterated, the loop ends after the frame
+        in hand and closes the source itself (nothing is closed under a read in progress)."""
         self._stop.set()
         if self._capture is not None:
             self._capture.stop()
-        if self._reader is not None:
+        if self._reader is not None and not self._iterating:
             self._reader.close()
 
 
-class SinkThread:
-    """Runs the output sinks off the inference thread; results queue up only here."""
+class SinkError(EdgekitError):
+    """An output could not be written (a full disk, a closed pipe, a sink that raised)."""
 
-    def __init__(self, sinks: list[Any]) -> None:
+
+def _describe(sink: Any) -> str:
+    return str(getattr(sink, "describe", type(sink).__name__))
+
+
+def sink_error(sink: Any, exc: BaseException) -> EdgekitError:
+    """One line naming the output, the cause and what to do."""
+    if isinstance(exc, EdgekitError):
+        return exc
+    if isinstance(exc, OSError):
+        import errno
+
+        what = _describe(sink)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            where = getattr(sink, "folder", None)
+            free = ""
+            if where is not None:
+                import shutil
+
+                try:
+                    free = f" ({shutil.disk_usage(where).free / 1e6:.0f} MB free at {where})"
+                except OSError:
+                    pass
+            return SinkError(f"cannot write {what}: the disk is full or the file too large{free}; free "
+                             "space or write elsewhere")
+        if exc.errno == errno.EPIPE:
+            return SinkError(f"cannot write {what}: the reader of the pipe has gone")
+        return SinkError(f"cannot write {what}: {exc.strerror or exc}")
+    return SinkError(f"{_describe(sink)} failed: {type(exc).__name__}: {exc}")
+
+
+class SinkThread:
+    """Runs the output sinks off the inference thread; results queue up only here.
+
+    A sink that fails is set aside (its error is raised by the next put() and by close()); the
+    others keep writing. close() writes everything queued, then closes every sink, even after a
+    failure, so no result already produced is lost and no file is released while written."""
+
+    def __init__(self, sinks: list[Any], maxsize: int = 64) -> None:
         self.sinks = sinks
-        self.q: queue.Queue[Result | None] = queue.Queue(maxsize=64)
-        self.error: BaseException | None = None
+        self.q: queue.Queue[Result | None] = queue.Queue(maxsize=maxsize)
+        self.error: EdgekitError | None = None
+        self._failed: set[int] = set()
+        self.written = 0  # results every healthy sink has taken
         self.t = threading.Thread(target=self._run, name="edgekit-sinks", daemon=True)
         self.t.start()
 
@@ -173,22 +237,45 @@ class SinkThread:
             item = self.q.get()
             if item is None:
                 return
-            try:
-                for s in self.sinks:
+            for i, s in enumerate(self.sinks):
+                if i in self._failed:
+                    continue
+                try:
                     s.write(item)
-            except BaseException as exc:
-                self.error = exc
-                return
+                except BaseException as exc:  # noqa: BLE001 - any sink failure is reported, none kills the thread
+                    self._failed.add(i)
+                    if self.error is None:
+                        self.error = sink_error(s, exc)
+            self.written += 1
 
     def put(self, r: Result) -> None:
-        if self.error is not None:
-            raise self.error
-        self.q.put(r)
+        """Queue a result; raises the first sink failure. Never blocks for good: a full queue is
+        retried while the sink thread lives."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.q.put(r, timeout=0.1)
+                return
+            except queue.Full:
+                if not self.t.is_alive():
+                    raise SinkError("the output thread has stopped") from None
 
     def close(self) -> None:
-        self.q.put(None)
+        """Write what is queued, close every sink, then raise the first failure (if any)."""
+        while self.t.is_alive():
+            try:
+                self.q.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
         self.t.join()
-        for s in self.sinks:
-            s.close()
+        for i, s in enumerate(self.sinks):
+            try:
+                s.close()
+            except BaseException as exc:  # noqa: BLE001 - close them all, report the first
+                self._failed.add(i)
+                if self.error is None:
+                    self.error = sink_error(s, exc)
         if self.error is not None:
             raise self.error

@@ -1,0 +1,384 @@
+"""The runtime under faults, bad input and long runs: nothing lost, nothing leaked.
+
+Real video files, real image folders, real OpenCV writers, the real CLI in a subprocess. Where
+a fault cannot be made for real without root (a full disk), RLIMIT_FSIZE stands in for it: a
+write past the limit fails with EFBIG, as one on a full disk fails with ENOSPC."""
+
+from __future__ import annotations
+
+import json
+import queue
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+import edgekit  # noqa: E402
+from edgekit import redact, sinks, sources  # noqa: E402
+from edgekit.classifier import Prediction  # noqa: E402
+from edgekit.stream import Result, SinkError, SinkThread, Stream, StreamOptions  # noqa: E402
+from tests.runtime.test_stream import Camera, decode, encode, write_video  # noqa: E402
+
+EDGEKIT = [sys.executable, "-m", "edgekit"]
+
+
+@pytest.fixture(scope="module")
+def clf(googlenet_bundle):
+    with edgekit.load(googlenet_bundle) as c:
+        yield c
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(12):
+        cv2.imwrite(str(d / f"{i:03d}.png"), encode(i))
+    return d
+
+
+def _frame_count(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
+    finally:
+        cap.release()
+
+
+def _lines(stdout: str) -> list[dict]:
+    return [json.loads(x) for x in stdout.splitlines()]
+
+
+def _one_line_error(stderr: str, text: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and text in errors[0], stderr
+
+
+# ---- sources with no pace: folders, globs, single images, in live mode --------------------------
+
+def test_folder_glob_and_image_in_live_mode_classify_every_image(folder, clf):
+    """A folder has no frame rate: live mode used to grab every file before the first ask and
+    classify nothing ("12 stale frames dropped")."""
+    for src, want in ((str(folder), list(range(12))), (str(folder / "00[3-5].png"), [3, 4, 5]),
+                      (str(folder / "007.png"), [7])):
+        st = Stream(src, clf, StreamOptions(topk=1), keep_frames=True)
+        got = list(st)
+        assert [decode(r.frame) for r in got] == want, src
+        assert st.dropped == 0
+        assert all(r.name and Path(r.name).name == f"{i:03d}.png" for r, i in zip(got, want))
+
+
+def test_cli_folder_live_mode_writes_every_image_with_its_file(folder, googlenet_bundle):
+    res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(folder), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = _lines(res.stdout)
+    assert [x["frame"] for x in lines] == list(range(12))
+    assert [Path(x["file"]).name for x in lines] == [f"{i:03d}.png" for i in range(12)]
+    assert "12 frames" in res.stderr and "0 stale frames dropped" in res.stderr
+
+
+# ---- one bad file does not end a run -------------------------------------------------------------
+
+def test_unreadable_and_vanished_files_are_skipped_counted_and_named(folder, clf):
+    (folder / "004.png").write_bytes(b"not a png")
+    (folder / "005.png").write_bytes(b"")
+    events: list[str] = []
+    st = Stream(str(folder), clf, StreamOptions(topk=1), on_event=events.append, keep_frames=True)
+    (folder / "009.png").unlink()  # deleted after the folder was listed
+    got = [decode(r.frame) for r in st]
+    assert got == [0, 1, 2, 3, 6, 7, 8, 10, 11]
+    assert sorted(p.name for p, _ in st.skipped) == ["004.png", "005.png", "009.png"]
+    assert sum("skipped" in e for e in events) == 3
+
+
+def test_cli_keeps_the_whole_output_past_a_bad_file(folder, googlenet_bundle, tmp_path):
+    (folder / "006.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out.avi"
+    res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(folder), "--every-frame", "--json",
+                                    "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert len(_lines(res.stdout)) == 11 == _frame_count(out)
+    assert "1 unreadable files skipped" in res.stderr and "006.png" in res.stderr
+
+
+# ---- any error mid-run: every result produced is written, outputs finished, one line ----------
+
+INJECT = textwrap.dedent("""
+    import sys
+    from edgekit import sources
+    read = sources.Reader.read
+    def failing(self):
+        if self._next >= 30:
+            raise sources.SourceError("injected: the source failed for good")
+        return read(self)
+    sources.Reader.read = failing
+    from edgekit.cli import main
+    main(sys.argv[1:])
+""")
+
+
+def test_error_mid_run_finishes_every_output(tmp_path, googlenet_bundle):
+    """A source failing for good after 30 frames (injected into the real reader): the writer was
+    released under the sink thread (segfaults, aborts), queued results were dropped and the
+    video deleted. Now every result produced reaches JSON and the video, then the error."""
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(60):
+        cv2.imwrite(str(d / f"{i:03d}.jpg"), encode(i))
+    for trial in range(3):
+        out = tmp_path / f"out{trial}.avi"
+        res = subprocess.run([sys.executable, "-c", INJECT, "run", str(googlenet_bundle), "--source", str(d),
+                              "--json", "--output", str(out)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 1, res.stderr
+        _one_line_error(res.stderr, "injected: the source failed for good")
+        assert [x["frame"] for x in _lines(res.stdout)] == list(range(30))
+        assert _frame_count(out) == 30
+        assert "30 frames" in res.stderr  # the summary still comes
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# ---- signals -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_with_every_frame_flushes_and_exits_0(tmp_path, googlenet_bundle, sig):
+    """The handler closed the reader under the main loop: a traceback, exit 1, --output deleted."""
+    video = write_video(tmp_path / "long.avi", 900, 30.0)
+    out = tmp_path / "out.avi"
+    proc = subprocess.Popen(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(video), "--every-frame",
+                                       "--json", "--output", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # results are flowing
+    assert first
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    rest, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "frames," in stderr
+    lines = _lines(first + rest)
+    assert 0 < len(lines) < 900
+    assert [x["frame"] for x in lines] == list(range(len(lines)))
+    assert _frame_count(out) == len(lines)
+
+
+# ---- full disk -----------------------------------------------------------------------------------
+
+def _limit_file_size(limit: int):
+    def pre() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return pre
+
+
+def test_full_disk_video_is_an_error_not_a_0_byte_success(tmp_path, googlenet_bundle):
+    video = write_video(tmp_path / "clip.avi", 120, 30.0)
+    out = tmp_path / "o" / "out.avi"
+    out.parent.mkdir()
+    res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(video), "--every-frame", "--json",
+                                    "--output", str(out)], capture_output=True, text=True, timeout=300,
+                         preexec_fn=_limit_file_size(300_000))  # stands in for a disk that fills mid-run
+    assert res.returncode == 1, res.stderr
+    _one_line_error(res.stderr, f"cannot write video {out}")
+    assert list(out.parent.iterdir()) == []  # neither a truncated video nor its temporary file
+    assert [x["frame"] for x in _lines(res.stdout)] == list(range(120))  # the other output is whole
+
+
+def test_full_disk_json_is_a_one_line_error(tmp_path, googlenet_bundle):
+    video = write_video(tmp_path / "clip.avi", 20, 30.0)
+    with open("/dev/full", "w") as full:
+        res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(video), "--every-frame",
+                                        "--json"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert res.returncode == 1
+    _one_line_error(res.stderr, "cannot write JSON lines to stdout: the disk is full")
+
+
+def test_bad_output_is_refused_before_the_model_loads(tmp_path, googlenet_bundle):
+    video = write_video(tmp_path / "clip.avi", 5, 30.0)
+    for name, text in (("out.txt", ".txt is not a video container"), ("no/such/dir/out.avi", "does not exist")):
+        res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(video), "--output",
+                                        str(tmp_path / name)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2
+        _one_line_error(res.stderr, text)
+        assert "backend:" not in res.stderr  # nothing loaded, no frame read
+
+
+# ---- a sink that fails ---------------------------------------------------------------------------
+
+def _result(i: int) -> Result:
+    return Result(i, 0.0, 0.001, 1.0, Prediction(("a",), (0,), (1.0,), 1.0))
+
+
+def test_a_failing_sink_never_blocks_put_and_the_others_get_everything():
+    """A sink that raises while the queue is full blocked put() forever (Ctrl-C did not help)."""
+    gate = threading.Event()
+    got: list[int] = []
+
+    class Breaks:
+        def write(self, r):
+            gate.wait()
+            raise RuntimeError("sink broke")
+
+        def close(self):
+            pass
+
+    class Keeps:
+        def write(self, r):
+            got.append(r.frame_index)
+
+        def close(self):
+            pass
+
+    t = SinkThread([Breaks(), Keeps()], maxsize=4)
+    outcome: queue.Queue = queue.Queue()
+
+    def produce() -> None:
+        try:
+            for i in range(100):
+                t.put(_result(i))
+            outcome.put("all queued")
+        except SinkError as exc:
+            outcome.put(exc)
+
+    th = threading.Thread(target=produce, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    assert t.q.full()  # the producer waits on a full queue ...
+    gate.set()  # ... when the sink fails
+    th.join(timeout=10)
+    assert not th.is_alive(), "put() blocked on a dead sink"
+    err = outcome.get_nowait()
+    assert isinstance(err, SinkError) and "sink broke" in str(err)
+    with pytest.raises(SinkError, match="sink broke"):
+        t.close()
+    assert got == list(range(len(got))) and len(got) >= 5  # every result queued reached the healthy sink
+
+
+# ---- long runs: bounded memory, constant work -----------------------------------------------------
+
+def test_stats_memory_and_work_do_not_grow_with_run_length():
+    rng = np.random.default_rng(0)
+    lat = rng.lognormal(3.0, 0.5, 200_000)
+    st = sinks.Stats()
+    for v in lat[:10_000]:
+        st.write(Result(0, 0.0, v / 1000.0, 5.0, Prediction(("a",), (0,), (1.0,), 1.0)))
+    tracemalloc.start()
+    base = tracemalloc.take_snapshot()
+    for v in lat[10_000:]:
+        st.write(Result(0, 0.0, v / 1000.0, 5.0, Prediction(("a",), (0,), (1.0,), 1.0)))
+    grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(base, "filename"))
+    tracemalloc.stop()
+    assert grown < 64 * 1024, grown  # the old list kept 2 floats per frame: 3 MB here
+    assert st.count == 200_000
+    for q in (50, 90, 99):
+        exact = np.percentile(lat, q)
+        assert abs(st.pct(q) - exact) / exact < 0.01, (q, st.pct(q), exact)
+    assert abs(st.recent(50) - np.percentile(lat[-512:], 50)) < 1e-9  # the live line: the last results
+
+
+def test_fresh_frame_after_the_consumer_pauses(fast_video):
+    """After a pause the frame handed over was 173/556/1465 ms old with 8/27/73 newer frames
+    grabbed; it must be the newest grabbed when asked, or the next one."""
+    spec = sources.parse(str(fast_video))
+    cap = sources.LatestFrame(lambda: Camera(spec), live=True, pace_fps=None)
+    try:
+        for _ in range(8):
+            assert cap.next(timeout=2) is not None
+            time.sleep(0.045)
+        for pause in (0.2, 0.6, 1.5):
+            time.sleep(pause)
+            newest = cap._grabbed
+            frame = cap.next(timeout=2)
+            handed = time.perf_counter()
+            assert frame is not None and decode(frame.image) == frame.index
+            assert frame.index >= newest, (pause, frame.index, newest)
+            assert handed - frame.captured < Camera.period + 0.1, (pause, handed - frame.captured)
+    finally:
+        cap.stop()
+
+
+@pytest.fixture(scope="module")
+def fast_video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("video") / "fast.avi", 240, 200.0)
+
+
+# ---- credentials ---------------------------------------------------------------------------------
+
+URLS = [  # (what the user typed, the secrets it carries)
+    ("rtsp://user:s3cr%40et@127.0.0.1:9/stream", ["s3cr%40et", "s3cr@et"]),
+    ("rtsp://user:p@ss@127.0.0.1:9/s", ["p@ss", ":p@"]),
+    ("rtsp://user:s3c/ret@127.0.0.1:9/s", ["s3c/ret"]),
+    ("rtsp://127.0.0.1:9/s?user=bob&password=hunter2", ["hunter2", "=bob"]),
+]
+
+
+@pytest.mark.parametrize("url,secrets", URLS)
+def test_no_password_in_any_output_whatever_the_libraries_print(url, secrets, googlenet_bundle):
+    """OpenCV's warning printed the whole URL, percent-encoded password included."""
+    res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", url, "--reconnect-attempts", "1",
+                                    "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    _one_line_error(res.stderr, "cannot open rtsp://")
+    for s in secrets:
+        assert s not in res.stdout and s not in res.stderr, (s, res.stderr)
+
+
+@pytest.mark.parametrize("url,secrets", URLS)
+def test_no_password_in_a_repr_or_display_name(url, secrets):
+    spec = sources.parse(url)
+    for text in (repr(spec), spec.display_name, str(spec), redact.redact(url)):
+        for s in secrets:
+            assert s not in text, text
+
+
+def test_redaction_keeps_ordinary_text():
+    line = "[ WARN:0@0.008] global cap.cpp:172 open rtsp://cam.local:554/s?quality=high"
+    assert redact.redact(line) == line
+    assert redact.redact("rtsp://cam/s?password=x: check") == "rtsp://cam/s?password=***: check"
+
+
+def test_stderr_filter_masks_what_a_c_library_writes(tmp_path):
+    """Writes straight to file descriptor 2 (as OpenCV and FFmpeg do) are masked once a URL with
+    a secret was opened."""
+    code = textwrap.dedent("""
+        import os, sys
+        from edgekit import redact
+        redact.protect("rtsp://admin:hunter22@cam.local/s")
+        os.write(2, b"[ffmpeg] cannot open rtsp://admin:hunter22@cam.local/s\\n")
+        os.write(2, b"raw secret hunter22 and decoded\\n")
+        print("python says hunter22", file=sys.stderr)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "hunter22" not in res.stderr
+    assert "[ffmpeg] cannot open rtsp://***@cam.local/s" in res.stderr
+    assert res.stderr.count("***") == 3
+
+
+def test_json_lines_name_the_file_for_image_sources(folder, clf):
+    class Buf:
+        text = ""
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+    buf = Buf()
+    js = sinks.JsonLines(buf)  # type: ignore[arg-type]
+    for r in Stream(str(folder / "001.png"), clf, StreamOptions(topk=1)):
+        js.write(r)
+    rec = json.loads(buf.text)
+    assert rec["frame"] == 0 and Path(rec["file"]).name == "001.png"
