@@ -1,20 +1,42 @@
-"""Bundle directories: atomic creation, integrity checks, finding the latest build."""
+"""Bundle directories: atomic creation and update, locking, integrity checks, finding the latest build.
+
+A bundle is only ever changed as a whole: a new or updated bundle is staged in a hidden
+directory beside it (``.NAME.tmp-PID-XXXX``, hard links to the files that stay) and swapped in
+with one atomic exchange, so a kill -9 at any instant leaves the complete old or the complete
+new bundle at its path. Where the filesystem cannot exchange, two renames are used and the old
+bundle waits as ``.NAME.old-PID`` in between; the next edgekit that opens the bundle restores it
+if that process died. A change holds ``.NAME.lock`` (flock) beside the bundle; a second change
+of the same bundle fails at once, naming the process. Leftovers of dead processes are removed
+by the next export, build or calibration in that directory.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from edgekit import manifest as mf
-from edgekit.errors import BundleError, UsageError
+from edgekit.errors import BundleError, EdgekitError, UsageError
 from edgekit.hashing import sha256_file
 
 DEFAULT_ROOT = "build"
+# test seam: stop (SIGSTOP) at a named step so a test can kill -9 the process exactly there
+PAUSE_ENV = "EDGEKIT_TEST_PAUSE_AT"
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)?(?:-.*)?$")
+_LEGACY_TMP = re.compile(r"^\.(?P<name>.+)\.tmp-[A-Za-z0-9_]{8}$")  # tempfile.mkdtemp's, before locking
+_LOCK = re.compile(r"^\.(?P<name>.+)\.lock$")
+_LEGACY_MKSTEMP = re.compile(r"^\.manifest\.json\.[A-Za-z0-9_]{8}$")
 
 
 def default_root() -> Path:
@@ -29,11 +51,302 @@ def sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-@contextlib.contextmanager
-def staging(target: Path, force: bool) -> Iterator[Path]:
-    """A temporary directory beside ``target`` that becomes ``target`` only on success.
+def pause_point(step: str) -> None:
+    """Stop here when ``EDGEKIT_TEST_PAUSE_AT`` names this step (tests kill -9 or resume the process)."""
+    if os.environ.get(PAUSE_ENV) == step and hasattr(signal, "SIGSTOP"):
+        sys.stderr.write(f"edgekit: paused at {step}\n")
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGSTOP)
 
-    On any failure (or Ctrl-C) it is removed and ``target`` is left as it was.
+
+# ------------------------------------------------------------------ names and modes
+
+
+def _hidden(parent: Path, name: str, kind: str) -> Path:
+    """A new, unused hidden name beside ``name``: ``.NAME.KIND-PID-XXXXXXXX``."""
+    return parent / f".{name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _mkdir_new(parent: Path, name: str, kind: str = "tmp") -> Path:
+    """A new hidden directory with the umask's mode (tempfile.mkdtemp's is always 0700)."""
+    while True:
+        path = _hidden(parent, name, kind)
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+
+
+def child(parent: Path, name: str, what: str = "name") -> Path:
+    """``parent / name`` where ``name`` is one plain path component: outputs never leave ``parent``."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UsageError(f"{what} {name!r} is not a plain file name; use letters, digits, '.', '_' or '-'")
+    return parent / name
+
+
+# ------------------------------------------------------------------ disk full
+
+
+def disk_full(exc: OSError, target: Path, need: int | None = None) -> BundleError:
+    """One line for ENOSPC, EDQUOT and EFBIG (a file size limit) alike: what, why, how much to free where."""
+    where = os.path.abspath(Path(target).parent)
+    try:
+        have = f", {shutil.disk_usage(where).free / 1e6:.0f} MB free there"
+    except OSError:
+        have = ""
+    todo = f"free at least {max(1, -(-need // 1_000_000))} MB at {where}" if need else f"free space at {where}"
+    return BundleError(
+        f"could not write {exc.filename or target}: {exc.strerror or exc} (disk full, over quota or over a file "
+        f"size limit{have}); {todo} (or write elsewhere) and run again; nothing was changed"
+    )
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total
+
+
+# ------------------------------------------------------------------ locking
+
+
+_held: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth): re-entrant within a process
+
+
+def lock_path(target: Path) -> Path:
+    target = Path(target)
+    return target.parent / f".{target.name}.lock"
+
+
+@contextlib.contextmanager
+def lock(target: Path) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside ``target`` while it is changed; another holder makes this fail at once."""
+    if sys.platform == "win32":  # no flock; Jetsons and servers are Linux
+        yield
+        return
+    import fcntl
+
+    path = lock_path(target)
+    key = os.path.abspath(path)
+    if key in _held:
+        fd, depth = _held[key]
+        _held[key] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _held[key]
+            _held[key] = (fd, depth - 1)
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full(exc, path) from exc
+        raise UsageError(f"cannot write in {path.parent} ({exc.strerror}); fix its permissions or choose "
+                         "another directory") from exc
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise
+            with contextlib.suppress(OSError):
+                holder = os.read(fd, 64).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f"PID {holder}" if holder.isdigit() else "another process"
+            raise BundleError(
+                f"{target} is being changed by {who} (edgekit export, build or calibrate); wait for it to "
+                f"finish and run again, or stop that process (its lock is {path})"
+            ) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the file as we opened it: lock the new one
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    _held[key] = (fd, 1)
+    try:
+        yield
+    finally:
+        del _held[key]
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _try_lock(target: Path) -> contextlib.AbstractContextManager[Any] | None:
+    """The lock on ``target`` when it can be taken now (entered), else None."""
+    cm = lock(target)
+    try:
+        cm.__enter__()
+    except (EdgekitError, OSError):
+        return None
+    return cm
+
+
+# ------------------------------------------------------------------ recovery
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or sys.platform == "win32":  # os.kill(pid, 0) terminates on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def recover(parent: Path, only: str | None = None, clean: bool = True) -> None:
+    """Finish what killed edgekit processes left in ``parent``.
+
+    ``.NAME.old-PID`` of a dead process, with nothing at NAME (killed between the two renames of
+    a replacement), goes back to NAME; with ``clean``, stale ``.NAME.old-*`` and ``.NAME.tmp-*``
+    (staging of a dead process) are removed. ``only`` limits it to one NAME.
+    """
+    try:
+        entries = sorted(os.listdir(parent))
+    except OSError:
+        return
+    for entry in entries:
+        stale = _LOCK.match(entry)
+        if stale and clean and (only is None or stale.group("name") == only):
+            held = _try_lock(parent / stale.group("name"))  # a lock file nobody holds: its holder died
+            if held is not None:
+                held.__exit__(None, None, None)
+            continue
+        m = _LEFTOVER.match(entry) or _LEGACY_TMP.match(entry)
+        if m is None:
+            continue
+        name = m.group("name")
+        if only is not None and name != only:
+            continue
+        pid = m.groupdict().get("pid")
+        kind = m.groupdict().get("kind") or "tmp"
+        if pid is not None and _alive(int(pid)):
+            continue
+        if kind == "tmp" and not clean:
+            continue
+        held = _try_lock(parent / name)  # nobody else is changing NAME (a legacy name's only check)
+        if held is None:
+            continue
+        try:
+            leftover = parent / entry
+            if kind == "old" and not os.path.lexists(parent / name):
+                os.replace(leftover, parent / name)
+            elif clean and (pid is not None or m.re is _LEGACY_TMP):
+                _remove(leftover)
+        except OSError:
+            pass  # a read-only directory: leave it for a run that can write there
+        finally:
+            held.__exit__(None, None, None)
+
+
+def _tidy_inside(bundle: Path) -> None:
+    """Inside a bundle being changed (lock held): the work of killed runs."""
+    with contextlib.suppress(OSError):
+        for p in bundle.iterdir():
+            if p.name.startswith(".calibrate-") or _LEGACY_MKSTEMP.match(p.name):  # older edgekit's work
+                _remove(p)
+    recover(bundle)  # .manifest.json.tmp-PID-* of write_bytes_atomic
+
+
+def tidy(bundle: Path) -> None:
+    """What killed runs left beside and inside ``bundle`` goes (call with its lock held)."""
+    recover(Path(bundle).parent)
+    if Path(bundle).is_dir():
+        _tidy_inside(Path(bundle))
+
+
+def restore_if_missing(bundle: Path) -> bool:
+    """A bundle killed between the two renames of its replacement comes back. True if restored."""
+    bundle = Path(bundle)
+    if os.path.lexists(bundle):
+        return False
+    recover(bundle.parent, only=bundle.name, clean=False)
+    return os.path.lexists(bundle)
+
+
+# ------------------------------------------------------------------ swapping
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where it is not supported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Make ``new`` (beside ``target``) be ``target``; the old one is removed."""
+    if not os.path.lexists(target):
+        os.replace(new, target)
+        return
+    if _exchange(new, target):
+        pause_point("swap.exchanged")
+        _remove(new)  # now the old bundle
+        return
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    os.replace(target, old)
+    pause_point("swap.between-renames")
+    os.replace(new, target)
+    _remove(old)
+
+
+@contextlib.contextmanager
+def _swapping(tmp: Path, target: Path, need: int | None) -> Iterator[Path]:
+    try:
+        yield tmp
+        pause_point("swap.staged")
+        _swap_in(tmp, target)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            # what it takes: given, else at least what was written, or what it replaces
+            if need is None:
+                need = max(_tree_bytes(tmp), _tree_bytes(target) if target.is_dir() else 0)
+            raise disk_full(exc, target, need) from exc
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging(target: Path, force: bool, need: int | None = None) -> Iterator[Path]:
+    """A new directory beside ``target`` that becomes ``target`` only on success.
+
+    On any failure (or Ctrl-C, or kill -9) ``target`` is left as it was; a full disk is one
+    BundleError saying how much to free.
     """
     target = Path(target)
     if target.exists() and not force:
@@ -41,19 +354,48 @@ def staging(target: Path, force: bool) -> Iterator[Path]:
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a directory; remove it or choose another -o")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with lock(target):
+        recover(target.parent)
+        if target.exists() and not force:
+            raise UsageError(f"{target} already exists; pass --force to replace it, or choose another -o")
+        with _swapping(_mkdir_new(target.parent, target.name), target, need) as tmp:
+            yield tmp
+
+
+def _link_tree(src: Path, dst: Path, fresh: frozenset[str], top: bool = True) -> None:
+    """Hard links (copies where links fail) of ``src``'s files in ``dst``; symlinks stay symlinks."""
+    for entry in os.scandir(src):
+        if top and (entry.name.startswith(".") or entry.name in fresh):
+            continue
+        out = dst / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), out)
+        elif entry.is_dir():
+            os.mkdir(out, 0o777)
+            shutil.copymode(entry.path, out)
+            _link_tree(Path(entry.path), out, fresh, top=False)
+        else:
+            try:
+                os.link(entry.path, out, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(entry.path, out, follow_symlinks=False)
+
+
+@contextlib.contextmanager
+def updating(bundle: Path, fresh: tuple[str, ...] = (), need: int | None = None) -> Iterator[Path]:
+    """A copy of ``bundle`` (hard links) to change, swapped in whole only on success.
+
+    Write new files only under the names in ``fresh`` (they are not linked, so the old
+    bundle's files are never written through) and manifest.json, which is never linked.
+    """
+    bundle = Path(bundle)
+    with lock(bundle):
+        tidy(bundle)
+        with _swapping(_mkdir_new(bundle.parent, bundle.name), bundle, need) as tmp:
+            shutil.copymode(bundle, tmp)
+            _link_tree(bundle, tmp, frozenset(fresh) | {mf.MANIFEST})
+            pause_point("update.linked")
+            yield tmp
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -62,24 +404,43 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write a file through a temporary name in the same directory, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write a file through a temporary name in the same directory, then rename; the umask's mode."""
+    path = Path(path)
+    while True:
+        tmp = _hidden(path.parent, path.name, "tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise disk_full(exc, path, len(data)) from exc
         raise
+
+
+# ------------------------------------------------------------------ reading
+
+
+def confined(bundle: Path, rel: str) -> Path:
+    """``bundle / rel`` resolved, refused when it (or a symlink on the way) leads outside the bundle."""
+    root = Path(bundle).resolve()
+    path = (Path(bundle) / rel).resolve()
+    if root not in path.parents:
+        raise BundleError(f"{bundle}: {rel!r} resolves outside the bundle; refusing it (a symlink or '..'); "
+                          "rebuild the bundle")
+    return path
 
 
 def artifact_path(bundle: Path, art: mf.Artifact, verify: bool = True) -> Path:
     """The artifact's file, checked to be inside the bundle and to match its sha256."""
-    root = bundle.resolve()
-    path = (bundle / art.path).resolve()
-    if root not in path.parents:
-        raise BundleError(f"{bundle}: artifact {art.path!r} resolves outside the bundle; refusing it")
+    path = confined(bundle, art.path)
     if not path.is_file():
         raise BundleError(f"{bundle}: artifact {art.path} listed in the manifest is missing; rebuild the bundle")
     if verify:
@@ -93,17 +454,45 @@ def artifact_path(bundle: Path, art: mf.Artifact, verify: bool = True) -> Path:
     return path
 
 
+def labels_artifact(bundle: Path, man: mf.Manifest) -> mf.Artifact:
+    for a in man.artifacts:
+        if a.path == man.labels:
+            return a
+    raise BundleError(f"{bundle}: the labels file {man.labels} is not listed among the artifacts (no sha256 to "
+                      "check it against); rebuild the bundle")
+
+
+def read_labels(bundle: Path, man: mf.Manifest) -> list[str]:
+    """The class names, read through the same checks as every artifact: inside, sha256, one per class."""
+    art = labels_artifact(bundle, man)
+    data = artifact_path(bundle, art).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{bundle}: {art.path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                          "rebuild the bundle, or save the file as UTF-8") from None
+    names = text.splitlines()
+    while names and not names[-1].strip():
+        names.pop()
+    n = man.model.num_classes
+    if len(names) != n:
+        raise BundleError(f"{bundle}: {art.path} has {len(names)} names but the model has {n} classes; "
+                          "give one name per class in class-index order, or rebuild the bundle")
+    return names
+
+
 def engine_path(bundle: Path, entry: dict[str, Any]) -> Path | None:
     """An engine entry's plan file when it is there and unchanged since it was built, else None."""
-    path = bundle / str(entry["path"])
+    path = confined(bundle, str(entry["path"]))
     return path if path.is_file() and sha256(path) == entry.get("sha256") else None
 
 
 def find_latest(root: Path | None = None) -> Path:
     """The most recently written bundle under the build root (for commands given none)."""
     base = root or default_root()
+    recover(base, clean=False)  # a bundle killed mid-replacement comes back first
     found = sorted(
-        (p.parent for p in base.glob(f"*/{mf.MANIFEST}")),
+        (p.parent for p in base.glob(f"*/{mf.MANIFEST}") if not p.parent.name.startswith(".")),
         key=lambda d: (d / mf.MANIFEST).stat().st_mtime,
     )
     if not found:

@@ -1,15 +1,12 @@
 """INT8 calibration of a bundle, the FP16 variant, and the accuracy gate.
 
-Everything is made in a temporary directory and moved into the bundle only once the gate
-passes, with the manifest written last: an interrupted or failed run leaves the bundle as
-it was.
+Everything is written into a copy of the bundle beside it (hard links to the files that stay)
+that replaces the bundle in one atomic swap once the gate passes: an interrupted, killed or
+failed run (a full disk too) leaves the bundle as it was. The bundle is locked meanwhile.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +18,7 @@ from edgekit import bundle as bundle_mod
 from edgekit import calibcache, calibdata, gate, quantize, sensitivity
 from edgekit import manifest as mf
 from edgekit.callbacks import Log, Progress
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.errors import BundleError, EdgekitError, UsageError
 
 DEFAULT_IMAGES = 500
 DEFAULT_VAL_IMAGES = 1000
@@ -81,7 +78,7 @@ def _labels_of(val: calibdata.Collected, root: Path | None, man: mf.Manifest, bu
         return None
     from edgekit.evaluate import class_map
 
-    names = (bundle / man.labels).read_text(encoding="utf-8").splitlines()
+    names = bundle_mod.read_labels(bundle, man)
     try:
         cmap = class_map(root, names, None)
     except UsageError:
@@ -177,18 +174,41 @@ def _check(req: CalibrateRequest) -> None:
 
 def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress | None = None) -> CalibrateResult:
     """Calibrate, write the INT8/FP16 forms and gate them against FP32; the bundle changes only on success."""
+    t0 = time.perf_counter()
+    _check(req)
+    mf.read(req.bundle)  # a clear error for what is not a bundle, before any lock file is made beside it
+    with bundle_mod.lock(req.bundle):
+        bundle_mod.tidy(req.bundle)
+        bundle_mod.pause_point("calibrate.locked")
+        return _calibrate_locked(req, log, progress, t0)
+
+
+def _load_onnx(path: Path) -> Any:
+    """The model, or a clear error naming the file when it is not one (whatever its sha256 says)."""
     import onnx
 
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+        if not model.graph.input or not model.graph.output:
+            raise ValueError("the graph has no input or output")
+    except Exception as exc:  # onnx raises DecodeError, ValidationError and others
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BundleError(f"{path} is not a readable ONNX model ({why}), though it matches its sha256 in the "
+                          "manifest: the bundle was written wrongly; rebuild it with edgekit export") from None
+    return model
+
+
+def _calibrate_locked(req: CalibrateRequest, log: Log, progress: Progress | None, t0: float) -> CalibrateResult:
     from edgekit.runners.ort import OrtRunner
     from edgekit.simulate import SimRunner
 
-    t0 = time.perf_counter()
-    _check(req)
     man = mf.read(req.bundle)
     art = man.artifact("onnx", "fp32")
     if art is None:
         raise UsageError(f"{req.bundle} has no FP32 ONNX model to calibrate; export it again")
     fp32 = bundle_mod.artifact_path(req.bundle, art)
+    model = _load_onnx(fp32)
     data = _gather(req, man, log)
     calib_set, val_set = data.calib, data.val
     labelled = "labelled " if data.labels is not None else ""
@@ -203,7 +223,6 @@ def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress
     log(f"calibration: {cal.seconds:.1f} s ({len(calib_set.items) / max(cal.seconds, 1e-9):.1f} images/s, "
         "two passes: ranges, then histograms)")
     batch, static = gate.batching(man)
-    model = onnx.load(str(fp32))
     with OrtRunner(fp32) as r:
         ref = gate.run_all(r, val_feed, batch, static)
 
@@ -239,8 +258,11 @@ def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress
             raise GateError(_gate_message(req, judged, excluded))
         excluded.append(remaining[0])
         log(f"keeping {remaining[0]} in FP32")
-    work = Path(tempfile.mkdtemp(prefix=".calibrate-", dir=req.bundle))
-    try:
+    import onnx
+
+    fresh = tuple(name for name, _, prec in _FILES if req.fp16 or prec != "fp16")
+    # new files: about the FP32 model's size in all (INT8 a quarter each, FP16 a half)
+    with bundle_mod.updating(req.bundle, fresh, need=int(art.bytes * 1.1) + (1 << 20)) as work:
         onnx.save(trt_model, str(work / "model.int8.onnx"))
         onnx.save(cpu_model, str(work / "model.int8-cpu.onnx"))
         if req.fp16:
@@ -267,9 +289,7 @@ def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress
         (work / "calibration.json").write_text(
             quantize.ranges_json(cal, calib_set.digest(), len(calib_set.items), len(calib_set.skipped),
                                  str(req.data or calibdata.default_set())), encoding="utf-8")
-        new = _install(req.bundle, man, work, judged, cal, excluded, req, data, here)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        new = _install(man, work, judged, cal, excluded, req, data, here)
     return CalibrateResult(new, {k: v.to_dict() for k, v in judged.items()}, excluded, time.perf_counter() - t0,
                            judged)
 
@@ -302,13 +322,16 @@ def _gate_message(req: CalibrateRequest, judged: dict[str, gate.Judgement], excl
     return f"accuracy gate failed{tried}: {what}. Nothing was written. {hint}"
 
 
-def _install(path: Path, man: mf.Manifest, work: Path, judged: dict[str, gate.Judgement],
+_FILES = (("model.int8.onnx", "onnx", "int8"), ("model.int8-cpu.onnx", "onnx", "int8-cpu"),
+          ("calibration.cache", "calibration", None), ("calibration.json", "calibration", None),
+          ("model.fp16.onnx", "onnx", "fp16"))
+
+
+def _install(man: mf.Manifest, work: Path, judged: dict[str, gate.Judgement],
              cal: quantize.Calibration, excluded: list[str], req: CalibrateRequest, data: _Data,
              here: dict[str, Any]) -> mf.Manifest:
-    files = [("model.int8.onnx", "onnx", "int8"), ("model.int8-cpu.onnx", "onnx", "int8-cpu"),
-             ("calibration.cache", "calibration", None), ("calibration.json", "calibration", None)]
-    if (work / "model.fp16.onnx").exists():
-        files.append(("model.fp16.onnx", "onnx", "fp16"))
+    """The new manifest, written last into the updated copy of the bundle."""
+    files = [f for f in _FILES if (work / f[0]).exists()]
     new = man
     for name, kind, prec in files:
         f = work / name
@@ -326,7 +349,5 @@ def _install(path: Path, man: mf.Manifest, work: Path, judged: dict[str, gate.Ju
     if "fp16" in judged:
         validation["fp16"] = judged["fp16"].to_dict()
     new = replace(new, validation=validation)
-    for name, _, _ in files:
-        os.replace(work / name, path / name)
-    bundle_mod.write_text_atomic(path / mf.MANIFEST, new.to_json())
+    bundle_mod.write_text_atomic(work / mf.MANIFEST, new.to_json())
     return new

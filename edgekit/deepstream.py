@@ -298,11 +298,11 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
     uniform = bool(np.allclose(scale, scale[0], rtol=1e-6))
     model = onnx.load(str(bundle_mod.artifact_path(req.bundle, art)))
     model, removed = float_front(model, drop_normalisation=uniform)
-    labels = (req.bundle / man.labels).read_text(encoding="utf-8").splitlines()
+    labels = bundle_mod.read_labels(req.bundle, man)
     h, w = man.preprocess.height, man.preprocess.width
     with bundle_mod.staging(req.out, req.force) as tmp:
         onnx_name = f"{man.model.name}.{onnx_prec}.float.onnx"
-        onnx.save(model, str(tmp / onnx_name))
+        onnx.save(model, str(bundle_mod.child(tmp, onnx_name, "ONNX file name")))
         (tmp / "labels.txt").write_text(labels_line(labels), encoding="utf-8")
         prop: dict[str, Any] = {
             "gpu-id": 0,

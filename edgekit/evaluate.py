@@ -59,7 +59,7 @@ def class_map(root: Path, labels: list[str], mapping: Path | None) -> dict[str, 
 def evaluate(bundle: Path, data: Path, class_map_file: Path | None = None,
              limit: int | None = None) -> list[Accuracy]:
     man = mf.read(bundle)
-    labels = (bundle / man.labels).read_text(encoding="utf-8").splitlines()
+    labels = bundle_mod.read_labels(bundle, man)
     cmap = class_map(Path(data), labels, class_map_file)
     items: list[calibdata.Item] = []
     target: dict[str, int] = {}

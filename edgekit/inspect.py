@@ -23,7 +23,7 @@ def check_artifacts(path: Path, man: mf.Manifest) -> list[tuple[mf.Artifact, str
 
 
 def describe(path: Path) -> str:
-    man = mf.read(path)
+    man = mf.read(path, check_labels=False)  # a broken labels file is reported below, not fatal here
     m = man.model
     p = man.preprocess
     lines = [
@@ -43,6 +43,10 @@ def describe(path: Path) -> str:
         prec = f" [{art.precision}]" if art.precision else ""
         lines.append(f"  {art.path:<24} {art.kind}{prec:<11} {art.bytes / 1e6:8.2f} MB  "
                      f"sha256 {art.sha256[:12]}…  {state}")
+    try:
+        bundle_mod.read_labels(path, man)
+    except BundleError as exc:
+        lines.append(f"  labels: {str(exc).split(': ', 1)[-1]}")
     if man.engines:
         lines.append("engines")
         for e in man.engines:

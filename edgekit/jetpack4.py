@@ -63,7 +63,7 @@ def write_kit(bundle: Path, profile: Any, precision: str, batch: Any, workspace_
         model, _ = float_front(model, drop_normalisation=False)
     if onnx_prec == "int8":
         float_weights(model)  # TensorRT 8.x's parser takes no int8 weight initializers
-    out = out or bundle.parent / f"{bundle.name}-{profile.name}"
+    out = out or bundle_mod.child(bundle.parent, f"{bundle.name}-{profile.name}", "kit directory name")
     pre = man.preprocess
     trts = ", ".join(sorted({s.tensorrt for s in profile.software})) or "8.x"
     name = f"{man.model.name}.{precision}.float.onnx"
@@ -85,7 +85,9 @@ Then run the plan with DeepStream 6.0 (nvinfer: model-engine-file={plan}, net-sc
 offsets=0;0;0, model-color-format={0 if pre.color_order == "RGB" else 1}, network-type=1,
 output-blob-names=probs, labelfile-path=labels.txt), or from C++ with TensorRT's runtime.
 """
-    labels = (bundle / man.labels).read_text(encoding="utf-8")
+    labels = "\n".join(bundle_mod.read_labels(bundle, man)) + "\n"
+    for file_name in (name, plan):  # names from the manifest and the profile stay plain file names
+        bundle_mod.child(out, file_name, "file name")
     with bundle_mod.staging(out, force) as tmp:
         onnx.save(model, str(tmp / name))
         (tmp / "labels.txt").write_text(labels, encoding="utf-8")

@@ -7,6 +7,7 @@ not leave it; every artifact carries its sha256.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,6 +20,8 @@ SCHEMA = "edgekit.bundle"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+# model names become file and directory names (Triton models, DeepStream and JetPack 4 files)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,17 @@ def safe_relpath(source: str, rel: str, key: str) -> str:
     return rel
 
 
+def safe_name(source: str, name: str, key: str) -> str:
+    """Refuse names that could not be one plain file name (separators, '..', odd characters)."""
+    if not NAME.fullmatch(name) or ".." in name:
+        shown = repr(name) if len(name) <= 40 else repr(name[:37]) + "..."
+        raise BundleError(
+            f"{source}: key '{key}' must be a plain name (letters, digits, '.', '_', '-'; at most 100; "
+            f"no '..'), got {shown}; it names output files. Rebuild the bundle with edgekit export"
+        )
+    return name
+
+
 def parse(text: str, source: str) -> Manifest:
     try:
         data = json.loads(text)
@@ -123,14 +137,16 @@ def parse(text: str, source: str) -> Manifest:
     if schema != SCHEMA:
         raise r.fail("schema", f"must be {SCHEMA!r}, got {schema!r}")
     version = r.get("schema_version", int)
+    if version < 1:
+        raise r.fail("schema_version", f"must be 1 or more, got {version}")
     if version > SCHEMA_VERSION:
         raise BundleError(
             f"{source}: schema version {version} is newer than this edgekit understands "
             f"({SCHEMA_VERSION}); upgrade edgekit: pip install -U edgekit"
         )
     m = r.sub("model")
-    model = ModelInfo(m.get("name", str), m.get("version", str), m.get("weights", str),
-                      m.get("weights_sha256", str, None), m.get("num_classes", int),
+    model = ModelInfo(safe_name(source, m.get("name", str), m.path("name")), m.get("version", str),
+                      m.get("weights", str), m.get("weights_sha256", str, None), m.get("num_classes", int),
                       m.get("params", int), m.get("opset", int))
     p = r.sub("preprocess")
     try:
@@ -167,11 +183,25 @@ def parse(text: str, source: str) -> Manifest:
     )
 
 
-def read(bundle: str | Path) -> Manifest:
+def read(bundle: str | Path, check_labels: bool = True) -> Manifest:
+    """The bundle's manifest, and (``check_labels``) its labels file checked like every artifact:
+    inside the bundle, matching its sha256, UTF-8, one name per class."""
+    from edgekit import bundle as bundle_mod
+
     path = Path(bundle) / MANIFEST
+    if not path.is_file():  # killed while being replaced? the old bundle comes back
+        bundle_mod.restore_if_missing(Path(bundle))
     if not path.is_file():
         raise BundleError(
             f"{bundle} is not a bundle: {MANIFEST} is missing; make one with "
             "edgekit export --model NAME -o DIR"
         )
-    return parse(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = bundle_mod.confined(Path(bundle), MANIFEST).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); rebuild the bundle with "
+                          "edgekit export") from None
+    man = parse(text, str(path))
+    if check_labels:
+        bundle_mod.read_labels(Path(bundle), man)
+    return man

@@ -14,6 +14,7 @@ requests return "score:index:label" strings.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,10 +22,11 @@ from typing import Any
 
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
-from edgekit.errors import UsageError
+from edgekit.errors import BundleError, UsageError
 
 DTYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32", "float16": "TYPE_FP16", "int8": "TYPE_INT8"}
 KINDS = ("auto", "gpu", "cpu")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a directory of the repository
 
 
 @dataclass(frozen=True)
@@ -101,13 +103,20 @@ def config_text(name: str, platform: str, man: mf.Manifest, max_batch: int, inst
     return "\n".join(lines) + "\n"
 
 
-def _write_model(repo: Path, name: str, platform: str, text: str, model_src: Path, model_file: str, labels: Path,
+def _model_name(name: str, source: str) -> str:
+    if not MODEL_NAME.fullmatch(name) or ".." in name:
+        raise BundleError(f"Triton model name {name!r} (from {source}) is not a plain directory name: use letters, "
+                          "digits, '.', '_' and '-' only, without '..'; rebuild the bundle or pass --name")
+    return name
+
+
+def _write_model(repo: Path, name: str, platform: str, text: str, model_src: Path, model_file: str, labels: str,
                  preprocess_json: str, force: bool) -> TritonModel:
-    target = repo / name
+    target = bundle_mod.child(repo, name, "Triton model name")
     with bundle_mod.staging(target, force) as tmp:
         (tmp / "1").mkdir()
-        shutil.copy2(model_src, tmp / "1" / model_file)
-        shutil.copy2(labels, tmp / "labels.txt")
+        shutil.copyfile(model_src, tmp / "1" / model_file)  # the umask's mode, not the bundle file's
+        (tmp / "labels.txt").write_text(labels, encoding="utf-8")
         (tmp / "config.pbtxt").write_text(text, encoding="utf-8")
         (tmp / "preprocess.json").write_text(preprocess_json, encoding="utf-8")  # for clients; Triton ignores it
     return TritonModel(name, platform, target)
@@ -118,8 +127,11 @@ def export_triton(req: TritonRequest, log: Any = lambda _: None) -> list[TritonM
         raise UsageError(f"unknown instance kind {req.kind!r}; choose from {', '.join(KINDS)}")
     if req.max_batch < 1 or req.instances < 1:
         raise UsageError(f"--max-batch and --instances must be at least 1 (got {req.max_batch}, {req.instances})")
+    if req.name is not None and (not MODEL_NAME.fullmatch(req.name) or ".." in req.name):
+        raise UsageError(f"--name {req.name!r} is not a plain Triton model name: use letters, digits, '.', '_' "
+                         "and '-' only, without '..'")
     man = mf.read(req.bundle)
-    labels = req.bundle / man.labels
+    labels = "\n".join(bundle_mod.read_labels(req.bundle, man)) + "\n"
     pre = json.dumps(asdict(man.preprocess), indent=2) + "\n"
     prefix = req.name or man.model.name
     models = []
@@ -132,7 +144,7 @@ def export_triton(req: TritonRequest, log: Any = lambda _: None) -> list[TritonM
     first = man.input.shape[0]
     if isinstance(first, int):
         log(f"note: the model has a static batch of {first}; max_batch_size 0 (no dynamic batching)")
-    name = f"{prefix}_onnx_{precision.replace('-', '_')}"
+    name = _model_name(f"{prefix}_onnx_{precision.replace('-', '_')}", str(req.bundle))
     platform = "onnxruntime_onnx"
     text = config_text(name, platform, man, req.max_batch, req.instances, kind, req.queue_delay_us, "model.onnx")
     models.append(_write_model(req.repository, name, platform, text, bundle_mod.artifact_path(req.bundle, art),
@@ -150,7 +162,8 @@ def export_triton(req: TritonRequest, log: Any = lambda _: None) -> list[TritonM
             if mb < req.max_batch:
                 log(f"note: {entry['path']} was built for batch up to {hi}; its max_batch_size is {mb} "
                     f"(rebuild with edgekit build --batch 1:{req.max_batch}:{req.max_batch} for more)")
-            ename = f"{prefix}_trt_{entry['precision']}_{entry['device'].replace('-', '_')}"
+            ename = _model_name(f"{prefix}_trt_{entry['precision']}_{str(entry['device']).replace('-', '_')}",
+                                f"{req.bundle}'s engine {entry['path']}")
             platform = "tensorrt_plan"
             text = config_text(ename, platform, man, mb, req.instances, "gpu", req.queue_delay_us, "model.plan")
             text = text.replace("instance_group [", f"# built for {entry['device']} with {entry['trt_flavour']} "

@@ -1,0 +1,479 @@
+"""Nothing lost, nothing leaked (issue 14, the bundle side), on real files and real processes.
+
+Every reader of a bundle file is confined to the bundle and checks sha256; names from a
+manifest never become paths outside the output; edgekit's outputs follow the umask; a
+bundle killed with SIGKILL at any step of a replacement or a calibration is the complete old
+or the complete new one (or comes back by itself), and what a killed run left is removed by
+the next; a bundle being changed is locked; a full disk is one line saying how much to free.
+Kills are placed with EDGEKIT_TEST_PAUSE_AT=<step>: the process stops itself (SIGSTOP) there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit import bundle as bundle_mod
+from edgekit import manifest as mf
+from edgekit.errors import BundleError, UsageError
+
+pytest.importorskip("onnxruntime")
+cv2 = pytest.importorskip("cv2")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@pytest.fixture(scope="module")
+def small(export_bundle) -> Path:
+    """A 64x64 GoogLeNet bundle (random weights): small and quick to calibrate."""
+    return export_bundle("googlenet", input_size=64)
+
+
+@pytest.fixture()
+def b(small, tmp_path) -> Path:
+    dst = tmp_path / "root" / "b"
+    shutil.copytree(small, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for k in range(24):
+        d = root / str(k % 2)
+        d.mkdir(exist_ok=True)
+        cv2.imwrite(str(d / f"{k:03d}.png"), rng.integers(0, 256, (72, 72, 3), dtype=np.uint8))
+    return root
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def ek(*args: str, preexec=None, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True,
+                          env=_env(**env), timeout=600, preexec_fn=preexec)
+
+
+def _one_line_error(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode != 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), res.stderr
+    return last
+
+
+def paused(args: list[str], step: str) -> subprocess.Popen:
+    """``edgekit ARGS`` stopped at ``step`` (it printed 'paused at STEP' and sent itself SIGSTOP)."""
+    p = subprocess.Popen([sys.executable, "-m", "edgekit", *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, env=_env(EDGEKIT_TEST_PAUSE_AT=step))
+    assert p.stderr is not None
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if f"paused at {step}" in line:
+            return p
+    p.wait()
+    pytest.fail(f"edgekit {' '.join(args)} never paused at {step} (exit {p.returncode}): {''.join(seen)[-800:]}")
+
+
+def kill9(p: subprocess.Popen) -> None:
+    p.send_signal(signal.SIGKILL)
+    p.wait()  # reaped: its PID is dead, not a zombie
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", ""])
+    p.wait()
+    return p.pid
+
+
+def verify(bundle: Path) -> mf.Manifest:
+    """Every sha256 matches and the bundle loads and classifies."""
+    from edgekit.classifier import load
+
+    man = mf.read(bundle)
+    for art in man.artifacts:
+        bundle_mod.artifact_path(bundle, art)
+    with load(bundle, backend="onnxruntime") as clf:
+        clf.classify(np.zeros((80, 80, 3), np.uint8))
+    return man
+
+
+def hidden(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.startswith("."))
+
+
+def _edit(bundle: Path, fn) -> None:
+    data = json.loads((bundle / "manifest.json").read_text())
+    fn(data)
+    (bundle / "manifest.json").write_text(json.dumps(data))
+
+
+def _rehash(bundle: Path, rel: str) -> None:
+    """Make the manifest agree with the file now at ``rel`` (as a careless or hostile writer would)."""
+    f = bundle / rel
+
+    def fix(d):
+        for a in d["artifacts"]:
+            if a["path"] == rel:
+                a["sha256"], a["bytes"] = bundle_mod.sha256(f), f.stat().st_size
+    _edit(bundle, fix)
+
+
+# ------------------------------------------------------------------ 1. confinement of every reader
+
+
+def test_labels_symlink_to_a_secret_is_not_exported(b, tmp_path):
+    from edgekit.deepstream import DeepStreamRequest, export_deepstream
+    from edgekit.triton import TritonRequest, export_triton
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET\n" * 1000)  # as many lines as classes: only confinement can refuse it
+    secret.chmod(0o600)
+    (b / "labels.txt").unlink()
+    (b / "labels.txt").symlink_to(secret)
+    _rehash(b, "labels.txt")  # even a manifest that agrees with the secret's sha256
+    with pytest.raises(BundleError, match="resolves outside the bundle"):
+        export_triton(TritonRequest(b, tmp_path / "repo"))
+    with pytest.raises(BundleError, match="resolves outside the bundle"):
+        export_deepstream(DeepStreamRequest(b, tmp_path / "ds", "fp32", "desktop-ada"))
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink() and p != secret
+              and b"TOP-SECRET" in p.read_bytes()]
+    assert leaked == []
+    _one_line_error(ek("export-triton", str(b), "-o", str(tmp_path / "repo2")))
+
+
+def test_a_wrong_labels_sha256_is_refused_by_every_reader(b, tmp_path, photos):
+    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+    from edgekit.deepstream import DeepStreamRequest, export_deepstream
+    from edgekit.evaluate import evaluate
+    from edgekit.triton import TritonRequest, export_triton
+
+    with open(b / "labels.txt", "a") as f:
+        f.write("extra\n")
+    for call in (lambda: export_triton(TritonRequest(b, tmp_path / "repo")),
+                 lambda: export_deepstream(DeepStreamRequest(b, tmp_path / "ds", "fp32", "desktop-ada")),
+                 lambda: evaluate(b, photos),
+                 lambda: calibrate_bundle(CalibrateRequest(b, photos, min_agreement=0.0))):
+        with pytest.raises(BundleError, match="labels.txt does not match its sha256"):
+            call()
+    assert not (tmp_path / "repo").exists() and not (tmp_path / "ds").exists()
+
+
+def test_an_engine_symlinked_out_of_the_bundle_is_refused(b, tmp_path):
+    outside = tmp_path / "outside.plan"
+    outside.write_bytes(b"plan")
+    (b / "engines").mkdir()
+    (b / "engines" / "x.plan").symlink_to(outside)
+    with pytest.raises(BundleError, match="resolves outside the bundle"):
+        bundle_mod.engine_path(b, {"path": "engines/x.plan", "sha256": bundle_mod.sha256(outside)})
+
+
+def test_a_manifest_symlinked_out_of_the_bundle_is_refused(b, tmp_path):
+    shutil.move(str(b / "manifest.json"), tmp_path / "m.json")
+    (b / "manifest.json").symlink_to(tmp_path / "m.json")
+    with pytest.raises(BundleError, match="resolves outside the bundle"):
+        mf.read(b)
+
+
+# ------------------------------------------------------------------ 2. names from a manifest are not paths
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", "", "x" * 101, "a\\b", ".hidden", "a..b"])
+def test_model_names_are_checked_when_the_manifest_is_read(b, name):
+    _edit(b, lambda d: d["model"].__setitem__("name", name))
+    with pytest.raises(BundleError, match=r"key 'model.name' must be a plain name"):
+        mf.read(b)
+
+
+def test_a_hostile_model_name_writes_nothing_outside_the_output(b, tmp_path):
+    from edgekit.deepstream import DeepStreamRequest, export_deepstream
+    from edgekit.triton import TritonRequest, export_triton
+
+    victim = tmp_path / "a" / "escape_onnx_fp32"  # where ../../escape_onnx_fp32 from the repository leads
+    victim.mkdir(parents=True)
+    (victim / "keep").write_text("mine")
+    _edit(b, lambda d: d["model"].__setitem__("name", "../../escape"))
+    out = tmp_path / "a" / "b" / "repo"
+    with pytest.raises(BundleError, match="model.name"):
+        export_triton(TritonRequest(b, out, force=True))
+    with pytest.raises(BundleError, match="model.name"):
+        export_deepstream(DeepStreamRequest(b, tmp_path / "a" / "b" / "ds", "fp32", "desktop-ada"))
+    _one_line_error(ek("export-triton", str(b), "-o", str(out), "--force"))
+    assert (victim / "keep").read_text() == "mine" and [p.name for p in victim.iterdir()] == ["keep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "root"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["escape_onnx_fp32"]
+
+
+def test_triton_names_from_options_and_engine_entries_stay_inside(b, tmp_path):
+    from edgekit.triton import TritonRequest, export_triton
+
+    with pytest.raises(UsageError, match="--name"):
+        export_triton(TritonRequest(b, tmp_path / "repo", name="../up"))
+    (b / "engines").mkdir()
+    (b / "engines" / "x.plan").write_bytes(b"plan")
+    entry = {"path": "engines/x.plan", "sha256": bundle_mod.sha256(b / "engines" / "x.plan"),
+             "precision": "fp16", "device": "../../../evil", "trt_flavour": "tensorrt", "trt_version": "10.3",
+             "batch": {"min": 1, "opt": 1, "max": 1}}
+    _edit(b, lambda d: d["engines"].append(entry))
+    with pytest.raises(BundleError, match="not a plain directory name"):
+        export_triton(TritonRequest(b, tmp_path / "repo"))
+    assert not any("evil" in p.name for p in tmp_path.rglob("*"))
+
+
+# ------------------------------------------------------------------ 3. modes follow the umask
+
+
+def _modes(root: Path) -> set[tuple[str, int]]:
+    out = set()
+    for p in [root, *root.rglob("*")]:
+        if not p.is_symlink():
+            out.add(("d" if p.is_dir() else "f", stat.S_IMODE(p.stat().st_mode)))
+    return out
+
+
+@pytest.mark.parametrize("mask, dmode, fmode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
+def test_outputs_follow_the_umask(small, tmp_path, photos, mask, dmode, fmode):
+    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+    from edgekit.deepstream import DeepStreamRequest, export_deepstream
+    from edgekit.export import ExportRequest, export
+    from edgekit.triton import TritonRequest, export_triton
+
+    old = os.umask(mask)
+    try:
+        b = export(ExportRequest("googlenet", tmp_path / "b", "random", input_size=64)).bundle
+        assert _modes(b) == {("d", dmode), ("f", fmode)}
+        calibrate_bundle(CalibrateRequest(b, photos, min_agreement=0.0))  # rewrites manifest.json
+        assert _modes(b) == {("d", dmode), ("f", fmode)}
+        # from a bundle whose files have other modes (made under another umask): the umask decides
+        src = tmp_path / "src"
+        shutil.copytree(small, src)
+        for p in src.iterdir():
+            p.chmod(0o640)
+        export_triton(TritonRequest(src, tmp_path / "repo"))
+        assert _modes(tmp_path / "repo") == {("d", dmode), ("f", fmode)}
+        export_deepstream(DeepStreamRequest(src, tmp_path / "ds", "fp32", "desktop-ada"))
+        assert _modes(tmp_path / "ds") == {("d", dmode), ("f", fmode)}
+    finally:
+        os.umask(old)
+
+
+# ------------------------------------------------------------------ 4. kills, recovery, leftovers
+
+
+CALIBRATE_STEPS = [("calibrate.locked", False), ("update.linked", False), ("swap.staged", False),
+                   ("swap.exchanged", True)]
+
+
+@pytest.mark.parametrize("step, new", CALIBRATE_STEPS, ids=[s for s, _ in CALIBRATE_STEPS])
+def test_calibrate_killed_at_any_step_leaves_a_whole_bundle_and_the_next_run_tidies(b, photos, step, new):
+    before = (b / "manifest.json").read_bytes()
+    args = ["calibrate", str(b), "--data", str(photos), "--min-agreement", "0"]
+    kill9(paused(args, step))
+    man = verify(b)  # every sha256 matches and it loads
+    assert (man.artifact("onnx", "int8") is not None) == new
+    if not new:
+        assert (b / "manifest.json").read_bytes() == before and not (b / "model.int8.onnx").exists()
+    res = ek(*args)
+    assert res.returncode == 0, res.stderr
+    assert verify(b).artifact("onnx", "int8") is not None
+    assert hidden(b.parent) == [] and hidden(b) == []  # staging, old copy and lock of the killed run: gone
+
+
+def test_export_force_killed_mid_swap_leaves_a_whole_bundle(b, tmp_path):
+    first = mf.read(b).created
+    args = ["export", "-m", "googlenet", "-w", "random", "--input-size", "64", "-o", str(b), "--force"]
+    kill9(paused(args, "swap.exchanged"))
+    assert verify(b).created != first  # the new one is in place; the old one waits in a hidden directory
+    assert hidden(b.parent)
+    kill9(paused(args, "swap.staged"))
+    verify(b)
+    res = ek("calibrate", str(b), "--data", str(tmp_path / "none"))  # any change in that root tidies it
+    assert hidden(b.parent) == [], res.stderr
+
+
+def test_a_bundle_killed_between_the_two_renames_comes_back(b, tmp_path, monkeypatch):
+    """Where the filesystem cannot exchange two directories, a replacement renames twice; killed in between,
+    the old bundle is ``.NAME.old-PID``: the next edgekit that looks for it puts it back."""
+    old = b.parent / f".b.old-{dead_pid()}"
+    os.replace(b, old)
+    res = ek("inspect", str(b))
+    assert res.returncode == 0, res.stderr
+    verify(b)
+    assert hidden(b.parent) == []
+    os.replace(b, b.parent / f".b.old-{dead_pid()}")
+    monkeypatch.setenv("EDGEKIT_BUILD_DIR", str(b.parent))
+    assert bundle_mod.find_latest() == b  # and with no bundle named, the latest is found again
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a replacement still under way (its process alive) is left alone
+        os.replace(b, b.parent / f".b.old-{live.pid}")
+        with pytest.raises(BundleError, match="is not a bundle"):
+            mf.read(b)
+    finally:
+        live.kill()
+        live.wait()
+    verify(b)
+
+
+def test_find_latest_ignores_staging_directories(b, tmp_path, monkeypatch):
+    stage = b.parent / f".b.tmp-{os.getpid()}-abcd1234"
+    shutil.copytree(b, stage)
+    os.utime(b / "manifest.json", (1, 1))
+    monkeypatch.setenv("EDGEKIT_BUILD_DIR", str(b.parent))
+    assert bundle_mod.find_latest() == b
+
+
+def test_leftovers_of_dead_processes_are_removed_and_live_ones_kept(b, photos):
+    dead = dead_pid()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        root = b.parent
+        for name in (f".b.tmp-{dead}-0a1b2c3d", f".b.old-{dead}", f".other.tmp-{dead}-0a1b2c3d", ".b.tmp-x8k2_q0z",
+                     f".other.tmp-{live.pid}-0a1b2c3d"):
+            (root / name).mkdir()
+            (root / name / "model.onnx").write_bytes(b"\0" * 1000)
+        (b / ".calibrate-abc123").mkdir()
+        (b / ".calibrate-abc123" / "model-inferred.onnx").write_bytes(b"\0" * 1000)
+        (b / f".manifest.json.tmp-{dead}-0a1b2c3d").write_text("{")
+        res = ek("calibrate", str(b), "--data", str(photos), "--min-agreement", "0")
+        assert res.returncode == 0, res.stderr
+        assert hidden(root) == [f".other.tmp-{live.pid}-0a1b2c3d"] and hidden(b) == []
+        verify(b)
+    finally:
+        live.kill()
+        live.wait()
+
+
+# ------------------------------------------------------------------ 5. one change at a time
+
+
+def test_a_second_change_of_a_locked_bundle_fails_fast_naming_the_first(b, photos):
+    first = paused(["calibrate", str(b), "--data", str(photos), "--min-agreement", "0"], "calibrate.locked")
+    try:
+        res = ek("build", str(b), "--int8", "--calib-data", str(photos), "--min-agreement", "0")
+        line = _one_line_error(res)
+        assert f"{b} is being changed by PID {first.pid}" in line and "wait for it to finish" in line
+    finally:
+        first.send_signal(signal.SIGCONT)
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert verify(b).artifact("onnx", "int8") is not None
+    assert hidden(b.parent) == [] and hidden(b) == []
+
+
+def test_two_builds_at_once_never_crash(b, photos):
+    args = [sys.executable, "-m", "edgekit", "build", str(b), "--int8", "--calib-data", str(photos),
+            "--min-agreement", "0"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.communicate()[1]) for p in procs]
+    assert any(rc == 0 for rc, _ in results), results
+    for rc, err in results:
+        assert "Traceback" not in err, err
+        assert rc == 0 or "is being changed by PID" in err.strip().splitlines()[-1], err
+    assert verify(b).artifact("onnx", "int8") is not None
+    assert hidden(b.parent) == [] and hidden(b) == []
+
+
+# ------------------------------------------------------------------ 6. a full disk
+
+
+def _file_size_limit(nbytes: int):
+    """RLIMIT_FSIZE with SIGXFSZ ignored: a write past ``nbytes`` fails with EFBIG. It stands in for a full
+    disk (ENOSPC), which needs root to set up (a small tmpfs); edgekit treats EFBIG, ENOSPC and EDQUOT alike."""
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return limit
+
+
+def test_calibrate_on_a_full_disk_is_one_line_and_leaves_the_bundle_as_it_was(b, photos):
+    before = {p.name: p.read_bytes() for p in b.iterdir()}
+    res = ek("calibrate", str(b), "--data", str(photos), "--min-agreement", "0",
+             preexec=_file_size_limit(10_000_000))  # the INT8 models fit, the FP16 one (13 MB) does not
+    line = _one_line_error(res)
+    assert "could not write" in line and f" MB at {b.parent}" in line, line
+    assert int(line.split("free at least ")[1].split(" MB")[0]) >= 14  # the FP16 model alone is 13 MB
+    assert {p.name: p.read_bytes() for p in b.iterdir()} == before
+    assert hidden(b.parent) == []
+    verify(b)
+
+
+def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(b, tmp_path):
+    args = ["export", "-m", "googlenet", "-w", "random", "--input-size", "64", "-o"]
+    line = _one_line_error(ek(*args, str(b.parent / "new"), preexec=_file_size_limit(8_000_000)))
+    assert "could not write" in line and f"free space at {b.parent} " in line, line
+    assert [p.name for p in b.parent.iterdir()] == ["b"]
+    before = {p.name: p.read_bytes() for p in b.iterdir()}
+    line = _one_line_error(ek(*args, str(b), "--force", preexec=_file_size_limit(8_000_000)))
+    assert int(line.split("free at least ")[1].split(f" MB at {b.parent} ")[0]) >= 26, line  # what it replaces
+    assert {p.name: p.read_bytes() for p in b.iterdir()} == before and hidden(b.parent) == []
+
+
+def test_an_atomic_write_on_a_full_disk_leaves_no_temporary_file(tmp_path):
+    script = ("import sys; from pathlib import Path; from edgekit import bundle as b\n"
+              "try:\n    b.write_bytes_atomic(Path(sys.argv[1]), b'x' * 2_000_000)\n"
+              "except b.BundleError as e:\n    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", script, str(tmp_path / "f.bin")], capture_output=True, text=True,
+                         preexec_fn=_file_size_limit(1_000_000), timeout=120)
+    assert "free at least 2 MB" in res.stdout, res.stdout + res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ 7. clear errors
+
+
+@pytest.mark.parametrize("lines, what", [(999, "has 999 names"), (1001, "has 1001 names")])
+def test_labels_that_do_not_match_the_classes_are_refused_at_load(b, lines, what):
+    from edgekit.classifier import load
+
+    names = (b / "labels.txt").read_text().splitlines()
+    (b / "labels.txt").write_text("\n".join((names + ["more"])[:lines]) + "\n")
+    _rehash(b, "labels.txt")
+    with pytest.raises(BundleError, match=what + " but the model has 1000 classes"):
+        load(b, backend="onnxruntime")
+    _one_line_error(ek("classify", str(b)))
+
+
+def test_non_utf8_manifest_and_labels_are_clear_errors(b):
+    (b / "labels.txt").write_bytes(b"\xff\xfe caf\xe9\n" * 1000)
+    _rehash(b, "labels.txt")
+    with pytest.raises(BundleError, match="labels.txt is not UTF-8"):
+        mf.read(b)
+    (b / "manifest.json").write_bytes((b / "manifest.json").read_bytes().replace(b'"googlenet"', b'"googlen\xe9t"'))
+    with pytest.raises(BundleError, match="manifest.json is not UTF-8"):
+        mf.read(b)
+    assert "not UTF-8" in _one_line_error(ek("inspect", str(b)))
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "1", 1.0])
+def test_schema_version_must_be_a_positive_int(b, version):
+    _edit(b, lambda d: d.__setitem__("schema_version", version))
+    with pytest.raises(BundleError, match="schema_version"):
+        mf.read(b)
+
+
+def test_calibrating_garbage_with_a_matching_sha_names_the_file(b, photos):
+    (b / "model.onnx").write_bytes(os.urandom(4096))
+    _rehash(b, "model.onnx")
+    line = _one_line_error(ek("calibrate", str(b), "--data", str(photos), "--min-agreement", "0"))
+    assert f"{b / 'model.onnx'} is not a readable ONNX model" in line, line
+    (b / "model.onnx").write_bytes(b"")  # parses as an empty model
+    _rehash(b, "model.onnx")
+    assert "model.onnx is not a readable ONNX model" in _one_line_error(ek("calibrate", str(b), "--data",
+                                                                         str(photos)))
+    assert hidden(b.parent) == [] and hidden(b) == []
