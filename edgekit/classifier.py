@@ -11,8 +11,8 @@ import numpy as np
 
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
-from edgekit.errors import EdgekitError, UsageError
-from edgekit.preprocess import fit_frame, graph_input
+from edgekit.errors import BundleError, EdgekitError, UsageError
+from edgekit.preprocess import check_frame, fit_frame, graph_input, size_mismatch
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 
@@ -50,6 +50,11 @@ class Classifier:
         self.labels = (path / manifest.labels).read_text(encoding="utf-8").splitlines()
         self.preprocess = manifest.preprocess
         self._float = manifest.input.dtype != "uint8"
+        try:
+            check_input_size(path, manifest, _runner_input_shape(runner))
+        except BundleError:
+            runner.close()
+            raise
 
     @property
     def backend(self) -> str:
@@ -62,9 +67,21 @@ class Classifier:
         return out
 
     def classify(self, frame_bgr: np.ndarray, topk: int = 5) -> Prediction:
+        """Top-k labels of one BGR uint8 image (H, W, 3) of any size; UsageError for anything else."""
+        if isinstance(frame_bgr, (list, tuple)) and frame_bgr and all(isinstance(f, np.ndarray) for f in frame_bgr):
+            raise UsageError("classify takes one image; pass a list of images to classify_batch")
         return self.classify_batch([frame_bgr], topk)[0]
 
     def classify_batch(self, frames: list[np.ndarray], topk: int = 5) -> list[Prediction]:
+        if isinstance(frames, np.ndarray) and frames.ndim == 3:
+            raise UsageError("classify_batch takes a list of images; pass one image to classify")
+        if len(frames) == 0:
+            raise UsageError("classify_batch got no images; pass a list of one or more BGR uint8 images")
+        for i, f in enumerate(frames):
+            try:
+                check_frame(f)
+            except UsageError as exc:
+                raise UsageError(f"image {i} of {len(frames)}: {exc}" if len(frames) > 1 else str(exc)) from None
         t0 = time.perf_counter()
         batch = np.stack([self.prepare(f) for f in frames])
         logits = self.runner.infer(batch)
@@ -205,6 +222,30 @@ def profile_threads(profile: Any) -> int | None:
     if profile.cpu_threads is None:
         return None
     return max(1, min(profile.cpu_threads, (os.cpu_count() or 2) - 1))
+
+
+def check_input_size(path: Path, man: mf.Manifest, model_shape: tuple[Any, ...] | None = None) -> None:
+    """The manifest's preprocessing size, its input shape and the model's own input (when the
+    runner tells it) must agree, or every frame would fail inside the runner."""
+    pre = man.preprocess
+    for what, shape in (("its input shape in manifest.json", man.input.shape), ("the model file", model_shape)):
+        got = size_mismatch(pre, man.input.layout, shape)
+        if got is not None:
+            raise BundleError(
+                f"{path}: manifest.json's preprocessing makes {pre.height}x{pre.width} images but {what} takes "
+                f"{got[0]}x{got[1]}; the manifest was edited or mixes two exports: re-export the bundle "
+                "(edgekit export ... --input-size N)")
+
+
+def _runner_input_shape(runner: Any) -> tuple[Any, ...] | None:
+    """The model's input shape as the runner loaded it (None when the runner does not say)."""
+    inputs = getattr(runner, "inputs", None)  # TensorRT runner
+    if inputs:
+        return tuple(inputs[0].shape)
+    session = getattr(runner, "_session", None)  # ONNX Runtime runner
+    if session is not None:
+        return tuple(session.get_inputs()[0].shape)
+    return None
 
 
 def _labels_artifact(man: mf.Manifest, path: Path) -> mf.Artifact:

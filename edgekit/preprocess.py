@@ -7,6 +7,8 @@ scaling and normalisation, is a graph node (see :func:`graph_constants`), so the
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,15 +102,52 @@ def crop_box(frame_h: int, frame_w: int, pre: Preprocess) -> tuple[int, int, int
 
 def fit_frame(frame: np.ndarray, pre: Preprocess) -> np.ndarray:
     """Centre-crop and resize a BGR uint8 frame (H, W, 3) to the model size, BGR uint8."""
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise UsageError(f"expected a colour image of shape (H, W, 3), got shape {frame.shape}")
-    if frame.dtype != np.uint8:
-        raise UsageError(f"expected a uint8 image, got dtype {frame.dtype}")
+    check_frame(frame)
     y0, y1, x0, x1 = crop_box(frame.shape[0], frame.shape[1], pre)
     region = frame[y0:y1, x0:x1]
     if region.shape[0] == pre.height and region.shape[1] == pre.width:
         return np.ascontiguousarray(region)
     return _resize(region, pre.width, pre.height, pre.interpolation)
+
+
+def size_mismatch(pre: Preprocess, layout: str, shape: Sequence[object] | None) -> tuple[int, int] | None:
+    """The (height, width) of a 4-D model input ``shape`` (NHWC, or NCHW by ``layout``) when it
+    disagrees with the preprocessing's size; None when it agrees or is not fixed."""
+    if shape is None or len(shape) != 4:
+        return None
+    h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    if isinstance(h, int) and isinstance(w, int) and (h, w) != (pre.height, pre.width):
+        return h, w
+    return None
+
+
+def check_frame(frame: object) -> None:
+    """A clear UsageError for anything but a non-empty uint8 BGR image (H, W, 3), saying how to
+    get one; the library's callers pass camera frames and cv2.imread results, which can be None."""
+    want = "a BGR uint8 image of shape (H, W, 3)"
+    if frame is None:
+        raise UsageError(f"expected {want}, got None (cv2.imread and VideoCapture.read return None "
+                         "for a file or frame they cannot read)")
+    if isinstance(frame, (str, os.PathLike)):
+        raise UsageError(f"expected {want}, got the path {str(frame)!r}; read it first with "
+                         "edgekit.images.read_image(path)")
+    if not isinstance(frame, np.ndarray):
+        raise UsageError(f"expected {want} as a numpy array, got {type(frame).__name__}; "
+                         "convert it with numpy.asarray(...) (PIL images: numpy.asarray(img)[..., ::-1])")
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 4)):
+        fix = "cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)" if frame.ndim == 2 or frame.shape[2] == 1 \
+            else "cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)"
+        raise UsageError(f"expected {want}, got shape {frame.shape}; convert it with {fix}")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise UsageError(f"expected {want}, got shape {frame.shape}"
+                         + ("; pass one image at a time, or a list of them to classify_batch"
+                            if frame.ndim == 4 else ""))
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise UsageError(f"expected {want}, got an empty {frame.shape[0]}x{frame.shape[1]} image")
+    if frame.dtype != np.uint8:
+        hint = ("; scale floats in 0..1 with (frame * 255).clip(0, 255).astype(numpy.uint8)"
+                if frame.dtype.kind == "f" else "; convert it with frame.astype(numpy.uint8) after scaling to 0..255")
+        raise UsageError(f"expected a uint8 image, got dtype {frame.dtype}{hint}")
 
 
 def _resize(img: np.ndarray, width: int, height: int, interpolation: str) -> np.ndarray:
