@@ -27,7 +27,7 @@ OPSET = 17
 PARITY_TOLERANCE = 1e-4
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
-
+MAX_INPUT_SIZE = 1024  # Inception fine-tunes go to 512; beyond this a trial forward pass alone takes gigabytes
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def export(req: ExportRequest, log: Log = _noop) -> ExportResult:
     spec = get_spec(req.model)
     for module in ("torch", "onnxruntime", "onnxslim"):  # fail before any work
         require(module, "edgekit export")
-    size = req.input_size or spec.input_size
+    size = req.input_size if req.input_size is not None else spec.input_size
     check_input_size(spec, size)
     if req.labels is not None and not Path(req.labels).is_file():
         raise UsageError(f"labels file {req.labels} does not exist")
@@ -84,6 +84,8 @@ def export(req: ExportRequest, log: Log = _noop) -> ExportResult:
     names = (labels_mod.read(req.labels, loaded.num_classes) if req.labels
              else labels_mod.default_for(loaded.num_classes))
     pre = spec.preprocess(loaded.source, size)
+    if loaded.kind == "file" and (req.mean is None or req.std is None):
+        log(normalisation_note(spec, pre, req, loaded.description))
     if req.mean or req.std:
         pre = Preprocess(pre.height, pre.width, pre.crop_fraction, pre.interpolation,
                          req.mean or pre.mean, req.std or pre.std, pre.color_order, pre.input_range)
@@ -115,7 +117,28 @@ def export(req: ExportRequest, log: Log = _noop) -> ExportResult:
     return ExportResult(out, man, time.perf_counter() - t0)
 
 
+def normalisation_note(spec: ModelSpec, pre: Preprocess, req: ExportRequest, what: str) -> str:
+    """One line: the normalisation assumed for a checkpoint (its file does not say), and the flags
+    that change it."""
+    def fmt(v: tuple[float, float, float]) -> str:
+        return ",".join(f"{x:g}" for x in v)
+
+    assumed = " ".join(f"--{name} {fmt(v)}" for name, v, given in (("mean", pre.mean, req.mean),
+                                                                    ("std", pre.std, req.std)) if given is None)
+    pixels = f"{pre.color_order} pixels 0-{pre.input_range:g}"
+    why = spec.checkpoint_note or (f"as {spec.name}'s ImageNet weights" if spec.weight_source("imagenet")
+                                   else f"edgekit's default for {spec.name}")
+    other = (f"if it was {spec.checkpoint_alternative}" if spec.checkpoint_alternative
+             else "if it was trained with other values, pass --mean R,G,B --std R,G,B")
+    return f"note: {what} does not record its normalisation; assumed {assumed} on {pixels} ({why}); {other}"
+
+
 def check_input_size(spec: ModelSpec, size: int) -> None:
+    if size > MAX_INPUT_SIZE:
+        raise UsageError(
+            f"--input-size {size} is beyond edgekit's limit of {MAX_INPUT_SIZE} (the model would need gigabytes "
+            f"per image); use {MAX_INPUT_SIZE} or less ({spec.name}'s default is {spec.input_size})"
+        )
     if size < spec.min_input_size:
         raise UsageError(
             f"{spec.name} cannot take {size}x{size} input: its stride-2 stages shrink the image "

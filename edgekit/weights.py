@@ -250,7 +250,19 @@ def _load_state_dict(spec: ModelSpec, raw: dict[str, Any], size: int, what: str)
             f"are missing (among them the classifier '{head}') and {len(set(sd) - expected)} keys "
             "are unexpected; check --model, or the file"
         )
-    num_classes = int(sd[head].shape[0])
+    shape = tuple(getattr(sd[head], "shape", ()))
+    if len(shape) != 2:
+        raise WeightsError(
+            f"{what}: the classifier weight '{head}' has shape {shape}, not (classes, features); "
+            "is it a checkpoint for another architecture? check --model"
+        )
+    num_classes = int(shape[0])
+    if num_classes < 1:
+        raise WeightsError(
+            f"{what}: the classifier '{head}' has {num_classes} outputs, so the model has no classes to "
+            f"predict; save the checkpoint after replacing the head with one of your class count, e.g. "
+            f"model.{CLASSIFIER[spec.name]} = torch.nn.Linear({shape[1]}, N)"
+        )
     model = spec.builder(num_classes, size)
     expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
     missing = sorted(expected - set(sd))

@@ -52,6 +52,9 @@ def googlenet() -> ModelSpec:
         weights=(WeightSource("imagenet", "torchvision", "GoogLeNet_Weights.IMAGENET1K_V1", HALF, HALF,
                               licence="BSD-3-Clause (torchvision)"),),
         default_mean=HALF, default_std=HALF,
+        checkpoint_note="torchvision's GoogLeNet with transform_input=True, as fine-tuned from its ImageNet weights",
+        checkpoint_alternative="trained with transform_input=False and ImageNet normalisation, pass "
+        "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225",
     )
 
 

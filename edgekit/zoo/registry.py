@@ -51,6 +51,10 @@ class ModelSpec:
     aliases: tuple[str, ...] = field(default=())
     size_multiple: int = 1
     size_note: str = ""
+    # a checkpoint file does not record its normalisation: why the one assumed for it is, and
+    # the --mean/--std of the likeliest other training (printed at export)
+    checkpoint_note: str = ""
+    checkpoint_alternative: str = ""
 
     def weight_source(self, name: str) -> WeightSource | None:
         for w in self.weights:
