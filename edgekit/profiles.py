@@ -125,6 +125,9 @@ def _validate(data: dict[str, Any], source: str) -> Profile:
     if max_batch < batch.max:
         raise b.fail("max_batch", f"({max_batch}) is smaller than batch.max ({batch.max})")
     cam = r.sub("camera", {})
+    for key in ("width", "height", "fps"):
+        if cam.get(key, int, 1) < 1:
+            raise cam.fail(key, f"must be at least 1, got {cam.get(key, int)}")
     software = []
     for i, s in enumerate(r.get("software", list, [])):
         k = r.item("software", i, s)
@@ -134,7 +137,7 @@ def _validate(data: dict[str, Any], source: str) -> Profile:
     for i, cc in enumerate(ccs):
         if not re.fullmatch(r"\d+\.\d+", cc):
             raise r.fail(f"compute_capability[{i}]", f"must look like '8.7', got {cc!r}")
-    mem = r.get("memory_gb", list, [])
+    mem = _memory(r)
     dla = r.get("dla_cores", int, 0)
     if dla < 0 or dla > 2:
         raise r.fail("dla_cores", f"must be 0, 1 or 2, got {dla}")
@@ -150,9 +153,18 @@ def _validate(data: dict[str, Any], source: str) -> Profile:
                       cam.get("sensor_mode", int, None)),
         power=r.get("power", str, ""), sources=r.strings("sources"),
         device_tree=d.strings("device_tree"), compatible=d.strings("compatible"), gpu_names=d.strings("gpu_names"),
-        memory_gb=tuple(float(m) for m in mem), software=tuple(software),
+        memory_gb=mem, software=tuple(software),
         tensorrt_rtx=r.get("tensorrt_rtx", bool, False), cpu_threads=_threads(r), path=source, raw=data,
     )
+
+
+def _memory(r: Keys) -> tuple[float, ...]:
+    out = []
+    for i, m in enumerate(r.get("memory_gb", list, [])):
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < float("inf"):
+            raise r.fail(f"memory_gb[{i}]", f"must be a positive number of gigabytes, e.g. 8, got {m!r}")
+        out.append(float(m))
+    return tuple(out)
 
 
 def _threads(r: Keys) -> int | None:
@@ -214,17 +226,41 @@ def _find(name: str, near: Path | None = None) -> Path:
         if folder is not None and (folder / f"{name}.yaml").is_file():
             return folder / f"{name}.yaml"
     names = ", ".join(p.name for p in all_profiles())
-    raise UsageError(f"unknown profile {name!r}; edgekit profiles lists them: {names}")
+    broken = f" ({skipped()[0]})" if _SKIPPED else ""
+    raise UsageError(f"unknown profile {name!r}; edgekit profiles lists them: {names}{broken}")
+
+
+_SKIPPED: dict[str, str] = {}  # user profile file -> why it cannot be loaded
 
 
 def all_profiles() -> list[Profile]:
+    """Every loadable profile, the user's overriding shipped ones of the same name.
+
+    A broken user profile is left out (see :func:`skipped`) rather than raising: profiles are
+    read by every command that detects the device (classify, run, bench), and one bad file the
+    user is not asking for must not stop those. Naming it (``--profile``, ``profiles show``)
+    still raises its error.
+    """
     found: dict[str, Profile] = {}
+    _SKIPPED.clear()
     for folder in (SHIPPED, user_dir()):
         if folder.is_dir():
             for f in sorted(folder.glob("*.yaml")):
-                prof = load_file(f)
+                if folder == SHIPPED:
+                    prof = load_file(f)  # a broken shipped profile is edgekit's bug: fail loudly
+                else:
+                    try:
+                        prof = load_file(f)
+                    except UsageError as exc:
+                        _SKIPPED[str(f)] = str(exc)
+                        continue
                 found[prof.name] = prof
     return list(found.values())
+
+
+def skipped() -> list[str]:
+    """Why each user profile that :func:`all_profiles` left out cannot be loaded, one line each."""
+    return [f"ignored a broken user profile: {why}" for _, why in sorted(_SKIPPED.items())]
 
 
 def get(name_or_path: str) -> Profile:
