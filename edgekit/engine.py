@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
@@ -23,6 +23,9 @@ from edgekit import profiles as prof_mod
 from edgekit.callbacks import Log
 from edgekit.errors import UsageError
 from edgekit.hashing import sha256_file
+
+if TYPE_CHECKING:
+    from edgekit.trt.compat import Features
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,19 @@ def _check_implicit_gate(man: mf.Manifest, bundle: Path, log: Log) -> None:
             "more images from your camera (edgekit calibrate)")
 
 
+def _check_compatibility_flags(req: EngineRequest, profile: prof_mod.Profile, feats: Features,
+                               trt_name: str) -> None:
+    """Refuse --version-compatible / --hardware-compatible where they cannot apply, before any work."""
+    if req.version_compatible and not feats.version_compatible:
+        raise UsageError(f"--version-compatible needs TensorRT 8.6 or later, this is {trt_name}; "
+                         "drop the flag (rebuild the engine after upgrading TensorRT instead)")
+    if req.hardware_compatible and profile.kind == "jetson":
+        raise UsageError(f"--hardware-compatible is for desktop GPUs (Ampere and later), not Jetson boards such as "
+                         f"{profile.name}; drop the flag and build on each board")
+    if req.hardware_compatible and not feats.hardware_compatible:
+        raise UsageError(f"--hardware-compatible needs TensorRT 8.6 or later, this is {trt_name}; drop the flag")
+
+
 def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
     man = mf.read(req.bundle)
     profile = prof_mod.get(req.profile) if req.profile else prof_mod.detect()[0]
@@ -111,6 +127,7 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
         raise UsageError(f"TensorRT-RTX does not target {profile.name} ({profile.architecture}); install "
                          "NVIDIA's TensorRT (JetPack on a Jetson) or choose an RTX profile")
     feats = compat.features(trt.__name__, trt.__version__)
+    _check_compatibility_flags(req, profile, feats, f"{trt.__name__} {trt.__version__}")
     strat = compat.strategy(feats, precision, req.dla is not None)
     art = man.artifact("onnx", strat.onnx_precision)
     if art is None:
@@ -167,6 +184,8 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
         "opt_level": fields["opt_level"], "strongly_typed": strat.strongly_typed,
         "builder_flags": list(strat.builder_flags), "implicit_int8": strat.calibrator,
         "profiles": built.profiles, "profile_sharing": built.profile_sharing,
+        # what the plan was built with, which the runtime and check_engine act on
+        "version_compatible": built.version_compatible, "hardware_compatible": built.hardware_compatible,
         "build_seconds": round(built.seconds, 2),
         "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -1,8 +1,8 @@
 """TensorRT runner (gpu tier): a bundle's engine on this device.
 
-Pinned host buffers, device buffers and a CUDA stream per thread; async copies and
-``execute_async_v3`` (``execute_async_v2`` with bindings before TensorRT 8.5); one execution
-context per thread; the CUDA context pushed and popped around every call.
+Pinned host buffers, device buffers and a CUDA stream per execution context; async copies and
+``execute_async_v3`` (TensorRT 8.5+, the floor); the CUDA context pushed and popped around
+every call.
 
 Before anything is deserialised, ``check_engine`` compares the engine's manifest entry
 with this TensorRT and this GPU (a plan from another version or GPU fails to deserialise,
@@ -59,12 +59,11 @@ def check_engine(entry: dict[str, Any], here: Here, bundle: Path) -> None:
         raise EngineMismatch(f"{entry['path']} was built with {built_flavour} {built_version}, but this machine has "
                              f"{here.flavour} {here.trt_version}; {fix}")
     if here.flavour == "tensorrt":
-        # plans are tied to the exact TensorRT build unless built version-compatible (8.6+)
-        # version-compatible plans (8.6+) run forward only, within one major version
-        built_v, here_v = _release(built_version), _release(here.trt_version)
+        # plans are tied to the exact TensorRT build unless built version-compatible (8.6+), which
+        # run forward only, on the runtimes NVIDIA documents (compat.VERSION_COMPATIBLE_RUNTIMES)
         same = built_version == here.trt_version or (
-            bool(entry.get("version_compatible")) and built_v >= (8, 6) and built_v[0] == here_v[0]
-            and here_v >= built_v)
+            bool(entry.get("version_compatible"))
+            and compat.version_compatible_runs(_release(built_version), _release(here.trt_version)))
     else:
         same = compat.parse_version(built_version) == compat.parse_version(here.trt_version)
     if not same:
@@ -142,6 +141,10 @@ class TrtRunner:
         entry = entry or {}
         self.trt: Any = load_trt(entry.get("trt_flavour") or None)
         self.features = compat.features(self.trt.__name__, self.trt.__version__)
+        if entry.get("version_compatible") and not self.features.version_compatible:
+            # Runtime.engine_host_code_allowed exists from 8.6 only, as do version-compatible plans
+            raise EngineMismatch(f"{plan} is marked version-compatible, which {self.trt.__name__} "
+                                 f"{self.trt.__version__} cannot load; rebuild it here with edgekit build")
         self.cuda = cuda or open_cuda(binding)
         self.plan = Path(plan)
         data = self.plan.read_bytes()
@@ -181,19 +184,11 @@ class TrtRunner:
     def _tensors(self) -> list[_Tensor]:
         e = self.engine
         out = []
-        if self.features.execute_v3:
-            for i in range(e.num_io_tensors):
-                name = e.get_tensor_name(i)
-                is_in = e.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT
-                out.append(_Tensor(name, is_in, np.dtype(_NP[e.get_tensor_dtype(name).name]),
-                                   _dims(e.get_tensor_shape(name))))
-        else:  # TensorRT 8.0-8.4: the bindings API
-            legacy: Any = e
-            for i in range(legacy.num_bindings):
-                name = legacy.get_binding_name(i)
-                out.append(_Tensor(name, bool(legacy.binding_is_input(i)),
-                                   np.dtype(_NP[legacy.get_binding_dtype(i).name]),
-                                   tuple(legacy.get_binding_shape(i))))
+        for i in range(e.num_io_tensors):
+            name = e.get_tensor_name(i)
+            is_in = e.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT
+            out.append(_Tensor(name, is_in, np.dtype(_NP[e.get_tensor_dtype(name).name]),
+                               _dims(e.get_tensor_shape(name))))
         return out
 
     def _acquire(self) -> _Slot:
@@ -224,7 +219,7 @@ class TrtRunner:
             raise BundleError(f"TensorRT could not create an execution context for {self.plan.name} "
                               "(out of GPU memory?)")
         profile = 0 if self.sharing else index
-        if not self.sharing and self.features.execute_v3:
+        if not self.sharing:
             if not context.set_optimization_profile_async(profile, self.cuda.handle(stream)):
                 self.cuda.destroy(stream)
                 raise BundleError(f"{self.plan.name}: TensorRT refused optimisation profile {profile} for a new "
@@ -239,20 +234,14 @@ class TrtRunner:
         inp = self.inputs[0]
         shape = (batch,) + inp.shape[1:]
         ctx = st.context
-        legacy: Any = ctx  # TensorRT 8.0-8.4 bindings API (absent from current stubs)
-        if self.features.execute_v3:
-            if not ctx.set_input_shape(inp.name, shape):
-                raise UsageError(f"batch {batch} is outside this engine's profile; "
-                                 "rebuild with edgekit build --batch MIN:OPT:MAX")
-        else:
-            legacy.set_binding_shape(0, shape)
-        for i, t in enumerate(self.tensors):
-            tshape = shape if t.is_input else _dims(
-                ctx.get_tensor_shape(t.name) if self.features.execute_v3 else legacy.get_binding_shape(i))
+        if not ctx.set_input_shape(inp.name, shape):
+            raise UsageError(f"batch {batch} is outside this engine's profile; "
+                             "rebuild with edgekit build --batch MIN:OPT:MAX")
+        for t in self.tensors:
+            tshape = shape if t.is_input else _dims(ctx.get_tensor_shape(t.name))
             st.host[t.name] = self.cuda.pinned(tshape, t.dtype)
             st.device[t.name] = self.cuda.alloc(st.host[t.name].nbytes)
-            if self.features.execute_v3:
-                ctx.set_tensor_address(t.name, self.cuda.handle(st.device[t.name]))
+            ctx.set_tensor_address(t.name, self.cuda.handle(st.device[t.name]))
         st.batch = batch
 
     def _free_buffers(self, st: _Slot) -> None:
@@ -281,12 +270,7 @@ class TrtRunner:
         self.cuda.record(st.events[0], st.stream)
         self.cuda.to_device(st.device[inp.name], host_in, st.stream)
         sh = self.cuda.handle(st.stream)
-        if self.features.execute_v3:
-            ok = st.context.execute_async_v3(sh)
-        else:
-            legacy: Any = st.context
-            ok = legacy.execute_async_v2([self.cuda.handle(st.device[t.name]) for t in self.tensors], sh)
-        if not ok:
+        if not st.context.execute_async_v3(sh):
             raise BundleError(f"TensorRT failed to run {self.plan.name} (see the lines above)")
         for t in self.outputs:
             self.cuda.to_host(st.host[t.name], st.device[t.name], st.stream)

@@ -35,7 +35,7 @@ class BuildOptions:
     hardware_compatible: bool = False
     timing_cache: bytes | None = None
     calibration_cache: str | None = None  # for the implicit-INT8 (DLA) path
-    contexts: int = 2  # concurrent execution contexts to provide for where profiles cannot be shared (< 8.6)
+    contexts: int = 2  # concurrent execution contexts to provide for where profiles cannot be shared (8.5)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class Built:
     phases: dict[str, float] = field(default_factory=dict)
     profiles: int = 1  # optimisation profiles in the plan (one per concurrent context before 8.6)
     profile_sharing: bool = True  # contexts may share a profile (10+, or 8.6 with the preview feature)
+    version_compatible: bool = False  # VERSION_COMPATIBLE set: the runtime must allow the plan's host code
+    hardware_compatible: bool = False  # hardware_compatibility_level AMPERE_PLUS set
 
 
 def _recorder(trt: ModuleType) -> Any:
@@ -142,10 +144,7 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
     config: IBuilderConfig = builder.create_builder_config()
     legacy: Any = config  # attributes of older TensorRT versions, absent from current stubs
     if opts.workspace_mib:
-        if feats.memory_pools:
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
-        else:
-            legacy.max_workspace_size = opts.workspace_mib << 20
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
     if opts.opt_level is not None and feats.opt_level:
         config.builder_optimization_level = opts.opt_level
     for name in strat.builder_flags:
@@ -158,9 +157,15 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
             raise BuildError("INT8 on DLA with this TensorRT needs the bundle's calibration.cache; "
                              "run edgekit calibrate first")
         legacy.int8_calibrator = _calibrator(trt, opts.calibration_cache)
-    if opts.version_compatible and feats.version_compatible:
+    if opts.version_compatible:
+        if not feats.version_compatible:
+            raise BuildError(f"{trt.__name__} {trt.__version__} cannot build version-compatible engines "
+                             "(TensorRT 8.6 or later); drop --version-compatible")
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if opts.hardware_compatible and feats.hardware_compatible:
+    if opts.hardware_compatible:
+        if not feats.hardware_compatible:
+            raise BuildError(f"{trt.__name__} {trt.__version__} cannot build hardware-compatible engines "
+                             "(TensorRT 8.6 or later); drop --hardware-compatible")
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     if opts.target_cc and feats.target_compute_capability:
         sm = getattr(trt.ComputeCapability, "SM" + opts.target_cc.replace(".", ""), None)
@@ -178,7 +183,9 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
         lo, opt, hi = opts.batch
         rest = [int(inp.shape[i]) for i in range(1, len(inp.shape))]
         if feats.profile_sharing == "none":
-            profiles, sharing = max(1, opts.contexts), False  # one per concurrent context
+            # one profile per concurrent context; a fixed batch (min = max, as DLA needs) gets one
+            # profile and one context: copies of it would only multiply DLA loadables (16 per core)
+            profiles, sharing = (max(1, opts.contexts) if lo != hi else 1), False
         elif feats.profile_sharing == "preview":
             legacy.set_preview_feature(trt.PreviewFeature.PROFILE_SHARING_0806, True)
         for _ in range(profiles):
@@ -198,4 +205,4 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
         raise BuildError(f"TensorRT could not build {Path(onnx_path).name}: {tail}; {fix}")
     timing = bytes(cache.serialize()) if cache is not None else None  # type: ignore[call-overload]
     return Built(bytes(plan), trt.__name__, trt.__version__, time.perf_counter() - t0, timing, phases,
-                 profiles, sharing)
+                 profiles, sharing, opts.version_compatible, opts.hardware_compatible)

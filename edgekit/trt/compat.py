@@ -1,11 +1,12 @@
 """Every TensorRT version difference edgekit cares about, in one table (base tier: no import).
 
 Rows are (flavour, first version) -> features; a version takes the last row at or below it.
-Sources: TensorRT release notes and API docs (8.5: execute_async_v3 and memory pools;
-8.6: builder optimisation level, version- and hardware-compatible engines; 9.x/10.0:
-STRONGLY_TYPED and explicit batch by default; 11.0: implicit quantization, precision
-builder flags and IInt8Calibrator removed). TensorRT-RTX is strongly typed only, has no
-calibrators and no DLA, and builds ahead of time without a GPU.
+Sources: TensorRT release notes and API docs (8.5: execute_async_v3, memory pools and uint8
+network inputs, the floor; 8.6: builder optimisation level, version- and hardware-compatible
+engines; 9.x/10.0: STRONGLY_TYPED and explicit batch by default; 11.0: implicit quantization,
+precision builder flags, IInt8Calibrator and DLA removed; 11.4: DLA back, AGX Orin only).
+TensorRT-RTX is strongly typed only, has no calibrators and no DLA, and builds ahead of time
+without a GPU.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ class Features:
     precision_flags: bool  # BuilderFlag.FP16 / INT8 exist
     implicit_int8: bool  # IInt8EntropyCalibrator2 and calibration caches
     dla: bool  # can target a DLA core
-    execute_v3: bool  # IExecutionContext.execute_async_v3 + set_tensor_address
-    memory_pools: bool  # set_memory_pool_limit (else max_workspace_size)
     opt_level: bool  # builder_optimization_level
     version_compatible: bool  # BuilderFlag.VERSION_COMPATIBLE
     hardware_compatible: bool  # hardware_compatibility_level (desktop Ampere+, not Jetson)
@@ -43,16 +42,24 @@ class Features:
 _T = True
 _F = False
 _8X: dict[str, bool] = {"int8_weights": False}  # TensorRT 8.x's ONNX parser
-#                    explicit strongly st-flag prec-flags implicit dla   v3  pools opt   vc    hw    target
+#                    explicit strongly st-flag prec-flags implicit dla  opt   vc    hw    target
 TABLE: dict[tuple[str, tuple[int, int]], Features] = {
-    ("tensorrt", (8, 0)): Features(_T, _F, _F, _T, _T, _T, _F, _F, _F, _F, _F, _F, **_8X, profile_sharing="none"),
-    ("tensorrt", (8, 4)): Features(_T, _F, _F, _T, _T, _T, _F, _T, _F, _F, _F, _F, **_8X, profile_sharing="none"),
-    ("tensorrt", (8, 5)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _F, _F, _F, _F, **_8X, profile_sharing="none"),
-    ("tensorrt", (8, 6)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _T, _T, _T, _F, **_8X, profile_sharing="preview"),
-    ("tensorrt", (10, 0)): Features(_F, _T, _T, _T, _T, _T, _T, _T, _T, _T, _T, _F),
-    ("tensorrt", (11, 0)): Features(_F, _T, _T, _F, _F, _T, _T, _T, _T, _T, _T, _F),
-    ("tensorrt_rtx", (1, 0)): Features(_F, _T, _F, _F, _F, _F, _T, _T, _T, _T, _T, _T, timing_cache=_F),
+    ("tensorrt", (8, 5)): Features(_T, _F, _F, _T, _T, _T, _F, _F, _F, _F, **_8X, profile_sharing="none"),
+    ("tensorrt", (8, 6)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _T, _F, **_8X, profile_sharing="preview"),
+    ("tensorrt", (10, 0)): Features(_F, _T, _T, _T, _T, _T, _T, _T, _T, _F),
+    ("tensorrt", (11, 0)): Features(_F, _T, _T, _F, _F, _F, _T, _T, _T, _F),  # no DLA in 11.0-11.3
+    ("tensorrt", (11, 4)): Features(_F, _T, _T, _F, _F, _T, _T, _T, _T, _F),  # DLA again (AGX Orin, JetPack 7.2.2+)
+    ("tensorrt_rtx", (1, 0)): Features(_F, _T, _F, _F, _F, _F, _T, _T, _T, _T, timing_cache=_F),
 }
+
+# TensorRT before 8.5 (JetPack 4.6: 8.0/8.2; JetPack 5.0.2: 8.4.1) takes no uint8 network input
+# ("Unsupported ONNX data type: UINT8 (2)", NVIDIA/TensorRT #1503) and has no execute_async_v3:
+# edgekit's engines and runner cannot work there; the JetPack 4 kit (edgekit/jetpack4.py) can.
+FLOOR = (8, 5)
+
+# Version-compatible plans load only in a later runtime (never an earlier one): within their
+# major version, and across the pairs NVIDIA documents (8.6 plans on 10.x, 10.x plans on 11.x).
+VERSION_COMPATIBLE_RUNTIMES: dict[int, tuple[int, ...]] = {8: (8, 10), 10: (10, 11), 11: (11,)}
 
 
 def parse_version(version: str) -> tuple[int, int]:
@@ -65,12 +72,23 @@ def parse_version(version: str) -> tuple[int, int]:
 
 def features(flavour: str, version: str) -> Features:
     v = parse_version(version)
+    if flavour == "tensorrt" and v < FLOOR:
+        raise UsageError(
+            f"TensorRT {version} is older than edgekit supports (8.5 or later: before 8.5 TensorRT takes no uint8 "
+            "input and has no execute_async_v3); upgrade to JetPack 5.1 (TensorRT 8.5.2), or build the JetPack 4 "
+            "kit: edgekit build BUNDLE --profile jetson-nano (or jetson-tx2) on any machine")
     rows = sorted((k[1], f) for k, f in TABLE.items() if k[0] == flavour and k[1] <= v)
     if not rows:
         supported = ", ".join(f"{a}.{b}" for (fl, (a, b)) in TABLE if fl == flavour)
         raise UsageError(f"{flavour} {version} is older than edgekit supports (from {supported}); "
                          "upgrade JetPack or TensorRT")
     return rows[-1][1]
+
+
+def version_compatible_runs(built: tuple[int, ...], here: tuple[int, ...]) -> bool:
+    """Whether a plan built version-compatible by TensorRT ``built`` loads in TensorRT ``here``
+    (full releases, e.g. (8, 6, 1, 6)): forward only, from 8.6, on the documented runtimes."""
+    return built >= (8, 6) and here >= built and here[0] in VERSION_COMPATIBLE_RUNTIMES.get(built[0], ())
 
 
 @dataclass(frozen=True)
@@ -84,7 +102,7 @@ class Strategy:
 def strategy(f: Features, precision: str, dla: bool) -> Strategy:
     """How to get ``precision`` out of this TensorRT: typed ONNX first, flags where needed."""
     if dla and not f.dla:
-        raise UsageError("this TensorRT cannot target DLA (TensorRT-RTX has no DLA); drop --dla")
+        raise UsageError("this TensorRT cannot target DLA (TensorRT-RTX and TensorRT 11.0-11.3 have none); drop --dla")
     gpu_fallback = ("GPU_FALLBACK",) if dla else ()
     if precision == "fp32":
         return Strategy("fp32", f.strongly_typed, gpu_fallback, False)

@@ -72,13 +72,17 @@ def test_exact_version_rule_for_full_tensorrt():
     here = Here("tensorrt", "10.3.0.26", "8.7", "jetson-orin-nano")
     with pytest.raises(EngineMismatch, match="--int8 --profile jetson-orin-nano"):
         check_engine(e, here, Path("b"))
-    # version-compatible plans (8.6+) load in later TensorRT releases of the same major version only
+    # version-compatible plans (8.6+) load in later TensorRT releases: within the major version,
+    # and the documented pairs (8.6 on 10.x, 10.x on 11.x); never an earlier one
     with pytest.raises(EngineMismatch):
         check_engine(e | {"version_compatible": True}, here, Path("b"))  # here is older than the builder
     check_engine(e | {"version_compatible": True, "trt_version": "10.3.0.26"},
                  Here("tensorrt", "10.14.1", "8.7"), Path("b"))
+    check_engine(e | {"version_compatible": True, "trt_version": "8.6.1"}, Here("tensorrt", "10.3.0", "8.7"),
+                 Path("b"))
+    check_engine(e | {"version_compatible": True}, Here("tensorrt", "11.4.1", "8.7"), Path("b"))
     with pytest.raises(EngineMismatch):
-        check_engine(e | {"version_compatible": True, "trt_version": "8.6.1"}, Here("tensorrt", "10.3.0", "8.7"),
+        check_engine(e | {"version_compatible": True, "trt_version": "8.6.1"}, Here("tensorrt", "11.4.1", "8.7"),
                      Path("b"))
     check_engine(e, Here("tensorrt", "10.3.0.30", "8.7"), Path("b"))
     check_engine(e | {"hardware_compatible": True}, Here("tensorrt", "10.3.0.30", "8.6"), Path("b"))
@@ -170,3 +174,4 @@ def test_onnxruntime_tensorrt_provider_caches_its_engines(tmp_path, monkeypatch)
     assert trt[0] == "TensorrtExecutionProvider" and trt[1]["trt_engine_cache_enable"] == "True"
     assert Path(trt[1]["trt_engine_cache_path"]).is_dir() and str(tmp_path) in trt[1]["trt_engine_cache_path"]
     assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+

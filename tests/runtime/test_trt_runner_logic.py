@@ -1,230 +1,33 @@
 """The TensorRT runner's own logic, with the GPU replaced by host memory (there is no GPU here).
 
 What is fake, and why: CUDA (no device: "device" memory is host memory, copies are memcpy) and
-TensorRT's runtime objects (a Runtime must never be made without a GPU). The fake engine runs
-the bundle's real ONNX model with ONNX Runtime, reading its input from and writing its output
-to the raw addresses the runner hands it with ``set_tensor_address``, as TensorRT does. So this
-checks the runner's buffers, shapes, addresses, copies, per-thread contexts and clean-up; the
-real thing is checked by tests/gpu (make test-gpu) on a GPU.
+TensorRT (a Runtime must never be made without a GPU): tests/trt/fake.py, whose builder and
+runtime refuse what each TensorRT version refuses. The fake engine runs the bundle's real ONNX
+model with ONNX Runtime, reading its input from and writing its output to the raw addresses the
+runner hands it with ``set_tensor_address``, as TensorRT does. So this checks the runner's
+buffers, shapes, addresses, copies, per-thread contexts and clean-up, and edgekit build ->
+manifest -> runner end to end; the real thing is checked by tests/gpu (make test-gpu) on a GPU.
 """
 
 from __future__ import annotations
-
-import ctypes
-import threading
-import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgekit import classifier
 from edgekit.images import read_image, sample_images
+from edgekit.profiles import Batch
 from edgekit.runners import trt as trt_runner
-from edgekit.runners.cuda import Cuda
 from tests.threads import run_threads
+from tests.trt.fake import HostCuda, fake_tensorrt, plan_bytes
 
 
-class HostCuda(Cuda):
-    binding = "host-memory (test)"
-    device_name = "no GPU (test)"
-    compute_capability = "8.9"
-
-    def __init__(self) -> None:
-        self.live: dict[int, np.ndarray] = {}
-        self.depth = threading.local()
-        self.streams = 0  # streams and events made and not destroyed (cuda-python does not collect them)
-
-    def push(self) -> None:
-        self.depth.n = getattr(self.depth, "n", 0) + 1
-
-    def pop(self) -> None:
-        self.depth.n -= 1
-        assert self.depth.n >= 0
-
-    def stream(self):
-        self.streams += 1
-        return object()
-
-    def destroy(self, handle) -> None:
-        assert getattr(self.depth, "n", 0) > 0, "stream or event destroyed with no context current"
-        self.streams -= 1
-
-    def handle(self, obj) -> int:
-        return obj.ctypes.data if isinstance(obj, np.ndarray) else id(obj)
-
-    def pinned(self, shape, dtype):
-        return np.zeros(shape, dtype)
-
-    def alloc(self, nbytes):
-        assert getattr(self.depth, "n", 0) > 0, "device memory allocated with no context current"
-        mem = np.zeros(nbytes, np.uint8)
-        self.live[mem.ctypes.data] = mem
-        return mem
-
-    def free(self, mem) -> None:
-        del self.live[mem.ctypes.data]
-
-    def to_device(self, dst, src, stream) -> None:
-        dst[: src.nbytes] = src.reshape(-1).view(np.uint8)
-
-    def to_host(self, dst, src, stream) -> None:
-        dst.reshape(-1).view(np.uint8)[:] = src[: dst.nbytes]
-
-    def synchronize(self, stream) -> None:
-        pass
-
-    def event(self):
-        self.streams += 1
-        return [0.0]
-
-    def record(self, event, stream) -> None:
-        import time
-
-        event[0] = time.perf_counter()
-
-    def elapsed_ms(self, start, end) -> float:
-        return (end[0] - start[0]) * 1000
-
-    def _mem_info(self):
-        # cuMemGetInfo answers CUDA_ERROR_INVALID_CONTEXT with no context current
-        assert getattr(self.depth, "n", 0) > 0, "device memory queried with no context current"
-        return 1 << 30, 1 << 31
-
-
-def fake_tensorrt(onnx_path: Path, version: str = "10.3.0", profiles: int = 1) -> types.ModuleType:
-    """A TensorRT module whose runtime objects obey TensorRT's documented rules for ``version``:
-
-    - optimisation profiles (IExecutionContext docs, 8.x): the first context created takes
-      profile 0, later ones none until ``set_optimization_profile_async``; a profile in use by
-      another live context is refused ("Profile 0 has been chosen by another IExecutionContext")
-      unless profiles are shared (10.0+, or 8.6 with PROFILE_SHARING_0806 set at build time);
-    - a context serves one call at a time (never concurrently);
-    - a version-compatible plan deserialises only with ``engine_host_code_allowed`` (8.6+);
-    - shapes outside the profile are refused by ``set_input_shape``.
-    """
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
-    np_of = {"tensor(uint8)": (np.uint8, "UINT8"), "tensor(float)": (np.float32, "FLOAT")}
-    mod = types.ModuleType("tensorrt")
-    mod.__version__ = version
-    mod.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-    mod.errors = []
-    major_minor = tuple(int(x) for x in version.split(".")[:2])
-    contexts: list = []
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level) -> None:
-            pass
-
-    class Context:
-        def __init__(self, engine) -> None:
-            self.engine = engine
-            self.shape = None
-            self.addr: dict[str, int] = {}
-            self.busy = threading.Lock()
-            self.profile = None
-            if engine.shared or not engine.created:
-                self._take(0)
-            engine.created += 1
-            contexts.append(self)
-
-        def _take(self, k) -> bool:
-            owner = self.engine.owners.get(k)
-            if not self.engine.shared and owner is not None and owner is not self:
-                mod.errors.append(f"Profile {k} has been chosen by another IExecutionContext")
-                return False
-            self.engine.owners[k] = self
-            self.profile = k
-            return True
-
-        def set_optimization_profile_async(self, k, stream) -> bool:
-            if not 0 <= k < self.engine.num_optimization_profiles:
-                return False
-            return self._take(k)
-
-        def set_input_shape(self, name, shape) -> bool:
-            assert name == inp.name
-            if self.profile is None:  # TensorRT: "no optimization profile has been set"
-                mod.errors.append("set_input_shape on a context without an optimization profile")
-                return False
-            self.shape = tuple(shape)
-            return 1 <= shape[0] <= 8
-
-        def get_tensor_shape(self, name):
-            return (self.shape[0], 1000) if name == out.name else self.shape
-
-        def set_tensor_address(self, name, ptr) -> bool:
-            self.addr[name] = ptr
-            return True
-
-        def execute_async_v3(self, stream) -> bool:
-            assert self.busy.acquire(blocking=False), "a context used by two calls at once"
-            try:
-                dt = np_of[inp.type][0]
-                n = int(np.prod(self.shape))
-                x = np.frombuffer((ctypes.c_byte * (n * np.dtype(dt).itemsize)).from_address(self.addr[inp.name]),
-                                  dtype=dt).reshape(self.shape)
-                y = sess.run([out.name], {inp.name: x.copy()})[0].astype(np.float32)
-                ctypes.memmove(self.addr[out.name], y.ctypes.data, y.nbytes)
-            finally:
-                self.busy.release()
-            return True
-
-        def __del__(self) -> None:
-            for k, owner in list(self.engine.owners.items()):
-                if owner is self:
-                    del self.engine.owners[k]
-
-    class Engine:
-        num_io_tensors = 2
-
-        def __init__(self, shared_by_build: bool) -> None:
-            self.num_optimization_profiles = profiles
-            self.owners: dict = {}
-            self.created = 0
-            self.shared = major_minor >= (10, 0) or (major_minor >= (8, 6) and shared_by_build)
-
-        def get_tensor_name(self, i):
-            return [inp.name, out.name][i]
-
-        def get_tensor_mode(self, name):
-            return mod.TensorIOMode.INPUT if name == inp.name else mod.TensorIOMode.OUTPUT
-
-        def get_tensor_dtype(self, name):
-            return types.SimpleNamespace(name=np_of[inp.type][1] if name == inp.name else "FLOAT")
-
-        def get_tensor_shape(self, name):
-            return [-1, *inp.shape[1:]] if name == inp.name else [-1, 1000]
-
-        def create_execution_context(self):
-            return Context(self)
-
-    class Runtime:
-        def __init__(self, logger) -> None:
-            self.engine_host_code_allowed = False
-
-        def deserialize_cuda_engine(self, data):
-            assert data.startswith(b"plan")
-            if b"version-compatible" in data and not self.engine_host_code_allowed:
-                mod.errors.append("the plan holds host code: set engine_host_code_allowed")
-                return None
-            return Engine(shared_by_build=b"profile-sharing" in data)
-
-    mod.Logger, mod.Runtime = Logger, Runtime
-    mod.contexts = contexts
-    return mod
-
-
-def make_runner(onnx_path, tmp_path, monkeypatch, version="10.3.0", profiles=1, plan=b"plan", entry=None):
-    fake = fake_tensorrt(onnx_path, version, profiles)
-    monkeypatch.setattr(trt_runner, "load_trt", lambda prefer=None: fake)
-    (tmp_path / "e.plan").write_bytes(plan)
+def make_runner(onnx_path, tmp_path, monkeypatch, version="10.3.0", plan=None, entry=None):
+    """A runner on the fake TensorRT ``version``; ``plan``: a fake plan's fields (tests/trt/fake.py)."""
     cuda = HostCuda()
+    fake = fake_tensorrt(version, cuda)
+    monkeypatch.setattr(trt_runner, "load_trt", lambda prefer=None: fake)
+    (tmp_path / "e.plan").write_bytes(plan_bytes(onnx_path, version, **(plan or {})))
     r = trt_runner.TrtRunner(tmp_path / "e.plan", {"trt_flavour": "tensorrt", **(entry or {})}, cuda=cuda)
     return r, fake, cuda
 
@@ -254,16 +57,16 @@ def _frames(bundle):
         return [clf.prepare(read_image(p)) for p in sample_images()]
 
 
-@pytest.mark.parametrize("version,profiles,plan,entry,most", [
-    ("10.3.0", 1, b"plan", {}, 6),  # contexts share profile 0: one per concurrent call (6 threads)
-    ("8.6.1", 1, b"plan profile-sharing", {"profile_sharing": True}, 6),  # built with PROFILE_SHARING_0806
-    ("8.6.1", 1, b"plan", {}, 1),  # an 8.6 plan built without it: one context, calls take turns
-    ("8.5.2", 2, b"plan", {"profiles": 2}, 2),  # JetPack 5: one profile per context, as edgekit builds it
-], ids=["trt10", "trt8.6-shared", "trt8.6-unshared", "trt8.5-two-profiles"])
-def test_any_thread_may_classify_on_every_version(googlenet_bundle, tmp_path, monkeypatch, version, profiles, plan,
-                                                   entry, most):
-    r, fake, cuda = make_runner(googlenet_bundle / "model.onnx", tmp_path, monkeypatch, version, profiles, plan,
-                                entry)
+@pytest.mark.parametrize("version,plan,entry,most", [
+    ("10.3.0", {}, {}, 6),  # contexts share profile 0: one per concurrent call (6 threads)
+    ("8.6.1", {"profile_sharing": True}, {"profile_sharing": True}, 6),  # built with PROFILE_SHARING_0806
+    ("8.6.1", {}, {}, 1),  # an 8.6 plan built without it: one context, calls take turns
+    ("8.5.2", {"profiles": [(1, 4, 8)] * 2}, {"profiles": 2}, 2),  # JetPack 5: one profile per context
+    ("8.5.2", {"profiles": [(1, 1, 1)]}, {"profiles": 1}, 1),  # a fixed batch (DLA): one profile, calls take turns
+], ids=["trt10", "trt8.6-shared", "trt8.6-unshared", "trt8.5-two-profiles", "trt8.5-fixed-batch"])
+def test_any_thread_may_classify_on_every_version(googlenet_bundle, tmp_path, monkeypatch, version, plan, entry,
+                                                   most):
+    r, fake, cuda = make_runner(googlenet_bundle / "model.onnx", tmp_path, monkeypatch, version, plan, entry)
     frames = _frames(googlenet_bundle)
     one = [r.infer(f[None]).argmax() for f in frames]
     out = run_threads(lambda i: [r.infer(f[None]).argmax() for f in frames * 3], n=6)
@@ -284,9 +87,10 @@ def test_nothing_is_kept_per_thread(runner, googlenet_bundle):
 
 
 def test_version_compatible_plans_load_with_host_code_allowed(googlenet_bundle, tmp_path, monkeypatch):
-    r, fake, _ = make_runner(googlenet_bundle / "model.onnx", tmp_path, monkeypatch, "10.3.0", 1,
-                             b"plan version-compatible", {"version_compatible": True})
+    r, fake, _ = make_runner(googlenet_bundle / "model.onnx", tmp_path, monkeypatch, "10.3.0",
+                             {"version_compatible": True}, {"version_compatible": True})
     assert r.infer(np.stack(_frames(googlenet_bundle)[:1])).shape == (1, 1000)
+    assert fake.runtimes[0].engine_host_code_allowed
     r.close()
 
 
@@ -294,3 +98,176 @@ def test_batch_outside_the_profile_says_how_to_rebuild(runner):
     r, _, _ = runner
     with pytest.raises(Exception, match="--batch MIN:OPT:MAX"):
         r.infer(np.zeros((9, 224, 224, 3), np.uint8))
+
+
+# ------------------------------------------------------------------ built here, loaded here
+# edgekit build on the fake TensorRT -> manifest -> classifier.load(backend="tensorrt): no
+# hand-written manifest entries; what the builder applied is what the runtime acts on.
+
+
+@pytest.fixture()
+def device(monkeypatch, tmp_path):
+    """This machine poses as ``profile`` with the fake TensorRT ``version`` and a host-memory GPU."""
+    from edgekit import profiles as prof_mod
+    from edgekit.trt import build as trt_build
+    from edgekit.trt import parse as trt_parse
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+
+    def pose(version: str, profile: str, cc: str):
+        cuda = HostCuda()
+        cuda.compute_capability = cc
+        fake = fake_tensorrt(version, cuda)
+        for mod in (trt_parse, trt_build, trt_runner):
+            monkeypatch.setattr(mod, "load_trt", lambda prefer=None: fake)
+        monkeypatch.setattr(trt_runner, "open_cuda", lambda binding=None: cuda)
+        p = prof_mod.get(profile)
+        monkeypatch.setattr(prof_mod, "detect", lambda *a, **k: (p, prof_mod.Device(compute_capability=cc)))
+        return fake, cuda
+
+    return pose
+
+
+def _bundle(googlenet_bundle, tmp_path):
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(googlenet_bundle, b)
+    return b
+
+
+def test_a_version_compatible_engine_built_here_loads_here_and_later(googlenet_bundle, tmp_path, device):
+    """The manifest records the flags the plan was built with; the runner allows its host code."""
+    from edgekit.engine import EngineRequest, build
+
+    b = _bundle(googlenet_bundle, tmp_path)
+    fake, _ = device("10.3.0", "desktop-ada", "8.9")
+    res = build(EngineRequest(b, precision="fp32", profile="desktop-ada", version_compatible=True))
+    assert res.entry["version_compatible"] is True and res.entry["hardware_compatible"] is False
+    frames = [read_image(p) for p in sample_images()]
+    with classifier.load(b, backend="tensorrt") as clf, \
+            classifier.load(b, backend="onnxruntime", precision="fp32") as ref:
+        assert clf.runner.backend == "tensorrt"
+        assert [p.indices[0] for p in clf.classify_batch(frames)] == [p.indices[0] for p in ref.classify_batch(frames)]
+    assert not fake.errors, fake.errors
+    later, _ = device("10.8.0", "desktop-ada", "8.9")  # a later 10.x runtime: forward within the major
+    with classifier.load(b, backend="tensorrt") as clf:
+        clf.classify(frames[0])
+    assert later.runtimes[0].engine_host_code_allowed and not later.errors
+
+
+def test_a_plain_engine_is_not_marked_version_compatible(googlenet_bundle, tmp_path, device):
+    from edgekit.engine import EngineRequest, build
+    from edgekit.runners.trt import EngineMismatch
+
+    b = _bundle(googlenet_bundle, tmp_path)
+    device("10.3.0", "desktop-ada", "8.9")
+    res = build(EngineRequest(b, precision="fp32", profile="desktop-ada"))
+    assert res.entry["version_compatible"] is False
+    device("10.8.0", "desktop-ada", "8.9")
+    with pytest.raises(EngineMismatch, match="only loads in the version that built it"):
+        classifier.load(b, backend="tensorrt")
+
+
+@pytest.mark.parametrize("version,profile,flag,words", [
+    ("8.5.2", "jetson-xavier-nx", "version_compatible", "--version-compatible needs TensorRT 8.6"),
+    ("8.5.2", "desktop-ada", "hardware_compatible", "--hardware-compatible needs TensorRT 8.6"),
+    ("10.3.0", "jetson-agx-orin", "hardware_compatible", "--hardware-compatible is for desktop GPUs"),
+])
+def test_compatibility_flags_are_refused_where_they_cannot_apply(googlenet_bundle, tmp_path, device, version,
+                                                                 profile, flag, words):
+    from edgekit.engine import EngineRequest, build
+    from edgekit.errors import UsageError
+
+    b = _bundle(googlenet_bundle, tmp_path)
+    device(version, profile, "8.7")
+    with pytest.raises(UsageError, match=words) as err:
+        build(EngineRequest(b, precision="fp16", profile=profile, **{flag: True}))
+    assert "\n" not in str(err.value)
+    assert not list((b / "engines").glob("*.plan")) if (b / "engines").exists() else True
+
+
+def test_a_dla_engine_on_tensorrt_85_has_one_profile(googlenet_bundle, tmp_path, device):
+    """DLA takes one static batch (1:1:1); copies of that profile for more contexts would only
+    multiply DLA loadables: one profile, one context, calls from any thread take turns."""
+    from edgekit.engine import EngineRequest, build
+
+    b = _bundle(googlenet_bundle, tmp_path)
+    fake, cuda = device("8.5.2", "jetson-xavier-nx", "7.2")
+    res = build(EngineRequest(b, precision="fp16", profile="jetson-xavier-nx", dla=0))
+    assert res.entry["profiles"] == 1 and res.entry["batch"] == {"min": 1, "opt": 1, "max": 1}
+    gpu = build(EngineRequest(b, precision="fp16", profile="jetson-xavier-nx", batch=Batch(1, 2, 4)))
+    assert gpu.entry["profiles"] == 2  # a batch range: one profile per concurrent context
+    r = trt_runner.TrtRunner(res.path, res.entry, cuda=cuda)
+    frames = _frames(googlenet_bundle)
+    out = run_threads(lambda i: [int(r.infer(f[None]).argmax()) for f in frames], n=4)
+    assert all(o == out[0] for o in out) and len(fake.contexts) == 1 and not fake.errors, fake.errors
+    with pytest.raises(Exception, match="--batch MIN:OPT:MAX"):
+        r.infer(np.stack(frames[:2]))  # outside the static batch 1
+    r.close()
+
+
+def test_tensorrt_before_85_is_refused_for_build_and_runtime(googlenet_bundle, tmp_path, device):
+    """JetPack 5.0.2 ships TensorRT 8.4.1 (JetPack 4.6: 8.0/8.2): no uint8 input, no execute_async_v3."""
+    from edgekit.engine import EngineRequest, build
+    from edgekit.errors import UsageError
+
+    b = _bundle(googlenet_bundle, tmp_path)
+    device("8.4.1", "jetson-xavier-nx", "7.2")
+    with pytest.raises(UsageError, match=r"TensorRT 8\.4\.1.*upgrade to JetPack 5\.1 \(TensorRT 8\.5\.2\).*"
+                                         r"edgekit build BUNDLE --profile jetson-nano"):
+        build(EngineRequest(b, precision="fp16", profile="jetson-xavier-nx"))
+    (tmp_path / "e.plan").write_bytes(plan_bytes(b / "model.onnx", "8.4.1"))
+    with pytest.raises(UsageError, match="upgrade to JetPack 5.1"):
+        trt_runner.TrtRunner(tmp_path / "e.plan", {"trt_flavour": "tensorrt"}, cuda=HostCuda())
+
+
+# ------------------------------------------------------------------ the fake refuses what TensorRT refuses
+
+
+def test_the_fake_refuses_what_tensorrt_refuses(googlenet_bundle, tmp_path):
+    onnx_path = googlenet_bundle / "model.onnx"
+    # (a) no engine_host_code_allowed before 8.6
+    cuda = HostCuda()
+    with cuda.current():
+        with pytest.raises(AttributeError):
+            fake_tensorrt("8.5.2", cuda).Runtime(None).engine_host_code_allowed = True
+        fake_tensorrt("8.6.1", cuda).Runtime(None).engine_host_code_allowed = True
+    # (c) the 8.4 parser takes no uint8 input; 8.5 does
+    for version, ok in (("8.4.1", False), ("8.5.2", True)):
+        trt = fake_tensorrt(version)
+        net = trt.Builder(None).create_network(1 << trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        parser = trt.OnnxParser(net, None)
+        assert parser.parse_from_file(str(onnx_path)) is ok
+        if not ok:
+            assert "UINT8" in parser.get_error(0).desc()
+    # (b) shapes outside the context's own profile, and a static input's other shapes
+    fake = fake_tensorrt("8.5.2", cuda)
+    with cuda.current():
+        e = fake.Runtime(None).deserialize_cuda_engine(plan_bytes(onnx_path, "8.5.2", [(1, 2, 4), (4, 6, 8)]))
+        c0, c1 = e.create_execution_context(), e.create_execution_context()
+        name = e.get_tensor_name(0)
+        assert c1.profile is None and not c1.set_input_shape(name, (1, 224, 224, 3))
+        assert c1.set_optimization_profile_async(1, 0)
+        assert c0.set_input_shape(name, (4, 224, 224, 3)) and not c0.set_input_shape(name, (5, 224, 224, 3))
+        assert c1.set_input_shape(name, (8, 224, 224, 3)) and not c1.set_input_shape(name, (2, 224, 224, 3))
+        static = fake.Runtime(None).deserialize_cuda_engine(
+            plan_bytes(onnx_path, "8.5.2", [], shape=[1, 224, 224, 3]))
+        assert static.get_tensor_shape(name) == [1, 224, 224, 3]
+        s = static.create_execution_context()
+        assert s.set_input_shape(name, (1, 224, 224, 3)) and not s.set_input_shape(name, (2, 224, 224, 3))
+    # (d) no CUDA context current: TensorRT cannot run, select a profile or make a context
+    assert not c0.execute_async_v3(0) and not c1.set_optimization_profile_async(0, 0)
+    assert e.create_execution_context() is None
+    assert any("CUDA_ERROR_INVALID_CONTEXT" in m for m in fake.errors)
+    # a plan from another TensorRT version does not deserialise
+    with cuda.current():
+        assert fake.Runtime(None).deserialize_cuda_engine(plan_bytes(onnx_path, "8.6.1")) is None
+    assert "version tag does not match" in fake.errors[-1]
+
+
+def test_a_version_compatible_entry_on_85_is_refused_before_the_runtime(googlenet_bundle, tmp_path, monkeypatch):
+    """TensorRT 8.5's Runtime has no engine_host_code_allowed (AttributeError): say so instead."""
+    with pytest.raises(trt_runner.EngineMismatch, match="version-compatible.*8.5.2 cannot load"):
+        make_runner(googlenet_bundle / "model.onnx", tmp_path, monkeypatch, "8.5.2", {"version_compatible": True},
+                    {"version_compatible": True})
