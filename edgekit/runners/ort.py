@@ -28,13 +28,29 @@ def gpu_providers(gpu_here: bool) -> list[str]:
     return [p for p in GPU_PROVIDERS if p in ort.get_available_providers()]
 
 
-def trt_provider_options() -> dict[str, str]:
+def trt_provider_options(ort_version: str | None = None) -> dict[str, str]:
     """ONNX Runtime's TensorRT provider builds its engines at session start (minutes on a Jetson);
-    cached on disk, keyed by model and GPU, later starts load them in seconds."""
+    cached on disk, keyed by model and GPU, later starts load them in seconds.
+
+    ``trt_timing_cache_path`` exists from ONNX Runtime 1.17 (microsoft/onnxruntime #17865); an
+    older one refuses the whole provider ("Invalid TensorRT EP option") and the session falls
+    back to the next provider, so there the timing cache goes to the engine cache path."""
+    if ort_version is None:
+        import onnxruntime as ort
+
+        ort_version = str(ort.__version__)
     root = Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit")) / "ort-tensorrt"
     root.mkdir(parents=True, exist_ok=True)
-    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(root),
-            "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(root)}
+    opts = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(root), "trt_timing_cache_enable": "True"}
+    if _release(ort_version) >= (1, 17):
+        opts["trt_timing_cache_path"] = str(root)
+    return opts
+
+
+def _release(version: str) -> tuple[int, int]:
+    """'1.16.3' -> (1, 16); '1.17.0.dev20231005' -> (1, 17); unreadable parts count as 0."""
+    parts = [int("".join(c for c in p if c.isdigit()) or 0) for p in version.split(".")[:2]]
+    return parts[0], parts[1] if len(parts) > 1 else 0
 
 
 class OrtRunner:
@@ -61,7 +77,7 @@ class OrtRunner:
                 f"none of the ONNX Runtime providers {providers} is available here "
                 f"(available: {', '.join(available)})"
             )
-        with_options: list[Any] = [(p, trt_provider_options()) if p == "TensorrtExecutionProvider" else p
+        with_options: list[Any] = [(p, trt_provider_options(ort.__version__)) if p == "TensorrtExecutionProvider" else p
                                    for p in chosen]
         try:
             source = path if isinstance(path, bytes) else str(path)

@@ -175,3 +175,19 @@ def test_onnxruntime_tensorrt_provider_caches_its_engines(tmp_path, monkeypatch)
     assert Path(trt[1]["trt_engine_cache_path"]).is_dir() and str(tmp_path) in trt[1]["trt_engine_cache_path"]
     assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
 
+
+@pytest.mark.parametrize("version,timing_path", [("1.16.3", False), ("1.17.0", True), ("1.22.0", True)])
+def test_tensorrt_provider_options_fit_the_installed_onnxruntime(tmp_path, monkeypatch, version, timing_path):
+    """trt_timing_cache_path exists from ONNX Runtime 1.17 (microsoft/onnxruntime #17865): on 1.16 (the
+    floor) the provider refuses it ("Invalid TensorRT EP option") and the session silently falls back;
+    there the timing cache goes with the engines (trt_engine_cache_path)."""
+    import onnxruntime as ort
+
+    from edgekit.runners import ort as ort_runner
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(ort, "__version__", version)
+    opts = ort_runner.trt_provider_options()
+    assert ("trt_timing_cache_path" in opts) is timing_path
+    assert opts["trt_engine_cache_enable"] == opts["trt_timing_cache_enable"] == "True"
+    assert Path(opts["trt_engine_cache_path"]).is_dir()
