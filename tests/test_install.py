@@ -41,3 +41,27 @@ def test_device_tier_resolves_for_python_38_on_aarch64(tmp_path, extras):
     assert "torch" not in got and "opencv-python-headless" not in got  # JetPack's own stay unshadowed
     if "jetson" in extras:
         assert "cuda-python" in got
+
+
+@pytest.mark.parametrize("extra", ["gpu", "jetson"])
+def test_jetpack5_gets_cuda_python_11(extra):
+    """JetPack 5 (Python 3.8 on aarch64) has a CUDA 11.4 driver; cuda-python 12 needs driver
+    525.60.13 or later. pip's --platform does not set platform_machine for markers, so the
+    markers are evaluated here for each environment."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+            ["optional-dependencies"][extra]]
+
+    def cuda_python(python: str, machine: str) -> str:
+        env = {"python_version": python, "python_full_version": python + ".0", "platform_machine": machine,
+               "extra": extra}
+        got = [str(r.specifier) for r in reqs
+               if r.name == "cuda-python" and (r.marker is None or r.marker.evaluate(env))]
+        assert len(got) == 1, got
+        return got[0]
+
+    assert set(cuda_python("3.8", "aarch64").split(",")) == {">=11.8", "<12"}  # JetPack 5
+    for python, machine in [("3.10", "aarch64"), ("3.12", "aarch64"), ("3.8", "x86_64"), ("3.11", "x86_64")]:
+        assert cuda_python(python, machine) == ">=11.8", (python, machine)
