@@ -60,14 +60,13 @@ def force_option(f: F) -> F:
     return click.option("--force", is_flag=True, help="Replace an existing bundle.")(f)
 
 
-def export_options(f: F) -> F:
+def model_input_options(f: F) -> F:
+    """What export needs to know about a model beyond its weights; build --model takes the same."""
     for opt in reversed([
         click.option("--labels", type=click.Path(path_type=Path), default=None,
                      help="Class names, one per line, in class-index order [default: ImageNet's]."),
         click.option("--input-size", type=int, default=None,
                      help="Input resolution for models fine-tuned at another size."),
-        click.option("--batch", type=int, default=None,
-                     help="Static batch size [default: dynamic batch]."),
         click.option("--float-input", is_flag=True,
                      help="Float NCHW input (pixels 0..255, model colour order) for DeepStream, "
                           "Triton or OpenCV, instead of the camera's uint8 BGR NHWC."),
@@ -78,6 +77,13 @@ def export_options(f: F) -> F:
     ]):
         f = opt(f)
     return f
+
+
+def export_options(f: F) -> F:
+    """export's options; build --model has every one of them (tests/test_build_cli.py checks), its
+    --batch being the engine's batch range (N|MIN:OPT:MAX) with a dynamic-batch ONNX."""
+    f = click.option("--batch", type=int, default=None, help="Static batch size [default: dynamic batch].")(f)
+    return model_input_options(f)
 
 
 # ---------------------------------------------------------------- commands
@@ -319,19 +325,24 @@ def calibrate(bundle: Path, data: Path | None, **opts: Any) -> None:
 @click.option("--rebuild", is_flag=True, help="Rebuild even when a matching engine is cached.")
 @click.option("--calib-data", type=click.Path(path_type=Path), default=None,
               help="Calibration images [default: edgekit's general-purpose photographs].")
+@model_input_options
 @calibration_options
 def build(bundle: Path | None, model: str | None, weights: str, out: Path | None, force: bool,
           precision: str | None, profile: str | None, dla: int | None, batch_text: str | None,
           workspace: int | None, opt_level: int | None, version_compatible: bool, hardware_compatible: bool,
-          rebuild: bool, calib_data: Path | None, **opts: Any) -> None:
+          rebuild: bool, calib_data: Path | None, labels: Path | None, input_size: int | None, float_input: bool,
+          mean: tuple[float, float, float] | None, std: tuple[float, float, float] | None, **opts: Any) -> None:
     """Build a TensorRT engine for this device (or --profile) from a bundle or a zoo model.
 
-    With --model, export (and for INT8, calibration) run first. On a Jetson, a bundle made on
-    a desktop builds without torch installed.
+    With --model, export (and for INT8, calibration) run first, taking every option of edgekit
+    export (--labels, --input-size, --mean, --std, --float-input); the ONNX then has a dynamic
+    batch and --batch sets the engine's range. On a Jetson, a bundle made on a desktop builds
+    without torch installed.
 
     \b
     Examples:
       edgekit build --model inception_v4 --int8 --calib-data ./images
+      edgekit build --model googlenet --weights my_finetune.pth --labels labels.txt --fp16
       edgekit build build/v4-int8 --profile jetson-agx-orin --dla 0
       edgekit build build/v4-int8 --fp16 --batch 1:4:8
     """
@@ -343,6 +354,11 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
 
     if (bundle is None) == (model is None):
         raise UsageError("give either a BUNDLE directory (or an .onnx file) or --model NAME (edgekit build --help)")
+    given = [flag for flag, v in (("--labels", labels), ("--input-size", input_size), ("--float-input", float_input),
+                                  ("--mean", mean), ("--std", std)) if v is not None and v is not False]
+    if bundle is not None and given:
+        raise UsageError(f"{', '.join(given)} apply to --model (the export); {bundle} was exported already: "
+                         f"drop them, or re-export with edgekit export {' '.join(given)}")
     if bundle is not None and bundle.suffix.lower() == ".onnx":
         from edgekit.engine import build_bare
 
@@ -353,6 +369,8 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         return
     # refuse what the device cannot honour before any work
     prof = prof_mod.get(profile) if profile else prof_mod.detect()[0]
+    for line in prof_mod.skipped():
+        _echo_err(f"warning: {line}")
     batch = parse_batch(batch_text) if batch_text else None
     if prof.kind != "cpu":
         prof_mod.check_request(prof, precision or prof.default_precision, dla, batch, workspace)
@@ -362,7 +380,8 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
 
         name = model.strip().lower().replace("-", "_")
         target = out or bundle_mod.default_dir(name, precision or "fp32")
-        bundle = do_export(ExportRequest(model, target, weights, force=force), log=_echo_err).bundle
+        bundle = do_export(ExportRequest(model, target, weights, labels, input_size, None, float_input, mean, std,
+                                         force), log=_echo_err).bundle
     assert bundle is not None
     man = mf.read(bundle)
     want = precision or (prof.default_precision if prof.kind != "cpu" else None)
