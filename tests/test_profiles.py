@@ -177,3 +177,11 @@ def test_engine_records_this_gpus_compute_capability():
     assert pm.target_compute_capability(blackwell, gb10) == "12.1"
     assert pm.target_compute_capability(blackwell, pm.Device()) == "12.0"  # ahead of time, no GPU here
     assert pm.target_compute_capability(pm.get("jetson-orin-nano"), pm.Device(compute_capability="8.7")) == "8.7"
+
+
+def test_no_profile_sets_a_csi_sensor_mode():
+    """Sensor modes are the camera module's (IMX219 mode 0 is 3264x2464 at 21 fps, IMX477's differ),
+    not the board's: a board's mode 0 at 1080p30 fails caps negotiation on an IMX219. The user
+    sets one (edgekit run --sensor-mode); a user profile may too."""
+    for p in pm.all_profiles():
+        assert p.camera.sensor_mode is None, p.name

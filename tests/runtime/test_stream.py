@@ -308,13 +308,16 @@ def test_a_live_source_is_opened_once(fast_video, clf):
 
 
 def test_run_takes_the_device_profiles_camera_settings(monkeypatch):
-    """A Jetson Nano's profile (sensor mode 5, 1280x720 at 30 fps) stands in for detection here."""
+    """A Jetson Nano's profile (1280x720 at 30 fps) stands in for detection here. Sensor modes
+    belong to the camera module (IMX219, IMX477), not the board: only the user sets one."""
     from edgekit import profiles as pm
     from edgekit.stream import camera_settings
 
     nano = pm.get("jetson-nano")
     monkeypatch.setattr(pm, "detect", lambda *a, **k: (nano, pm.Device(model="NVIDIA Jetson Nano")))
-    assert camera_settings() == (1280, 720, 30, 5)
+    assert camera_settings() == (1280, 720, 30, None)
     assert camera_settings(640, 480, 60, 2) == (640, 480, 60, 2)  # what the user gives wins
     pipeline = sources.parse("csi://0", *camera_settings()).target
-    assert "sensor-id=0 sensor-mode=5" in pipeline and "width=1280, height=720, framerate=30/1" in pipeline
+    assert "sensor-id=0 !" in pipeline and "sensor-mode" not in pipeline
+    assert "width=1280, height=720, framerate=30/1" in pipeline
+    assert "sensor-id=0 sensor-mode=2" in sources.parse("csi://0", *camera_settings(sensor_mode=2)).target
