@@ -84,13 +84,55 @@ def _version(module: str) -> str | None:
         return str(getattr(mod, "__version__", "present"))
 
 
-def _gpu() -> str:
-    """'' when an NVIDIA GPU answers, else why not."""
+def _tegra(root: Path = Path("/")) -> str:
+    """A Jetson's own word that it is one: its device tree, or its GPU's /dev/nvhost-* nodes."""
+    try:
+        compatible = (root / "proc" / "device-tree" / "compatible").read_bytes()
+    except OSError:
+        compatible = b""
+    if b"nvidia,tegra" in compatible:
+        return "device tree: " + compatible.replace(b"\0", b" ").decode("ascii", "replace").strip()
+    nodes = sorted(p.name for p in (root / "dev").glob("nvhost-*")) if (root / "dev").is_dir() else []
+    return f"/dev/{nodes[0]}" if nodes else ""
+
+
+def _driver_devices() -> tuple[int, str]:
+    """CUDA devices the driver counts (cuDeviceGetCount), through cuda-python's driver module:
+    ``cuda.bindings.driver`` (12.6.1+) or the older ``cuda.cuda``; (0, why) when none."""
+    why = "no cuda-python"
+    for name in ("cuda.bindings.driver", "cuda.cuda"):
+        try:
+            drv = importlib.import_module(name)
+        except Exception:
+            continue
+        ok = drv.CUresult.CUDA_SUCCESS
+        try:  # newer bindings raise where there is no libcuda at all
+            (err,) = drv.cuInit(0)
+            if err != ok:
+                return 0, f"cuInit: {getattr(err, 'name', err)}"
+            err, count = drv.cuDeviceGetCount()
+        except Exception as exc:
+            return 0, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        return (int(count), "") if err == ok and count else (0, f"cuDeviceGetCount: {getattr(err, 'name', err)}")
+    return 0, why
+
+
+def _gpu(root: Path = Path("/")) -> str:
+    """'' when an NVIDIA GPU answers, else why not. nvidia-smi on desktops; a Jetson on JetPack 5
+    has none, so also its device tree or /dev/nvhost-* nodes, and the CUDA driver itself."""
     smi = shutil.which("nvidia-smi")
-    if not smi:
-        return "no NVIDIA GPU here (no nvidia-smi)"
-    res = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
-    return "" if res.returncode == 0 and "GPU" in res.stdout else f"nvidia-smi fails: {res.stderr.strip()[:120]}"
+    smi_why = "no nvidia-smi"
+    if smi:
+        res = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+        if res.returncode == 0 and "GPU" in res.stdout:
+            return ""
+        smi_why = f"nvidia-smi fails: {res.stderr.strip()[:120]}"
+    if _tegra(root):
+        return ""
+    count, driver_why = _driver_devices()
+    if count:
+        return ""
+    return f"no NVIDIA GPU here ({smi_why}; no Jetson device tree or /dev/nvhost-*; CUDA driver: {driver_why})"
 
 
 def machine() -> dict[str, Any]:
@@ -100,6 +142,8 @@ def machine() -> dict[str, Any]:
         res = subprocess.run([smi, "--query-gpu=name,compute_cap,driver_version,memory.total", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=30)
         gpus = res.stdout.strip()
+    if not gpus and _tegra():  # a Jetson: no nvidia-smi before JetPack 6
+        gpus = _tegra()
     from edgekit.cpuinfo import detect
 
     return {"python": platform.python_version(), "gpus": gpus, "cpu": detect().describe(),
