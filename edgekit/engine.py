@@ -153,7 +153,8 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
     }
     key = cache_key(fields)
     for entry in man.engines:
-        if entry.get("key") == key and not req.force:
+        # entries written before they recorded the compatibility flags are rebuilt: the runtime needs them
+        if entry.get("key") == key and not req.force and "version_compatible" in entry:
             path = bundle_mod.engine_path(req.bundle, entry)
             if path is not None:
                 log(f"engine up to date: {entry['path']} (same ONNX, precision, TensorRT, device and shapes)")

@@ -271,3 +271,22 @@ def test_a_version_compatible_entry_on_85_is_refused_before_the_runtime(googlene
     with pytest.raises(trt_runner.EngineMismatch, match="version-compatible.*8.5.2 cannot load"):
         make_runner(googlenet_bundle / "model.onnx", tmp_path, monkeypatch, "8.5.2", {"version_compatible": True},
                     {"version_compatible": True})
+
+
+def test_an_entry_from_before_the_flags_were_recorded_is_rebuilt(googlenet_bundle, tmp_path, device):
+    """Same cache key, but the runtime cannot tell it was built version-compatible: rebuild, not reuse."""
+    import json
+
+    from edgekit.engine import EngineRequest, build
+
+    b = _bundle(googlenet_bundle, tmp_path)
+    device("10.3.0", "desktop-ada", "8.9")
+    req = EngineRequest(b, precision="fp32", profile="desktop-ada", version_compatible=True)
+    build(req)
+    data = json.loads((b / "manifest.json").read_text())
+    for e in data["engines"]:  # as edgekit wrote it before this change
+        del e["version_compatible"], e["hardware_compatible"]
+    (b / "manifest.json").write_text(json.dumps(data))
+    again = build(req)
+    assert not again.reused and again.entry["version_compatible"] is True
+    assert build(req).reused
