@@ -155,6 +155,7 @@ def lock(target: Path) -> Iterator[None]:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 os.close(fd)
                 raise
+            holder = ""
             with contextlib.suppress(OSError):
                 holder = os.read(fd, 64).decode("ascii", "replace").strip()
             os.close(fd)
@@ -316,7 +317,7 @@ def _swap_in(new: Path, target: Path) -> None:
         pause_point("swap.exchanged")
         _remove(new)  # now the old bundle
         return
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    old = _hidden(target.parent, target.name, "old")  # .NAME.old-PID-XXXX: restored if this process dies
     os.replace(target, old)
     pause_point("swap.between-renames")
     os.replace(new, target)
@@ -454,6 +455,16 @@ def artifact_path(bundle: Path, art: mf.Artifact, verify: bool = True) -> Path:
     return path
 
 
+def artifact_text(bundle: Path, art: mf.Artifact) -> str:
+    """A text artifact (labels, calibration cache), checked like any other, as UTF-8."""
+    data = artifact_path(bundle, art).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{bundle}: {art.path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                          "rebuild the bundle, or save the file as UTF-8") from None
+
+
 def labels_artifact(bundle: Path, man: mf.Manifest) -> mf.Artifact:
     for a in man.artifacts:
         if a.path == man.labels:
@@ -465,13 +476,7 @@ def labels_artifact(bundle: Path, man: mf.Manifest) -> mf.Artifact:
 def read_labels(bundle: Path, man: mf.Manifest) -> list[str]:
     """The class names, read through the same checks as every artifact: inside, sha256, one per class."""
     art = labels_artifact(bundle, man)
-    data = artifact_path(bundle, art).read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BundleError(f"{bundle}: {art.path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
-                          "rebuild the bundle, or save the file as UTF-8") from None
-    names = text.splitlines()
+    names = artifact_text(bundle, art).splitlines()
     while names and not names[-1].strip():
         names.pop()
     n = man.model.num_classes

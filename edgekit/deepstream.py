@@ -336,7 +336,7 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
             if cart is None:
                 raise UsageError(f"{req.bundle} has no calibration.cache, which nvinfer's INT8 needs; "
                                  "run edgekit calibrate")
-            cache = calibcache.loads(bundle_mod.artifact_path(req.bundle, cart).read_text(encoding="utf-8"))
+            cache = calibcache.loads(bundle_mod.artifact_text(req.bundle, cart), f"{req.bundle}/{cart.path}")
             scales = dict(cache.scales)
             # the new tensors' ranges are known exactly: probabilities 0..1 out, and in either
             # pixels 0..255 (normalisation in the graph) or what nvinfer makes of them (its
