@@ -369,8 +369,7 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         return
     # refuse what the device cannot honour before any work
     prof = prof_mod.get(profile) if profile else prof_mod.detect()[0]
-    for line in prof_mod.skipped():
-        _echo_err(f"warning: {line}")
+    _warn_profiles()
     batch = parse_batch(batch_text) if batch_text else None
     if prof.kind != "cpu":
         prof_mod.check_request(prof, precision or prof.default_precision, dla, batch, workspace)
@@ -503,7 +502,8 @@ def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None
 @click.option("--width", type=int, default=None, help="Camera frame width [default: the device profile's, else 1280].")
 @click.option("--height", type=int, default=None, help="Camera frame height [default: the profile's, else 720].")
 @click.option("--fps", type=int, default=None, help="Camera frame rate [default: the profile's, else 30].")
-@click.option("--sensor-mode", type=int, default=None, help="CSI sensor mode [default: the profile's].")
+@click.option("--sensor-mode", type=int, default=None,
+              help="CSI sensor mode of your camera module (IMX219, IMX477 ...) [default: the sensor's own choice].")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many results.")
 @click.option("--reconnect-attempts", default=5, show_default=True, help="Before giving up on a lost camera.")
 def run(bundle: Path | None, camera: str | None, source: str | None, precision: str, backend: str, topk: int,
@@ -731,6 +731,20 @@ def demo(model: str, out: Path) -> None:
     run_demo(model, out, click.echo, _echo_err)
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_profiles() -> None:
+    """A broken user profile is left out of detection and listing; say so once per command."""
+    prof_mod = sys.modules.get("edgekit.profiles")
+    if prof_mod is None:
+        return
+    for line in prof_mod.skipped():
+        if line not in _WARNED:
+            _WARNED.add(line)
+            _echo_err(f"warning: {line}")
+
+
 def _flush_stdout() -> str | None:
     """Flush stdout now, while an error can still be told in one line (a full disk, a closed pipe);
     afterwards stdout points at /dev/null so the interpreter's exit prints no traceback."""
@@ -751,6 +765,7 @@ def _flush_stdout() -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     code = 0
+    _WARNED.clear()
     try:
         cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
     except click.exceptions.Abort:
@@ -765,6 +780,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _echo_err("interrupted; nothing was left half-written")
         code = 130
+    _warn_profiles()
     failed = _flush_stdout()
     if failed and code == 0:
         _echo_err(f"error: cannot write to stdout: {failed}")

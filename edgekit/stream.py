@@ -51,7 +51,8 @@ class Result:
 def camera_settings(width: int | None = None, height: int | None = None, fps: int | None = None,
                     sensor_mode: int | None = None) -> tuple[int, int, int, int | None]:
     """Camera size, rate and sensor mode: what the user gave, else this device profile's camera
-    (a Nano's sensor mode 5 at 1280x720@30, an Orin NX's mode 4 at 60 fps), else 1280x720@30."""
+    (size and rate; a sensor mode only when the user gives one: modes belong to the camera module,
+    an IMX219's differ from an IMX477's), else 1280x720@30."""
     from edgekit import profiles as prof_mod
 
     try:

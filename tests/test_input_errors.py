@@ -262,6 +262,8 @@ def test_broken_user_profile_does_not_break_other_commands(broken_user_profile, 
     assert "Traceback" not in res.stderr
     res = run(["profiles"])
     assert "jetson-orin-nano" in res.stdout
+    assert "warning: ignored a broken user profile" in res.stderr and "mine.yaml" in res.stderr  # said, once
+    assert res.stderr.count("ignored a broken user profile") == 1
 
 
 @pytest.mark.parametrize("text,needle", [
