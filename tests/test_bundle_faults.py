@@ -377,10 +377,12 @@ def test_a_second_change_of_a_locked_bundle_fails_fast_naming_the_first(b, photo
 
 
 def test_two_builds_at_once_never_crash(b, photos):
+    """Free-running: whichever comes second fails with the lock's message or finds the work done (a regression
+    guard; the crash reported in the issue did not reproduce here, so the paused test above is the sharp one)."""
     args = [sys.executable, "-m", "edgekit", "build", str(b), "--int8", "--calib-data", str(photos),
             "--min-agreement", "0"]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(timeout=600), p.communicate()[1]) for p in procs]
+    results = [(p.communicate(timeout=600)[1], p.returncode)[::-1] for p in procs]
     assert any(rc == 0 for rc, _ in results), results
     for rc, err in results:
         assert "Traceback" not in err, err
