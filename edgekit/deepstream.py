@@ -94,7 +94,7 @@ class DeepStreamRequest:
     source: str = "file:///opt/nvidia/deepstream/deepstream/samples/streams/sample_720p.mp4"
     threshold: float = 0.0
     force: bool = False
-    trt_version: str | None = None  # the target DeepStream's TensorRT (cache header); None: the profile's newest
+    trt_version: str | None = None  # the target DeepStream's TensorRT (cache header, weights); None: the profile's
 
 
 @dataclass(frozen=True)
@@ -264,12 +264,31 @@ def input_amax(scale: np.ndarray, offset: np.ndarray, removed: bool) -> float:
     return float(np.abs(np.stack([o, 255.0 * s + o])).max())
 
 
-def target_trt_version(req: DeepStreamRequest, profile: prof_mod.Profile) -> str | None:
-    """The TensorRT of the DeepStream that will read the cache: --trt-version, else the newest the
-    profile lists; None keeps the version the bundle's cache names."""
+def target_trt_version(req: DeepStreamRequest, profile: prof_mod.Profile, needed: bool = False) -> str | None:
+    """The TensorRT of the DeepStream that will build the engine: --trt-version, else the one the
+    profile lists when it lists one; None when unknown. ``needed`` (the DLA's implicit INT8 reads
+    the calibration cache, which TensorRT ignores when written for another version): a profile
+    naming several TensorRT versions is an error without --trt-version."""
     if req.trt_version:
         return req.trt_version
-    return profile.software[-1].tensorrt if profile.software else None
+    versions = sorted({s.tensorrt for s in profile.software})
+    if len(versions) == 1:
+        return versions[0]
+    if needed and versions:
+        raise UsageError(f"{profile.name} runs TensorRT {', '.join(versions)} (by JetPack), and TensorRT ignores a "
+                         "calibration cache written for another version: give --trt-version (on the device: "
+                         "dpkg -l | grep nvinfer)")
+    return None
+
+
+def static_batch(model: Any, n: int) -> None:
+    """Fix the batch dimension of the graph's inputs and outputs at ``n`` (DLA takes no dynamic
+    shapes: nvinfer would build a 1..n profile and the layers would fall back to the GPU)."""
+    for vi in list(model.graph.input) + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims:
+            dims[0].dim_value = n  # clears a symbolic dim_param
+    del model.graph.value_info[:]  # inner shapes with the symbolic batch: re-inferred by the parser
 
 
 def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> DeepStreamExport:
@@ -287,8 +306,10 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
         raise UsageError(f"--sources must be at least 1, got {req.sources}")
     batch = req.batch or req.sources
     if req.dla is not None or profile.kind != "cpu":
-        prof_mod.check_request(profile, precision, req.dla)
+        prof_mod.check_request(profile, precision, req.dla,
+                               prof_mod.Batch(batch, batch, batch) if req.dla is not None else None)
     implicit = precision == "int8" and req.dla is not None
+    target = target_trt_version(req, profile, needed=implicit)
     onnx_prec = "int8" if precision == "int8" and not implicit else "fp32"
     art = man.artifact("onnx", onnx_prec)
     if art is None:
@@ -298,6 +319,12 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
     uniform = bool(np.allclose(scale, scale[0], rtol=1e-6))
     model = onnx.load(str(bundle_mod.artifact_path(req.bundle, art)))
     model, removed = float_front(model, drop_normalisation=uniform)
+    if onnx_prec == "int8" and not (target and int(target.split(".")[0]) >= 10):
+        from edgekit.qdq import float_weights
+
+        float_weights(model)  # TensorRT 8.x's parser takes no int8 weight initializers (DeepStream 6.x)
+    if req.dla is not None:
+        static_batch(model, batch)
     labels = bundle_mod.read_labels(req.bundle, man)
     h, w = man.preprocess.height, man.preprocess.width
     with bundle_mod.staging(req.out, req.force) as tmp:
@@ -344,7 +371,6 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
             scales["input"] = input_amax(scale, offset, removed) / 127.0
             scales[PROBS] = 1.0 / 127.0
             # TensorRT ignores a cache written for another version: the header names the target's
-            target = target_trt_version(req, profile)
             version = calibcache.trt_version_number(target) if target else cache.version
             (tmp / "calibration.cache").write_text(calibcache.dumps(
                 calibcache.CalibrationCache(version, cache.algorithm, scales)), encoding="utf-8")

@@ -50,7 +50,7 @@ def write_kit(bundle: Path, profile: Any, precision: str, batch: Any, workspace_
               out: Path | None = None, force: bool = False) -> Kit:
     """The kit for ``profile`` (a JetPack 4 board) beside the bundle: ``<bundle>-<profile>/``."""
     onnx = require("onnx", "rewriting ONNX for JetPack 4")
-    from edgekit.deepstream import float_front
+    from edgekit.deepstream import PROBS, float_front
     from edgekit.qdq import float_weights
 
     man = mf.read(bundle)
@@ -76,14 +76,14 @@ This board runs JetPack 4 (TensorRT {trts}, Python 3.6). edgekit's Python runtim
 (Python 3.8, TensorRT 8.5); TensorRT before 8.5 takes no uint8 input, so this ONNX takes float
 NCHW pixels 0..255 in {pre.color_order} order at {pre.height}x{pre.width} (centre crop
 {pre.crop_fraction:g}, then resize), normalisation inside the graph, and outputs probabilities
-('probs') over the {man.model.num_classes} classes in labels.txt.
+('{PROBS}') over the {man.model.num_classes} classes in labels.txt.
 
 On the board:
   sh build.sh          # builds {plan} with trtexec (minutes; add swap on a Nano if it is killed)
 
 Then run the plan with DeepStream 6.0 (nvinfer: model-engine-file={plan}, net-scale-factor=1,
 offsets=0;0;0, model-color-format={0 if pre.color_order == "RGB" else 1}, network-type=1,
-output-blob-names=probs, labelfile-path=labels.txt), or from C++ with TensorRT's runtime.
+output-blob-names={PROBS}, labelfile-path=labels.txt), or from C++ with TensorRT's runtime.
 """
     labels = "\n".join(bundle_mod.read_labels(bundle, man)) + "\n"
     for file_name in (name, plan):  # names from the manifest and the profile stay plain file names

@@ -131,7 +131,21 @@ def test_deepstream_int8_explicit_and_dla_implicit(int8_bundle, tmp_path):
     want = bundle_probs(int8_bundle, frame, "int8")
     assert np.abs(got - want).max() <= 1e-4
 
-    export_deepstream(DeepStreamRequest(int8_bundle, tmp_path / "dla", "int8", "jetson-agx-orin", dla=1))
+    # TensorRT 8.x (DeepStream 6.x on JetPack 5/6.0) parses no int8 weight initializer: float weights
+    # behind a QuantizeLinear, unless the target is known to be TensorRT 10 or later
+    init = {i.name: i.data_type for i in m.graph.initializer}
+    dq_inputs = [n.input[0] for n in m.graph.node if n.op_type == "DequantizeLinear"]
+    assert not any(init.get(x) == onnx.TensorProto.INT8 for x in dq_inputs)
+    export_deepstream(DeepStreamRequest(int8_bundle, tmp_path / "q10", "int8", "jetson-orin-nano",
+                                        trt_version="10.3.0"))
+    m10 = onnx.load(str(tmp_path / "q10" / prop(tmp_path / "q10")["onnx-file"]))
+    assert any({i.name: i.data_type for i in m10.graph.initializer}.get(n.input[0]) == onnx.TensorProto.INT8
+               for n in m10.graph.node if n.op_type == "DequantizeLinear")
+
+    with pytest.raises(UsageError, match="give --trt-version"):  # the DLA's cache must name the target's TensorRT
+        export_deepstream(DeepStreamRequest(int8_bundle, tmp_path / "dla", "int8", "jetson-agx-orin", dla=1))
+    export_deepstream(DeepStreamRequest(int8_bundle, tmp_path / "dla", "int8", "jetson-agx-orin", dla=1,
+                                        trt_version="8.5.2"))
     p = prop(tmp_path / "dla")
     assert p["enable-dla"] == "1" and p["use-dla-core"] == "1" and p["int8-calib-file"] == "calibration.cache"
     from edgekit import calibcache
@@ -143,6 +157,14 @@ def test_deepstream_int8_explicit_and_dla_implicit(int8_bundle, tmp_path):
     assert cache.amax("input") == pytest.approx(1.0, rel=1e-5) and set(old.scales) <= set(cache.scales)
     m = onnx.load(str(tmp_path / "dla" / p["onnx-file"]))
     assert not any(n.op_type == "QuantizeLinear" for n in m.graph.node)  # implicit: FP32 graph + cache
+    # DLA takes no dynamic shapes: the batch is fixed at nvinfer's batch-size (else a 1..N profile
+    # and every layer falls back to the GPU)
+    assert p["batch-size"] == "4"
+    assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim][0] == 4
+    assert m.graph.output[0].type.tensor_type.shape.dim[0].dim_value == 4
+    with pytest.raises(UsageError, match="beyond the profile's largest"):
+        export_deepstream(DeepStreamRequest(int8_bundle, tmp_path / "dla256", "int8", "jetson-agx-orin", dla=1,
+                                            trt_version="8.5.2", batch=256))
 
 
 def test_deepstream_refusals_and_atomic_output(googlenet_bundle, int8_bundle, tmp_path):
@@ -275,10 +297,11 @@ def test_dla_cache_with_per_channel_normalisation_and_the_target_tensorrt(export
     shutil.copytree(export_bundle("googlenet", input_size=64, mean=(0.485, 0.456, 0.406),
                                   std=(0.229, 0.224, 0.225)), b)
     calibrate_bundle(CalibrateRequest(b, None, num_images=16, min_agreement=0.0, fp16=False))
-    res = export_deepstream(DeepStreamRequest(b, tmp_path / "ds", "int8", "jetson-agx-orin", dla=0))
+    res = export_deepstream(DeepStreamRequest(b, tmp_path / "ds", "int8", "jetson-agx-orin", dla=0,
+                                              trt_version="10.3.0"))
     assert res.normalisation == "graph"
     cache = calibcache.loads((tmp_path / "ds" / "calibration.cache").read_text())
     assert cache.amax("input") == pytest.approx(255.0, rel=1e-5)
-    assert cache.version == calibcache.trt_version_number("10.3.0")  # the profile's newest JetPack
+    assert cache.version == calibcache.trt_version_number("10.3.0")
     export_deepstream(DeepStreamRequest(b, tmp_path / "ds85", "int8", "jetson-agx-orin", dla=0, trt_version="8.5.2"))
     assert calibcache.loads((tmp_path / "ds85" / "calibration.cache").read_text()).version == 8502

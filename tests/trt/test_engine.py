@@ -197,6 +197,7 @@ def test_a_jetpack4_board_gets_what_it_can_use(googlenet_bundle, tmp_path):
     assert "--maxShapes=input:1x3x224x224" in script  # the Nano profile's batch 1
     readme = (kit / "README.txt").read_text()
     assert "DeepStream 6.0" in readme and "Python 3.6" in readme and "JetPack 5" in readme
+    assert "output-blob-names=probabilities," in readme  # the kit's ONNX output, as nvinfer must name it
     import tensorrt_rtx as trt
 
     network = trt.Builder(trt.Logger(trt.Logger.ERROR)).create_network(0)
