@@ -662,7 +662,8 @@ def bench(bundle: Path | None, precision: str | None, backend: str, batch_text: 
 @click.option("--source-uri", default=None, help="URI of every sample source (default: DeepStream's sample clip).")
 @click.option("--threshold", default=0.0, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--trt-version", default=None, metavar="X.Y.Z",
-              help="TensorRT of the target DeepStream, for the INT8 cache header [default: the profile's newest].")
+              help="TensorRT of the target DeepStream (INT8 cache header; int8 weights from 10) [default: the "
+                   "profile's, when it lists one; --dla --int8 needs it where JetPacks differ].")
 @click.option("--force", is_flag=True, help="Replace the output folder.")
 def export_deepstream_cmd(bundle: Path, out: Path, precision: str | None, profile: str | None, dla: int | None,
                           sources: int, batch: int | None, source_uri: str | None, threshold: float,
