@@ -6,6 +6,7 @@ Errors: an EdgekitError becomes one line on stderr and its exit code, here and o
 from __future__ import annotations
 
 import json
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -530,6 +531,8 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
 
     if (camera is None) == (source is None):
         raise UsageError("give one of --camera N|URI or --source PATH|URI (edgekit run --help)")
+    if output and source and Path(source).exists() and os.path.realpath(source) == os.path.realpath(output):
+        raise UsageError(f"--output {output} is the source itself; write the annotated video elsewhere")
     video = sinks.VideoOutput(output, 0.0) if output else None  # a bad --output fails before the model loads
     if bundle is None:
         bundle = bundle_mod.find_latest()
@@ -554,8 +557,8 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
         out.append(video)
     if display:
         out.append(sinks.Window())
-    writer = SinkThread(out)
     signals = 0
+    writer = SinkThread(out, stop=lambda: signals > 0)  # once signalled, a stalled output does not hold the exit
 
     def on_signal(signum: int, frame: Any) -> None:
         # The first Ctrl-C/SIGTERM ends the loop after the frame in hand, and every output is
@@ -581,6 +584,15 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
             writer.close()  # everything produced is written; every output is closed before it is renamed
         except Exception as exc:  # noqa: BLE001 - the first failure is the one reported
             error = error or exc
+    except KeyboardInterrupt:  # a second signal: give up on the outputs, leave no temporary file
+        if video is not None:
+            try:
+                writer.close(timeout=1.0)
+            except Exception:  # noqa: BLE001 - giving up anyway
+                pass
+            if video.describe not in writer.abandoned and video.tmp.exists():
+                video.abort()  # its thread is done with it: safe to release and remove
+        raise
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
@@ -588,6 +600,8 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
     if st.skipped:
         _echo_err("unreadable: " + ", ".join(str(p) for p, _ in st.skipped[:5]) +
                   (f" and {len(st.skipped) - 5} more" if len(st.skipped) > 5 else ""))
+    if error is None and st.results == 0 and st.skipped:
+        error = UsageError(f"no image in {st.name} could be read ({len(st.skipped)} tried); see the reasons above")
     if error is not None:
         raise error
 

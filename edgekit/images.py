@@ -20,6 +20,8 @@ from edgekit.errors import UsageError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_MEGAPIXELS_ENV = "EDGEKIT_MAX_IMAGE_MEGAPIXELS"
 DEFAULT_MAX_MEGAPIXELS = 50.0
+HEAD_BYTES = 1 << 20  # where image_size looks for the width and height
+MAX_HEADERLESS_BYTES = 64 << 20  # a file whose size is not in its first MiB is read whole only below this
 FORMATS = "jpg, png, bmp, webp, gif, tiff, pnm"  # those whose size is read before decoding
 
 
@@ -47,10 +49,19 @@ def read_image(path: str | Path, max_mp: float | None = None) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"image {p} does not exist or is not a file")
-    data = np.fromfile(p, dtype=np.uint8)
-    if data.size == 0:
+    try:
+        nbytes = p.stat().st_size
+        with open(p, "rb") as f:  # the header first: a bomb or a misnamed huge file is refused unread
+            head = f.read(HEAD_BYTES)
+    except OSError as exc:
+        raise UsageError(f"cannot read image {p}: {exc.strerror or exc}") from None
+    if nbytes == 0 or not head:
         raise UsageError(f"image {p} is empty (0 bytes); replace or remove the file")
-    size = image_size(data.tobytes())
+    data: np.ndarray | None = None
+    size = image_size(head)
+    if size is None and nbytes > len(head) and nbytes <= MAX_HEADERLESS_BYTES:
+        data = np.fromfile(p, dtype=np.uint8)  # a header beyond the first MiB (large metadata)
+        size = image_size(data.tobytes())
     if size is None:
         raise UsageError(f"cannot decode image {p}: not a readable {FORMATS} file "
                          "(its width and height cannot be read from its header)")
@@ -63,6 +74,12 @@ def read_image(path: str | Path, max_mp: float | None = None) -> np.ndarray:
         )
     if w == 0 or h == 0:
         raise UsageError(f"image {p} is {w}x{h} pixels: it holds no image; replace or remove the file")
+    cap = w * h * 8 + (16 << 20)  # 8 bytes a pixel (16-bit RGBA, uncompressed) plus metadata
+    if nbytes > cap:
+        raise UsageError(f"image {p} is {nbytes / 1e6:.0f} MB for {w}x{h} pixels, more than any image of that size "
+                         "needs: not an image file edgekit reads (misnamed or padded); replace or remove it")
+    if data is None:
+        data = np.fromfile(p, dtype=np.uint8)
     img: np.ndarray | None = None
     try:
         import cv2

@@ -16,14 +16,17 @@ import re
 import select
 import sys
 import threading
+import time
 from urllib.parse import unquote
 
-# query keys whose values are secrets (RTSP/HTTP cameras take them in the URL too)
-_SECRET_KEYS = ("user", "username", "login", "pass", "passwd", "password", "pwd", "token", "key", "apikey",
-                "api_key", "auth", "secret", "signature", "sig", "access_token", "credentials")
-_QUERY = re.compile(r"(?i)([?&;](?:" + "|".join(_SECRET_KEYS) + r")=)([^&;#\s]*?)(?=[:,.)]?(?:[&;#\s'\"]|$))")
+# query or fragment keys whose values are secrets: any key holding one of these (loginPas, auth_token,
+# api-key, passphrase, X-Amz-Signature, X-Amz-Credential ...)
+_SECRET_WORDS = ("pass", "pwd", "token", "key", "secret", "sig", "cred", "auth", "user", "login", "session")
+_QUERY = re.compile(r"(?i)([?&;#](?:[\w.-]*?(?:" + "|".join(_SECRET_WORDS) + r")[\w.-]*)=)"
+                    r"([^&;#\s]*?)(?=[:,.)]?(?:[&;#\s'\"]|$))")
 _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:/{1,2})(?P<rest>[^\s'\"<>]*)")
 _USERINFO_ANYWHERE = re.compile(r"[^/\s:@'\"]+:(?!/)[^\s@'\"]+@")  # user:pass@host with no scheme
+_SCHEME = re.compile(r"(?i)^\s*[a-z][a-z0-9+.-]*:/{1,2}")
 
 
 def _mask_url(m: re.Match[str]) -> str:
@@ -36,29 +39,45 @@ def _mask_url(m: re.Match[str]) -> str:
 
 def redact(text: str, loose: bool = False) -> str:
     """Mask user:password@ (percent-encoded or raw, with / or @ in the password) and secret query
-    values (?user=..&password=..) in every URL of ``text``; typos like rtsp:/u:p@h included.
-    ``loose``: also any user:pass@ without a scheme (for what a user typed; in library output
-    it would mask innocent text such as OpenCV's "WARN:0@0.008")."""
+    or fragment values (?user=..&password=.., #token=..) in every URL of ``text``; typos like
+    rtsp:/u:p@h included. ``loose``: also any user:pass@ without a scheme (for what a user typed;
+    in library output it would mask innocent text such as OpenCV's "WARN:0@0.008")."""
     text = _URL.sub(_mask_url, text)
     return _USERINFO_ANYWHERE.sub("***@", text) if loose else text
 
 
-def secrets_of(uri: str) -> list[str]:
-    """The secret parts of a URL, in every form a library may print them (raw, percent-decoded)."""
-    out: list[str] = []
-    m = _URL.search(uri)
-    rest = m.group("rest") if m else uri
+def _split(uri: str) -> tuple[str, str, str]:
+    """A whole URI as typed -> (scheme://, userinfo or '', the rest); the userinfo runs to the last
+    @, whatever it holds (spaces, quotes, / and @ in a password)."""
+    m = _SCHEME.match(uri)
+    if not m:
+        return "", "", uri
+    head, rest = uri[:m.end()], uri[m.end():]
     at = rest.rfind("@")
-    if at >= 0:
-        userinfo = rest[:at]
+    return (head, rest[:at], rest[at + 1:]) if at >= 0 else (head, "", rest)
+
+
+def redact_uri(uri: str) -> str:
+    """One URI as the user gave it, for display: its userinfo and secret parameters masked."""
+    head, userinfo, rest = _split(uri)
+    if not head:
+        return redact(uri, loose=True)
+    return head + ("***@" if userinfo else "") + _QUERY.sub(r"\1***", rest)
+
+
+def secrets_of(uri: str) -> list[str]:
+    """The secret parts of a URI, in every form a library may print them (raw, percent-decoded)."""
+    out: list[str] = []
+    _, userinfo, rest = _split(uri)
+    if userinfo:
         out.append(userinfo)
         if ":" in userinfo:
             out.append(userinfo.split(":", 1)[1])
-    for qm in _QUERY.finditer(uri):
+    for qm in _QUERY.finditer(rest if userinfo or _SCHEME.match(uri) else uri):
         out.append(qm.group(2))
     forms = set()
+    pct = re.compile(r"%[0-9A-Fa-f]{2}")
     for s in out:
-        pct = re.compile(r"%[0-9A-Fa-f]{2}")
         for form in (s, unquote(s), pct.sub(lambda m: m.group().lower(), s), pct.sub(lambda m: m.group().upper(), s)):
             if len(form) >= 3:  # shorter ones would mask ordinary text; the URL pattern still covers them
                 forms.add(form)
@@ -66,7 +85,12 @@ def secrets_of(uri: str) -> list[str]:
 
 
 class _Filter:
-    """fd 2 -> pipe -> this thread -> the real stderr, with secrets masked."""
+    """fd 2 -> pipe -> this thread -> the real stderr, with secrets masked.
+
+    Whole lines are forwarded at once; a partial line after 50 ms of quiet (a status line ending
+    in \r), unless it ends in what may be the start of a URL or a secret, which waits up to 1 s
+    for the rest. A crash report (faulthandler) goes to the real stderr directly. A child process
+    started meanwhile inherits the pipe: its output is filtered while this process lives."""
 
     def __init__(self) -> None:
         self.secrets: list[str] = []
@@ -77,6 +101,12 @@ class _Filter:
         os.dup2(w, 2)
         os.close(w)
         self.r = r
+        self._crash_file = None
+        import faulthandler
+
+        if faulthandler.is_enabled():  # it writes to fd 2 from a dying process: the pipe would lose it
+            self._crash_file = os.fdopen(os.dup(self.real), "w")
+            faulthandler.enable(file=self._crash_file)
         self.thread = threading.Thread(target=self._run, name="edgekit-redact", daemon=True)
         self.thread.start()
         atexit.register(self.remove)
@@ -93,6 +123,16 @@ class _Filter:
             text = text.replace(s, "***")
         return redact(text).encode("utf-8")
 
+    def _risky_tail(self, buf: bytes) -> int:
+        """Where the last word of a partial line starts, if it may be a URL or secret cut short."""
+        cut = max(buf.rfind(b" "), buf.rfind(b"\t")) + 1
+        word = buf[cut:].decode("utf-8", "replace")
+        with self.lock:
+            secrets = list(self.secrets)
+        if "://" in word or "@" in word or any(s.startswith(word) for s in secrets if word):
+            return cut
+        return len(buf)
+
     def _emit(self, data: bytes) -> None:
         if data:
             try:
@@ -102,13 +142,25 @@ class _Filter:
 
     def _run(self) -> None:
         buf = b""
+        held_since: float | None = None
         while True:
             ready, _, _ = select.select([self.r], [], [], 0.05)
-            if not ready:  # idle: a partial line (a status line ends in \r, or nothing) goes out now
-                self._emit(buf)
-                buf = b""
+            if not ready:  # quiet: a partial line goes out now, but not a URL or secret cut short
+                if buf:
+                    keep = self._risky_tail(buf)
+                    now = time.monotonic()
+                    if keep < len(buf) and (held_since is None or now - held_since < 1.0):
+                        held_since = held_since or now
+                        self._emit(buf[:keep])
+                        buf = buf[keep:]
+                        continue
+                    self._emit(buf)
+                    buf, held_since = b"", None
                 continue
-            chunk = os.read(self.r, 65536)
+            try:
+                chunk = os.read(self.r, 65536)
+            except OSError:
+                chunk = b""
             if not chunk:
                 self._emit(buf)
                 return
@@ -116,29 +168,37 @@ class _Filter:
             cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
             if cut >= 0:  # whole lines now; the rest waits so a secret is never split
                 self._emit(buf[:cut + 1])
-                buf = buf[cut + 1:]
+                buf, held_since = buf[cut + 1:], None
 
     def remove(self) -> None:
         try:
             sys.stderr.flush()
-        except (OSError, ValueError):
+        except (AttributeError, OSError, ValueError):
             pass
         os.dup2(self.real, 2)  # the pipe's last writer closes: the thread forwards the rest and ends
-        self.thread.join(timeout=2)
-        os.close(self.r)
+        self.thread.join(timeout=0.3)  # a child still holding the pipe must not delay the exit
 
 
 _filter: _Filter | None = None
 _filter_lock = threading.Lock()
 
 
-def protect(uri: str) -> None:
-    """Mask this URL's secrets in everything printed to stderr from now on (no-op without any)."""
+def protect(uri: str) -> bool:
+    """Mask this URI's secrets in everything printed to stderr from now on; True when it has any.
+
+    No filter where stderr is closed (nothing is printed then) or EDGEKIT_STDERR_FILTER=0."""
     global _filter
     secrets = secrets_of(uri)
-    if not secrets or os.environ.get("EDGEKIT_STDERR_FILTER", "1") == "0":
-        return
+    if not secrets:
+        return False
+    if os.environ.get("EDGEKIT_STDERR_FILTER", "1") == "0" or sys.stderr is None:
+        return True
     with _filter_lock:
         if _filter is None:
+            try:
+                os.fstat(2)
+            except OSError:
+                return True
             _filter = _Filter()
         _filter.add(secrets)
+    return True

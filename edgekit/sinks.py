@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob as _glob
 import json
 import os
 import time
@@ -176,6 +177,8 @@ class VideoOutput:
     def __init__(self, path: Path, fps: float) -> None:
         self.cv2 = require("cv2", "writing video")
         self.path = Path(path)
+        if self.path.is_symlink():  # written through the link, which stays a link
+            self.path = Path(os.path.realpath(self.path))
         self.describe = f"video {self.path}"
         self.folder = self.path.parent
         suffix = self.path.suffix.lower()
@@ -191,7 +194,20 @@ class VideoOutput:
         self.fps = fps or 30.0
         self.writer: Any = None
         self.frames = 0
+        self._size_at_check = 0
+        self._remove_leftovers()
         self._probe()
+
+    def _remove_leftovers(self) -> None:
+        """Temporary videos of runs killed before they finished (kill -9, power loss): on a robot
+        restarted for weeks they would fill the disk."""
+        for f in self.folder.glob(f".{_glob.escape(self.path.stem)}.tmp-*{self.path.suffix}"):
+            pid = f.name[len(self.path.stem) + 6:-len(self.path.suffix) or None]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                try:
+                    f.unlink()
+                except OSError:
+                    pass
 
     def _probe(self) -> None:
         """Open the encoder on a real file once, so a missing codec or an unwritable folder is
@@ -221,11 +237,20 @@ class VideoOutput:
             self._check_space()
 
     def _check_space(self) -> None:
+        """Every 128 frames: room left, and the file still growing (OpenCV's writer reports no
+        write errors: a file-size limit, a quota or FAT32's 4 GB shows only as a file that stopped)."""
         import errno
         import shutil
 
         if shutil.disk_usage(self.folder).free < self.FREE_MIN:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.folder))
+        try:
+            size = self.tmp.stat().st_size
+        except OSError:
+            size = 0
+        if size <= self._size_at_check:
+            raise OSError(errno.EFBIG, f"the video stopped growing at {size} bytes", str(self.path))
+        self._size_at_check = size
 
     def close(self) -> None:
         """Finish the file and put it in place if every frame is in it; else an error and no file."""
@@ -258,6 +283,16 @@ class VideoOutput:
             self.writer.release()
             self.writer = None
         self.tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Window:

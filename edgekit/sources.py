@@ -21,7 +21,7 @@ import numpy as np
 from edgekit.deps import require
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.images import IMAGE_SUFFIXES, read_image
-from edgekit.redact import protect, redact
+from edgekit.redact import protect, redact, redact_uri
 
 __all__ = ["Frame", "SourceSpec", "SourceError", "Reader", "LatestFrame", "Reconnect", "parse", "redact",
            "every_frame"]
@@ -67,18 +67,18 @@ def parse(spec: str | int, width: int = 1280, height: int = 720, fps: int = 30,
     m = re.fullmatch(r"csi://(\d+)", s)
     if m:
         return SourceSpec("csi", csi_pipeline(int(m.group(1)), width, height, fps, sensor_mode), True, s)
-    if re.match(r"(rtsp|rtsps|http|https)://", s):
-        return SourceSpec("rtsp", s, True, redact(s))
-    if s.startswith("file://"):
+    if s.lower().startswith("file://"):
         s = s[len("file://"):]
+    elif re.match(r"(?i)[a-z][a-z0-9+.-]*://", s):  # rtsp, rtsps, http(s) MJPEG, rtmp, srt, udp ... any case
+        return SourceSpec("rtsp", s, True, redact_uri(s))
     p = Path(s)
     if p.is_dir():
         return SourceSpec("images", str(p), False, s)
-    if any(ch in s for ch in "*?["):
-        return SourceSpec("images", s, False, s)
-    if p.is_file():
+    if p.is_file():  # before the glob test: a file may be named cam[1].avi
         kind = "images" if p.suffix.lower() in IMAGE_SUFFIXES else "file"
         return SourceSpec(kind, s, False, s)
+    if any(ch in s for ch in "*?["):
+        return SourceSpec("images", s, False, redact(s, loose=True))
     raise UsageError(f"source {redact(s, loose=True)!r} is neither a camera (0, /dev/video0, csi://0), a stream URL "
                      "(rtsp://...), nor an existing video file, image folder or glob")
 
@@ -87,6 +87,16 @@ def has_gstreamer(cv2: Any) -> bool:
     info = cv2.getBuildInformation()
     m = re.search(r"GStreamer:\s*(\w+)", info)
     return bool(m and m.group(1).upper() == "YES")
+
+
+def _quiet_opencv(cv2: Any) -> None:
+    """OpenCV writes INFO and DEBUG lines (URLs included) to stdout, which carries the JSON results
+    and is not filtered: with a secret in the URL, nothing above warnings (which go to stderr)."""
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is None or not hasattr(log, "getLogLevel"):
+        return
+    if log.getLogLevel() > log.LOG_LEVEL_WARNING:
+        log.setLogLevel(log.LOG_LEVEL_WARNING)
 
 
 class Reader:
@@ -119,9 +129,9 @@ class Reader:
                 raise SourceError(f"no images in {spec.display_name}")
             self._images = files
             return
-        if spec.kind == "rtsp":
-            protect(spec.target)  # OpenCV and FFmpeg print the URL they fail on, credentials and all
         cv2 = require("cv2", "reading cameras and video")
+        if spec.kind == "rtsp" and protect(spec.target):  # OpenCV and FFmpeg print the URL they fail on
+            _quiet_opencv(cv2)
         if spec.kind == "csi" and not has_gstreamer(cv2):
             raise SourceError(
                 "csi:// cameras need OpenCV built with GStreamer, and this cv2 has none (pip's OpenCV wheels lack "

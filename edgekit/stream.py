@@ -168,6 +168,11 @@ class Stream:
             self._iterating = False
             self.stop()
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (request_stop/stop) or the stream has ended."""
+        return self._stop.is_set()
+
     def request_stop(self) -> None:
         """Ask the loop to end after the frame in hand (safe from a signal handler or another
         thread: it closes nothing under the reader; the loop does that on its way out)."""
@@ -217,20 +222,17 @@ def sink_error(sink: Any, exc: BaseException) -> EdgekitError:
     return SinkError(f"{_describe(sink)} failed: {type(exc).__name__}: {exc}")
 
 
-class SinkThread:
-    """Runs the output sinks off the inference thread; results queue up only here.
+class _Worker:
+    """One sink on its own thread and queue: a sink that stalls (a pipe nobody reads) or fails
+    holds up only itself."""
 
-    A sink that fails is set aside (its error is raised by the next put() and by close()); the
-    others keep writing. close() writes everything queued, then closes every sink, even after a
-    failure, so no result already produced is lost and no file is released while written."""
-
-    def __init__(self, sinks: list[Any], maxsize: int = 64) -> None:
-        self.sinks = sinks
+    def __init__(self, sink: Any, maxsize: int) -> None:
+        self.sink = sink
         self.q: queue.Queue[Result | None] = queue.Queue(maxsize=maxsize)
         self.error: EdgekitError | None = None
-        self._failed: set[int] = set()
-        self.written = 0  # results every healthy sink has taken
-        self.t = threading.Thread(target=self._run, name="edgekit-sinks", daemon=True)
+        self.written = 0
+        self.lost = 0  # results it never got (it failed, stalled, or the run was stopped while it lagged)
+        self.t = threading.Thread(target=self._run, name=f"edgekit-sink-{type(sink).__name__}", daemon=True)
         self.t.start()
 
     def _run(self) -> None:
@@ -238,45 +240,100 @@ class SinkThread:
             item = self.q.get()
             if item is None:
                 return
-            for i, s in enumerate(self.sinks):
-                if i in self._failed:
-                    continue
-                try:
-                    s.write(item)
-                except BaseException as exc:  # noqa: BLE001 - any sink failure is reported, none kills the thread
-                    self._failed.add(i)
-                    if self.error is None:
-                        self.error = sink_error(s, exc)
-            self.written += 1
+            if self.error is not None:
+                self.lost += 1
+                continue
+            try:
+                self.sink.write(item)
+                self.written += 1
+            except BaseException as exc:  # noqa: BLE001 - any sink failure is reported, none kills the thread
+                self.error = sink_error(self.sink, exc)
+                self.lost += 1
+
+
+class SinkThread:
+    """Runs the output sinks off the inference thread, each on its own thread; results queue up
+    only here.
+
+    A sink that fails is set aside (its error is raised by the next put() and by close()); the
+    others keep writing. put() never blocks for good: it gives up on a lagging sink once a stop is
+    requested. close() writes everything queued, then closes every sink (a sink's file is closed
+    only after its thread is done with it), so no result already produced is lost."""
+
+    def __init__(self, sinks: list[Any], maxsize: int = 64, stop: Callable[[], bool] | None = None) -> None:
+        self.sinks = sinks
+        self.workers = [_Worker(s, maxsize) for s in sinks]
+        self._stop = stop or (lambda: False)
+        self.error: EdgekitError | None = None
+        self.abandoned: list[str] = []  # sinks still stuck in a write at close, never closed
+
+    def _first_error(self) -> EdgekitError | None:
+        if self.error is None:
+            self.error = next((w.error for w in self.workers if w.error is not None), None)
+        return self.error
+
+    @property
+    def written(self) -> int:
+        """Results every healthy sink has taken."""
+        return min((w.written for w in self.workers if w.error is None), default=0)
 
     def put(self, r: Result) -> None:
-        """Queue a result; raises the first sink failure. Never blocks for good: a full queue is
-        retried while the sink thread lives."""
-        while True:
-            if self.error is not None:
-                raise self.error
-            try:
-                self.q.put(r, timeout=0.1)
-                return
-            except queue.Full:
-                if not self.t.is_alive():
-                    raise SinkError("the output thread has stopped") from None
+        """Queue a result for every sink; raises the first sink failure."""
+        err = self._first_error()
+        if err is not None:
+            raise err
+        for w in self.workers:
+            while w.error is None:
+                try:
+                    w.q.put(r, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self._stop():  # stopping: a lagging sink does not hold the run
+                        w.lost += 1
+                        break
 
-    def close(self) -> None:
-        """Write what is queued, close every sink, then raise the first failure (if any)."""
-        while self.t.is_alive():
-            try:
-                self.q.put(None, timeout=0.1)
-                break
-            except queue.Full:
+    @staticmethod
+    def _finish(w: _Worker, timeout: float | None) -> None:
+        """Hand the worker its end and wait while it makes progress; ``timeout``: how long it may
+        make none before it is left (stuck in a write)."""
+        sent = False
+        last, since = -1, time.monotonic()
+        while w.t.is_alive():
+            if not sent:
+                try:
+                    w.q.put(None, timeout=0.1)
+                    sent = True
+                except queue.Full:
+                    pass
+            else:
+                w.t.join(0.1)
+            done, now = w.written + w.lost, time.monotonic()
+            if done != last:
+                last, since = done, now
+            elif timeout is not None and now - since > timeout:
+                return
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write what is queued and close every sink, then raise the first failure (if any).
+
+        ``timeout``: how long to wait for a sink stuck in a write (None: as long as it takes, or 5 s
+        once a stop was requested); a sink still stuck is abandoned, the others are closed."""
+        if timeout is None and self._stop():
+            timeout = 5.0
+        for w in self.workers:
+            self._finish(w, timeout)
+        for w in self.workers:
+            if w.t.is_alive():  # stuck in write(): closing its file under it could crash the process
+                self.abandoned.append(_describe(w.sink))
+                if w.error is None:
+                    w.error = SinkError(f"{_describe(w.sink)} stopped responding (a full pipe nobody reads?); "
+                                        f"{w.q.qsize()} results not written")
                 continue
-        self.t.join()
-        for i, s in enumerate(self.sinks):
             try:
-                s.close()
+                w.sink.close()
             except BaseException as exc:  # noqa: BLE001 - close them all, report the first
-                self._failed.add(i)
-                if self.error is None:
-                    self.error = sink_error(s, exc)
-        if self.error is not None:
-            raise self.error
+                if w.error is None:
+                    w.error = sink_error(w.sink, exc)
+        err = self._first_error()
+        if err is not None:
+            raise err

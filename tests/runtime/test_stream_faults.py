@@ -7,6 +7,7 @@ write past the limit fails with EFBIG, as one on a full disk fails with ENOSPC."
 from __future__ import annotations
 
 import json
+import os
 import queue
 import resource
 import signal
@@ -182,17 +183,70 @@ def _limit_file_size(limit: int):
     return pre
 
 
-def test_full_disk_video_is_an_error_not_a_0_byte_success(tmp_path, googlenet_bundle):
-    video = write_video(tmp_path / "clip.avi", 120, 30.0)
+@pytest.mark.parametrize("frames", [100, 600])
+def test_full_disk_video_is_an_error_not_a_0_byte_success(tmp_path, googlenet_bundle, frames):
+    """100 frames: found when the video is read back at close; 600: found mid-run, when the file
+    stops growing, and the run stops there instead of going on for days."""
+    video = write_video(tmp_path / "clip.avi", frames, 30.0)
     out = tmp_path / "o" / "out.avi"
     out.parent.mkdir()
+    (out.parent / f".out.tmp-{2 ** 22 + 12345}.avi").write_bytes(b"left by a run killed with -9")
     res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(video), "--every-frame", "--json",
                                     "--output", str(out)], capture_output=True, text=True, timeout=300,
                          preexec_fn=_limit_file_size(300_000))  # stands in for a disk that fills mid-run
     assert res.returncode == 1, res.stderr
     _one_line_error(res.stderr, f"cannot write video {out}")
-    assert list(out.parent.iterdir()) == []  # neither a truncated video nor its temporary file
-    assert [x["frame"] for x in _lines(res.stdout)] == list(range(120))  # the other output is whole
+    assert list(out.parent.iterdir()) == []  # no truncated video, no temporary file, no dead run's leftover
+    lines = [x["frame"] for x in _lines(res.stdout)]
+    assert lines == list(range(len(lines)))  # the other output has every result produced
+    assert len(lines) == frames if frames == 100 else len(lines) < 400
+
+
+def test_stalled_stdout_does_not_hold_ctrl_c_and_the_video_is_finished(tmp_path, googlenet_bundle):
+    """stdout to a pipe nobody reads: the first SIGINT did nothing; a second gave 130 and no video."""
+    video = write_video(tmp_path / "long.avi", 3000, 30.0)
+    out = tmp_path / "out.avi"
+    with open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(video), "--every-frame",
+                                           "--json", "--topk", "100", "--output", str(out)],
+                                stdout=subprocess.PIPE, stderr=err)
+        time.sleep(12)  # ~100 KB of JSON: the pipe (64 KiB) is full and nobody reads it
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    stderr = (tmp_path / "err.txt").read_text()
+    assert rc == 1, stderr
+    _one_line_error(stderr, "JSON lines to stdout stopped responding")
+    n = int(stderr.split(" frames,")[0].split()[-1])
+    assert 0 < n < 3000 and _frame_count(out) == n  # the video has every result
+    proc.stdout.close()
+
+
+def test_odd_file_names_and_all_unreadable_folders(tmp_path, googlenet_bundle):
+    video = write_video(tmp_path / "cam[1].avi", 5, 30.0)  # brackets: a glob if taken for one
+    res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(video), "--every-frame", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and len(_lines(res.stdout)) == 5, res.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"")
+    (bad / "b.png").write_bytes(b"nope")
+    res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(bad)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2
+    _one_line_error(res.stderr, "no image in")
+
+
+def test_a_huge_file_with_a_small_header_is_refused_unread(tmp_path):
+    from edgekit.errors import UsageError
+    from edgekit.images import read_image
+
+    p = tmp_path / "padded.jpg"
+    ok, enc = cv2.imencode(".jpg", encode(1)[:50, :50])
+    with open(p, "wb") as f:
+        f.write(enc.tobytes())
+        f.truncate(300 << 20)  # sparse: 300 MB that a 50x50 image never needs
+    with pytest.raises(UsageError, match="more than any image of that size needs"):
+        read_image(p)
 
 
 def test_full_disk_json_is_a_one_line_error(tmp_path, googlenet_bundle):
@@ -206,7 +260,8 @@ def test_full_disk_json_is_a_one_line_error(tmp_path, googlenet_bundle):
 
 def test_bad_output_is_refused_before_the_model_loads(tmp_path, googlenet_bundle):
     video = write_video(tmp_path / "clip.avi", 5, 30.0)
-    for name, text in (("out.txt", ".txt is not a video container"), ("no/such/dir/out.avi", "does not exist")):
+    for name, text in (("out.txt", ".txt is not a video container"), ("no/such/dir/out.avi", "does not exist"),
+                       ("clip.avi", "is the source itself")):
         res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(video), "--output",
                                         str(tmp_path / name)], capture_output=True, text=True, timeout=300)
         assert res.returncode == 2
@@ -220,10 +275,35 @@ def _result(i: int) -> Result:
     return Result(i, 0.0, 0.001, 1.0, Prediction(("a",), (0,), (1.0,), 1.0))
 
 
-def test_a_failing_sink_never_blocks_put_and_the_others_get_everything():
-    """A sink that raises while the queue is full blocked put() forever (Ctrl-C did not help)."""
+class _Keeps:
+    def __init__(self):
+        self.got: list[int] = []
+        self.closed = False
+
+    def write(self, r):
+        self.got.append(r.frame_index)
+
+    def close(self):
+        self.closed = True
+
+
+def _produce(t: SinkThread, n: int, outcome: queue.Queue) -> threading.Thread:
+    def body() -> None:
+        try:
+            for i in range(n):
+                t.put(_result(i))
+            outcome.put("all queued")
+        except SinkError as exc:
+            outcome.put(exc)
+
+    th = threading.Thread(target=body, daemon=True)
+    th.start()
+    return th
+
+
+def test_a_sink_that_fails_while_its_queue_is_full_never_blocks_put():
+    """A sink that raised while the 64-slot queue was full blocked put() forever."""
     gate = threading.Event()
-    got: list[int] = []
 
     class Breaks:
         def write(self, r):
@@ -233,36 +313,54 @@ def test_a_failing_sink_never_blocks_put_and_the_others_get_everything():
         def close(self):
             pass
 
-    class Keeps:
-        def write(self, r):
-            got.append(r.frame_index)
-
-        def close(self):
-            pass
-
-    t = SinkThread([Breaks(), Keeps()], maxsize=4)
+    keeps = _Keeps()
+    t = SinkThread([Breaks(), keeps], maxsize=4)
     outcome: queue.Queue = queue.Queue()
-
-    def produce() -> None:
-        try:
-            for i in range(100):
-                t.put(_result(i))
-            outcome.put("all queued")
-        except SinkError as exc:
-            outcome.put(exc)
-
-    th = threading.Thread(target=produce, daemon=True)
-    th.start()
+    th = _produce(t, 100, outcome)
     time.sleep(0.5)
-    assert t.q.full()  # the producer waits on a full queue ...
-    gate.set()  # ... when the sink fails
+    assert t.workers[0].q.full() and th.is_alive()  # waiting on a slow sink, as it should ...
+    gate.set()  # ... until it fails
     th.join(timeout=10)
     assert not th.is_alive(), "put() blocked on a dead sink"
     err = outcome.get_nowait()
     assert isinstance(err, SinkError) and "sink broke" in str(err)
     with pytest.raises(SinkError, match="sink broke"):
         t.close()
-    assert got == list(range(len(got))) and len(got) >= 5  # every result queued reached the healthy sink
+    assert keeps.got == list(range(len(keeps.got))) and len(keeps.got) >= 5 and keeps.closed
+
+
+def test_a_stalled_sink_does_not_hold_a_stopping_run_and_the_others_are_finished():
+    """stdout to a pipe nobody reads: the first Ctrl-C did nothing and the video was lost. Once a
+    stop is asked for, put() gives up on the stalled sink, and close() abandons it after a timeout
+    while every other sink gets everything and is closed."""
+    never = threading.Event()
+
+    class Stalls:
+        describe = "JSON lines to stdout"
+
+        def write(self, r):
+            never.wait()
+
+        def close(self):
+            raise AssertionError("closed under a write in progress")
+
+    stop = threading.Event()
+    keeps = _Keeps()
+    t = SinkThread([Stalls(), keeps], maxsize=4, stop=stop.is_set)
+    outcome: queue.Queue = queue.Queue()
+    th = _produce(t, 50, outcome)
+    time.sleep(0.5)
+    assert th.is_alive()  # a stalled sink holds a run that is not stopping
+    stop.set()
+    th.join(timeout=10)
+    assert not th.is_alive() and outcome.get_nowait() == "all queued"
+    t0 = time.monotonic()
+    with pytest.raises(SinkError, match="JSON lines to stdout stopped responding"):
+        t.close(timeout=1.0)
+    assert time.monotonic() - t0 < 5
+    assert keeps.got == list(range(50)) and keeps.closed
+    assert t.abandoned == ["JSON lines to stdout"]
+    never.set()
 
 
 # ---- long runs: bounded memory, constant work -----------------------------------------------------
@@ -320,16 +418,21 @@ URLS = [  # (what the user typed, the secrets it carries)
     ("rtsp://user:p@ss@127.0.0.1:9/s", ["p@ss", ":p@"]),
     ("rtsp://user:s3c/ret@127.0.0.1:9/s", ["s3c/ret"]),
     ("rtsp://127.0.0.1:9/s?user=bob&password=hunter2", ["hunter2", "=bob"]),
+    ("RTSP://admin:UPPERpw@127.0.0.1:9/s?x=1", ["UPPERpw"]),  # any case; a ? made it a glob
+    ("rtmp://127.0.0.1:9/app?key=RTMPW99", ["RTMPW99"]),
+    ("rtsp://127.0.0.1:9/s?loginPas=fosc4m&auth_token=tok999#password=frag1", ["fosc4m", "tok999", "frag1"]),
+    ("rtsp://admin:pa ss99@127.0.0.1:9/s", ["pa ss99", "ss99"]),  # a space in the password
 ]
 
 
 @pytest.mark.parametrize("url,secrets", URLS)
 def test_no_password_in_any_output_whatever_the_libraries_print(url, secrets, googlenet_bundle):
     """OpenCV's warning printed the whole URL, percent-encoded password included."""
+    env = dict(os.environ, OPENCV_LOG_LEVEL="DEBUG")  # OpenCV's debug lines go to stdout, URL and all
     res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", url, "--reconnect-attempts", "1",
-                                    "--json"], capture_output=True, text=True, timeout=120)
+                                    "--json"], capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 1
-    _one_line_error(res.stderr, "cannot open rtsp://")
+    _one_line_error(res.stderr, f"cannot open {url.split('://')[0]}://")
     for s in secrets:
         assert s not in res.stdout and s not in res.stderr, (s, res.stderr)
 
@@ -337,9 +440,26 @@ def test_no_password_in_any_output_whatever_the_libraries_print(url, secrets, go
 @pytest.mark.parametrize("url,secrets", URLS)
 def test_no_password_in_a_repr_or_display_name(url, secrets):
     spec = sources.parse(url)
-    for text in (repr(spec), spec.display_name, str(spec), redact.redact(url)):
+    for text in (repr(spec), spec.display_name, str(spec), redact.redact_uri(url)):
         for s in secrets:
             assert s not in text, text
+
+
+def test_stderr_filter_holds_a_url_cut_between_two_writes_and_keeps_crash_reports(tmp_path):
+    code = textwrap.dedent("""
+        import os, signal, time
+        from edgekit import redact
+        redact.protect("rtsp://admin:FILTERSECRET@cam/s")
+        os.write(2, b"opening rtsp://admin:FILTERSE")
+        time.sleep(0.3)  # longer than the filter's idle flush
+        os.write(2, b"CRET@cam/s failed\\n")
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGSEGV)
+    """)
+    res = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert "FILTERSE" not in res.stderr and "opening rtsp://***@cam/s failed" in res.stderr, res.stderr
+    assert "Fatal Python error: Segmentation fault" in res.stderr  # faulthandler writes past the filter
 
 
 def test_redaction_keeps_ordinary_text():
