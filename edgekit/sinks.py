@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob as _glob
+import io
 import json
 import os
 import time
@@ -127,6 +128,7 @@ class JsonLines:
         self.f = stream
         self.threshold = threshold
         self.describe = describe or f"JSON lines to {getattr(stream, 'name', 'a stream')}"
+        self._seekable: bool | None = None
         # capture times are reported as wall-clock seconds
         self.offset = time.time() - time.perf_counter() if t_ref is None else t_ref
 
@@ -139,8 +141,35 @@ class JsonLines:
         rec.update({"capture_time": round(r.captured + self.offset, 6), "latency_ms": round(r.latency_ms, 2),
                     "infer_ms": round(r.infer_ms, 2), "label": p.label if p.score >= self.threshold else None,
                     "top": top})
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()  # a line is whole on disk, or the error is raised now (a full disk)
+        line = json.dumps(rec) + "\n"
+        pos = self._position()
+        try:
+            self.f.write(line)
+            self.f.flush()  # a line is whole on disk, or the error is raised now (a full disk)
+            end = self._position() if pos is not None else None
+            if pos is not None and end is not None and end < pos + len(line.encode("utf-8")):
+                import errno  # a short write the buffer kept quiet about: the disk or a limit is full
+
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            if pos is not None:  # a file: cut the part of the line that did get written
+                try:
+                    os.ftruncate(self.f.fileno(), pos)
+                except (OSError, ValueError):
+                    pass
+            raise
+
+    def _position(self) -> int | None:
+        """Where the next line starts, for a regular file (None for a pipe or a terminal)."""
+        if self._seekable is False:
+            return None
+        try:
+            pos = os.lseek(self.f.fileno(), 0, os.SEEK_CUR)
+            self._seekable = True
+            return pos
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            self._seekable = False
+            return None
 
     def close(self) -> None:
         self.f.flush()

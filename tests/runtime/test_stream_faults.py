@@ -249,6 +249,19 @@ def test_a_huge_file_with_a_small_header_is_refused_unread(tmp_path):
         read_image(p)
 
 
+def test_json_to_a_file_that_hits_its_limit_keeps_whole_lines(tmp_path, googlenet_bundle):
+    video = write_video(tmp_path / "clip.avi", 200, 30.0)
+    out = tmp_path / "preds.jsonl"
+    with open(out, "w") as f:
+        res = subprocess.run(EDGEKIT + ["run", str(googlenet_bundle), "--source", str(video), "--every-frame",
+                                        "--json", "--topk", "5"], stdout=f, stderr=subprocess.PIPE, text=True,
+                             timeout=300, preexec_fn=_limit_file_size(20_000))  # a full disk, at 20 kB
+    assert res.returncode == 1
+    _one_line_error(res.stderr, "cannot write JSON lines to stdout")
+    text = out.read_text()
+    assert text.endswith("\n") and 0 < len(_lines(text)) < 200  # no half line at the end
+
+
 def test_full_disk_json_is_a_one_line_error(tmp_path, googlenet_bundle):
     video = write_video(tmp_path / "clip.avi", 20, 30.0)
     with open("/dev/full", "w") as full:
