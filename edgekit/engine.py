@@ -9,10 +9,12 @@ device and TensorRT version makes rebuilds faster.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +23,15 @@ from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
 from edgekit import profiles as prof_mod
 from edgekit.callbacks import Log
-from edgekit.errors import UsageError
+from edgekit.errors import BundleError, UsageError
 from edgekit.hashing import sha256_file
 
 if TYPE_CHECKING:
-    from edgekit.trt.compat import Features
+    from edgekit.trt.compat import Features, Strategy
+
+ENGINES = "engines"
+# the plan names edgekit writes: PROFILE-PRECISION[-dlaN]-KEY12[-N].plan (N: a rebuild beside a listed plan)
+_PLAN_NAME = re.compile(r"^[A-Za-z0-9._-]+-[0-9a-f]{12}(?:-[0-9]+)?\.plan$")
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,42 @@ def _check_compatibility_flags(req: EngineRequest, profile: prof_mod.Profile, fe
 
 
 def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
-    man = mf.read(req.bundle)
+    """Build (or reuse) the engine; the bundle is locked throughout, and its manifest only ever lists
+    plans that are there: a new plan gets a name of its own, the manifest follows, replaced plans go last."""
+    mf.read(req.bundle)  # a clear error for what is not a bundle, before any lock file is made beside it
+    with bundle_mod.lock(req.bundle):
+        bundle_mod.tidy(req.bundle)
+        man = mf.read(req.bundle)  # as it is now that nobody else changes it
+        _tidy_engines(req.bundle, man)
+        bundle_mod.pause_point("engine.locked")
+        return _build_locked(req, man, log)
+
+
+def _tidy_engines(bundle: Path, man: mf.Manifest) -> None:
+    """What a killed build left in engines/ (lock held): partial writes, and plans the manifest does not list
+    (written before the manifest, or replaced but not yet removed when the build was killed)."""
+    folder = bundle / ENGINES
+    if not folder.is_dir():
+        return
+    bundle_mod.recover(folder)  # .NAME.plan.tmp-PID-* of write_bytes_atomic
+    listed = {str(e.get("path")) for e in man.engines}
+    with contextlib.suppress(OSError):
+        for p in folder.iterdir():
+            if _PLAN_NAME.match(p.name) and f"{ENGINES}/{p.name}" not in listed and p.is_file():
+                p.unlink()
+
+
+def _fresh_name(bundle: Path, stem: str) -> str:
+    """``engines/STEM.plan``, or ``STEM-2.plan``... when that is taken: a plan the manifest lists is never
+    written over (a kill before the manifest is written would leave it listed with another sha256)."""
+    name, n = f"{ENGINES}/{stem}.plan", 1
+    while os.path.lexists(bundle / name):
+        n += 1
+        name = f"{ENGINES}/{stem}-{n}.plan"
+    return name
+
+
+def _build_locked(req: EngineRequest, man: mf.Manifest, log: Log) -> EngineResult:
     profile = prof_mod.get(req.profile) if req.profile else prof_mod.detect()[0]
     if req.profile is None:
         log(f"profile: {profile.name} (detected)")
@@ -141,7 +182,7 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
         cart = next((a for a in man.artifacts if a.path == "calibration.cache"), None)
         if cart is None:
             raise UsageError(f"{req.bundle} has no calibration.cache for implicit INT8 on DLA; run edgekit calibrate")
-        calib_text = bundle_mod.artifact_path(req.bundle, cart).read_text(encoding="utf-8")
+        calib_text = bundle_mod.artifact_text(req.bundle, cart)
     target_cc = prof_mod.target_compute_capability(profile, prof_mod.detect()[1])
     fields = {
         "onnx_sha256": art.sha256, "precision": precision, "flavour": trt.__name__, "trt_version": trt.__version__,
@@ -170,10 +211,12 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
     built = build_engine(onnx_file, precision, opts, prefer=trt.__name__, log=log)
     log(f"built in {built.seconds:.1f} s (parse {built.phases.get('parse', 0):.1f} s, "
         f"build {built.phases.get('build', 0):.1f} s)")
-    name = f"engines/{profile.name}-{precision}{'-dla' + str(req.dla) if req.dla is not None else ''}-{key[:12]}.plan"
+    name = _fresh_name(req.bundle, f"{profile.name}-{precision}"
+                       f"{'-dla' + str(req.dla) if req.dla is not None else ''}-{key[:12]}")
     target = req.bundle / name
     target.parent.mkdir(exist_ok=True)
     bundle_mod.write_bytes_atomic(target, built.plan)
+    bundle_mod.pause_point("engine.plan-written")
     if built.timing_cache:
         tc_path.parent.mkdir(parents=True, exist_ok=True)
         bundle_mod.write_bytes_atomic(tc_path, built.timing_cache)
@@ -190,13 +233,20 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
         "build_seconds": round(built.seconds, 2),
         "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    old = [e for e in man.engines if e.get("path") != name and not (
+    kept = [e for e in man.engines if e.get("path") != name and not (
         e.get("device") == profile.name and e.get("precision") == precision and e.get("dla_core") == req.dla)]
-    for e in man.engines:  # replaced engines: their plan files go too
-        if e not in old and e.get("path") != name:
-            (req.bundle / str(e["path"])).unlink(missing_ok=True)
-    new = replace(man, engines=tuple(old) + (entry,))
-    bundle_mod.write_text_atomic(req.bundle / mf.MANIFEST, new.to_json())
+    new = replace(man, engines=tuple(kept) + (entry,))
+    try:
+        bundle_mod.write_text_atomic(req.bundle / mf.MANIFEST, new.to_json())
+    except BaseException:
+        target.unlink(missing_ok=True)  # listed nowhere
+        raise
+    bundle_mod.pause_point("engine.manifest-written")
+    for e in man.engines:  # replaced engines: their plan files go too, now that no manifest lists them
+        if e not in kept and e.get("path") != name:
+            with contextlib.suppress(BundleError):
+                bundle_mod.confined(req.bundle, str(e["path"]))  # never a file outside the bundle
+                (req.bundle / str(e["path"])).unlink(missing_ok=True)
     return EngineResult(target, entry, False)
 
 
@@ -204,8 +254,6 @@ def build_bare(onnx_path: Path, precision: str | None, profile_name: str | None,
                workspace_mib: int | None = None, out: Path | None = None, prefer: str | None = None,
                log: Log = lambda _: None) -> EngineResult:
     """An engine from a bare ONNX file (no bundle): the plan, and its metadata beside it as JSON."""
-    import tempfile
-
     import onnx
 
     onnx_path = Path(onnx_path)
@@ -219,7 +267,6 @@ def build_bare(onnx_path: Path, precision: str | None, profile_name: str | None,
     batch = batch or profile.batch
     prof_mod.check_request(profile, precision, None, batch, workspace_mib)
     from edgekit.trt import compat
-    from edgekit.trt.build import BuildOptions, build_engine
     from edgekit.trt.parse import load_trt
 
     trt = load_trt(prefer)
@@ -233,7 +280,18 @@ def build_bare(onnx_path: Path, precision: str | None, profile_name: str | None,
     if precision == "int8" and not has_qdq:
         raise UsageError(f"{onnx_path.name} has no INT8 scales (no Q/DQ nodes): make a bundle and calibrate it "
                          "(edgekit build --model NAME --int8), or give a Q/DQ ONNX")
-    target = out or onnx_path.with_name(f"{onnx_path.stem}.{profile.name}-{precision}.plan")
+    target = Path(out) if out else onnx_path.with_name(f"{onnx_path.stem}.{profile.name}-{precision}.plan")
+    home = target.parent  # a plan written into a bundle (its model.onnx's): the bundle is locked meanwhile
+    with (bundle_mod.lock(home) if (home / mf.MANIFEST).is_file() else contextlib.nullcontext()):
+        return _bare_locked(onnx_path, target, precision, profile, batch, workspace_mib, trt, strat, log)
+
+
+def _bare_locked(onnx_path: Path, target: Path, precision: str, profile: prof_mod.Profile, batch: prof_mod.Batch,
+                 workspace_mib: int | None, trt: Any, strat: Strategy, log: Log) -> EngineResult:
+    import tempfile
+
+    from edgekit.trt.build import BuildOptions, build_engine
+
     with tempfile.TemporaryDirectory(prefix="edgekit-bare-") as tmp:
         source = onnx_path
         if precision == "fp16" and strat.onnx_precision == "fp16":

@@ -479,3 +479,176 @@ def test_calibrating_garbage_with_a_matching_sha_names_the_file(b, photos):
     assert "model.onnx is not a readable ONNX model" in _one_line_error(ek("calibrate", str(b), "--data",
                                                                          str(photos)))
     assert hidden(b.parent) == [] and hidden(b) == []
+
+
+# ------------------------------------------------------------------ 8. engine builds (the fake TensorRT: no GPU here)
+# edgekit build on tests/trt/fake.py's TensorRT 10.3 posing as desktop-ada: a real manifest, real plan files
+# (the fake's), a real lock and real kills; the engine then loads through the fake runtime on host memory.
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_FAKE_BUILD = """
+import sys
+from pathlib import Path
+
+from edgekit import profiles as prof_mod
+from edgekit.engine import EngineRequest, build
+from edgekit.trt import build as trt_build
+from edgekit.trt import parse as trt_parse
+from tests.trt.fake import HostCuda, fake_tensorrt
+
+fake = fake_tensorrt("10.3.0", HostCuda())
+trt_parse.load_trt = trt_build.load_trt = lambda prefer=None: fake
+ada = prof_mod.get("desktop-ada")
+prof_mod.detect = lambda *a, **k: (ada, prof_mod.Device(compute_capability="8.9"))
+lo, opt, hi = (int(x) for x in sys.argv[2].split(":"))
+print(build(EngineRequest(Path(sys.argv[1]), "fp32", "desktop-ada", batch=prof_mod.Batch(lo, opt, hi))).path)
+"""
+
+
+@pytest.fixture()
+def device(monkeypatch, tmp_path):
+    """This process poses as desktop-ada with the fake TensorRT 10.3 and a host-memory GPU."""
+    from edgekit import profiles as prof_mod
+    from edgekit.runners import trt as trt_runner
+    from edgekit.trt import build as trt_build
+    from edgekit.trt import parse as trt_parse
+    from tests.trt.fake import HostCuda, fake_tensorrt
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+
+    def pose(version: str = "10.3.0", profile: str = "desktop-ada", cc: str = "8.9"):
+        cuda = HostCuda()
+        cuda.compute_capability = cc
+        fake = fake_tensorrt(version, cuda)
+        for mod in (trt_parse, trt_build, trt_runner):
+            monkeypatch.setattr(mod, "load_trt", lambda prefer=None: fake)
+        monkeypatch.setattr(trt_runner, "open_cuda", lambda binding=None: cuda)
+        p = prof_mod.get(profile)
+        monkeypatch.setattr(prof_mod, "detect", lambda *a, **k: (p, prof_mod.Device(compute_capability=cc)))
+        return fake
+
+    return pose
+
+
+def _engine(b: Path, batch: tuple[int, int, int] = (1, 1, 2), **kw):
+    from edgekit.engine import EngineRequest, build
+    from edgekit.profiles import Batch
+
+    kw.setdefault("precision", "fp32")
+    kw.setdefault("profile", "desktop-ada")
+    return build(EngineRequest(b, batch=Batch(*batch), **kw))
+
+
+def paused_build(b: Path, batch: str, step: str, tmp_path: Path) -> subprocess.Popen:
+    """``_FAKE_BUILD`` (edgekit build on the fake TensorRT) in a child, stopped at ``step``."""
+    p = subprocess.Popen([sys.executable, "-c", _FAKE_BUILD, str(b), batch], cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True,
+                         env=_env(EDGEKIT_TEST_PAUSE_AT=step, EDGEKIT_CACHE=str(tmp_path / "cache"),
+                                  PYTHONPATH=str(ROOT)))
+    assert p.stderr is not None
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if f"paused at {step}" in line:
+            return p
+    p.wait()
+    pytest.fail(f"the engine build never paused at {step} (exit {p.returncode}): {''.join(seen)[-800:]}")
+
+
+def verify_engines(b: Path) -> mf.Manifest:
+    """verify(), and every engine entry's plan is there with its sha256, nothing else is in engines/, and
+    the engine loads and classifies (the fake runtime)."""
+    from edgekit.classifier import load
+
+    man = verify(b)
+    for e in man.engines:
+        assert bundle_mod.engine_path(b, e) is not None, f"{e['path']} is missing or changed"
+    listed = sorted(str(e["path"]) for e in man.engines)
+    assert sorted(f"engines/{p.name}" for p in (b / "engines").iterdir() if not p.name.startswith(".")) == listed
+    with load(b, backend="tensorrt") as clf:
+        assert clf.runner.backend == "tensorrt"
+        clf.classify(np.zeros((80, 80, 3), np.uint8))
+    return man
+
+
+def _holding_lock(b: Path) -> subprocess.Popen:
+    """A child process holding ``b``'s lock until its stdin closes."""
+    code = ("import sys; from pathlib import Path; from edgekit import bundle\n"
+            "with bundle.lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    sys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(b)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_an_engine_build_on_a_locked_bundle_fails_fast_naming_the_holder(b, device):
+    import re
+
+    from edgekit.engine import build_bare
+
+    device()
+    holder = _holding_lock(b)
+    try:
+        said = f"{re.escape(str(b))} is being changed by PID {holder.pid}.*wait for it to finish"
+        with pytest.raises(BundleError, match=said):
+            _engine(b)
+        with pytest.raises(BundleError, match=said):  # a bare build whose plan would land in the bundle
+            build_bare(b / "model.onnx", "fp32", "desktop-ada")
+        assert not (b / "engines").exists() and mf.read(b).engines == ()
+        assert not list(b.glob("*.plan"))
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait()
+    _engine(b)
+    verify_engines(b)
+    assert hidden(b.parent) == [] and hidden(b) == []
+
+
+ENGINE_STEPS = [("engine.locked", False), ("engine.plan-written", False), ("engine.manifest-written", True)]
+
+
+@pytest.mark.parametrize("step, new", ENGINE_STEPS, ids=[s for s, _ in ENGINE_STEPS])
+def test_an_engine_build_killed_at_any_step_lists_only_whole_plans(b, device, tmp_path, step, new):
+    """A rebuild for other shapes replaces the device's engine: killed after the manifest names the new plan
+    but before the old one is deleted (or at any other step), every listed plan is there and loads; the next
+    build removes what the killed one left."""
+    device()
+    first = _engine(b, (1, 1, 2))
+    kill9(paused_build(b, "1:2:4", step, tmp_path))
+    man = mf.read(b)
+    for e in man.engines:
+        assert bundle_mod.engine_path(b, e) is not None, f"{e['path']} is listed but missing or changed"
+    assert len(man.engines) == 1
+    assert man.engines[0]["batch"] == ({"min": 1, "opt": 2, "max": 4} if new else {"min": 1, "opt": 1, "max": 2})
+    verify(b)
+    again = _engine(b, (1, 2, 4))
+    assert again.reused == new
+    assert not first.path.exists()
+    verify_engines(b)
+    assert hidden(b.parent) == [] and hidden(b) == [] and hidden(b / "engines") == []
+
+
+def test_a_forced_rebuild_never_writes_over_the_plan_the_manifest_lists(b, device):
+    device()
+    first = _engine(b)
+    again = _engine(b, force=True)
+    assert not again.reused and again.entry["key"] == first.entry["key"]
+    assert again.path != first.path and not first.path.exists()
+    assert [e["path"] for e in verify_engines(b).engines] == [again.entry["path"]]
+    third = _engine(b, force=True)  # the first name is free again
+    assert third.path == first.path and not again.path.exists()
+    verify_engines(b)
+
+
+def test_a_dla_build_reads_the_calibration_cache_as_checked_text(b, device):
+    """The implicit-INT8 cache is read like every artifact: a non-UTF-8 one (sha256 matching) is one line."""
+    device("8.5.2", "jetson-xavier-nx", "7.2")
+    (b / "calibration.cache").write_bytes(b"TRT-8502-EntropyCalibration2\n\xff\xfe: 3c000000\n")
+    art = mf.Artifact("calibration.cache", "calibration", bundle_mod.sha256(b / "calibration.cache"),
+                      (b / "calibration.cache").stat().st_size, None)
+    (b / "manifest.json").write_text(mf.read(b).with_artifact(art).to_json())
+    with pytest.raises(BundleError, match="calibration.cache is not UTF-8") as err:
+        _engine(b, (1, 1, 1), precision="int8", profile="jetson-xavier-nx", dla=0)
+    assert "\n" not in str(err.value)
