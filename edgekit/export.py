@@ -90,8 +90,11 @@ def export(req: ExportRequest, log: Log = _noop) -> ExportResult:
         pre = Preprocess(pre.height, pre.width, pre.crop_fraction, pre.interpolation,
                          req.mean or pre.mean, req.std or pre.std, pre.color_order, pre.input_range)
     _trial_forward(spec, model, size)
+    params = int(sum(p.numel() for p in model.parameters()))
+    # at its peak the staging holds the exported ONNX and its simplified copy: 4 bytes a weight each
+    need = 2 * 4 * params + (1 << 20)
 
-    with bundle.staging(out, req.force) as tmp:
+    with bundle.staging(out, req.force, need=need) as tmp:
         onnx_path = tmp / "model.onnx"
         log(f"exporting to ONNX (opset {OPSET}, {'batch ' + str(req.batch) if req.batch else 'dynamic batch'}, "
             f"{'float NCHW' if req.float_input else 'uint8 BGR NHWC'} input)")
@@ -110,7 +113,6 @@ def export(req: ExportRequest, log: Log = _noop) -> ExportResult:
                 "Please report it with the command you ran"
             )
         (tmp / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
-        params = int(sum(p.numel() for p in model.parameters()))
         man = _manifest(spec, pre, loaded, params, names, req, tmp, parity, export_s)
         (tmp / mf.MANIFEST).write_text(man.to_json(), encoding="utf-8")
     log(f"bundle written: {out}")
