@@ -176,11 +176,35 @@ def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress
     """Calibrate, write the INT8/FP16 forms and gate them against FP32; the bundle changes only on success."""
     t0 = time.perf_counter()
     _check(req)
-    mf.read(req.bundle)  # a clear error for what is not a bundle, before any lock file is made beside it
+    # a clear error for what is not a bundle, before any lock file is made beside it
+    _check_sizes(req.bundle, mf.read(req.bundle))
     with bundle_mod.lock(req.bundle):
         bundle_mod.tidy(req.bundle)
         bundle_mod.pause_point("calibrate.locked")
         return _calibrate_locked(req, log, progress, t0)
+
+
+def _onnx_input_shape(model: Any) -> tuple[int | str, ...]:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims)
+
+
+def _check_sizes(bundle: Path, man: mf.Manifest, model: Any = None) -> None:
+    """The preprocessing size must be the model's (as loading the bundle checks it), or every image
+    would fail inside ONNX Runtime."""
+    from edgekit.preprocess import size_mismatch
+
+    pre = man.preprocess
+    shapes = [("its input shape in manifest.json", man.input.shape)]
+    if model is not None:
+        shapes.append(("the model file", _onnx_input_shape(model)))
+    for what, shape in shapes:
+        got = size_mismatch(pre, man.input.layout, shape)
+        if got is not None:
+            raise BundleError(
+                f"{bundle}: manifest.json's preprocessing makes {pre.height}x{pre.width} images but {what} takes "
+                f"{got[0]}x{got[1]}; the manifest was edited or mixes two exports: re-export the bundle "
+                "(edgekit export ... --input-size N), then calibrate it")
 
 
 def _load_onnx(path: Path) -> Any:
@@ -209,6 +233,7 @@ def _calibrate_locked(req: CalibrateRequest, log: Log, progress: Progress | None
         raise UsageError(f"{req.bundle} has no FP32 ONNX model to calibrate; export it again")
     fp32 = bundle_mod.artifact_path(req.bundle, art)
     model = _load_onnx(fp32)
+    _check_sizes(req.bundle, man, model)
     data = _gather(req, man, log)
     calib_set, val_set = data.calib, data.val
     labelled = "labelled " if data.labels is not None else ""

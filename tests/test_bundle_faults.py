@@ -659,3 +659,26 @@ def test_a_dla_build_reads_the_calibration_cache_as_checked_text(b, device):
     with pytest.raises(BundleError, match="calibration.cache is not UTF-8") as err:
         _engine(b, (1, 1, 1), precision="int8", profile="jetson-xavier-nx", dla=0)
     assert "\n" not in str(err.value)
+
+
+def _set_pre(d: dict, size: int) -> None:
+    d["preprocess"]["height"] = d["preprocess"]["width"] = size
+
+
+def _set_pre_and_input(d: dict, size: int) -> None:
+    _set_pre(d, size)
+    d["input"]["shape"][1] = d["input"]["shape"][2] = size
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (_set_pre, "its input shape in manifest.json takes 64x64"),
+    (_set_pre_and_input, "the model file takes 64x64"),
+], ids=["manifest-input", "model-file"])
+def test_calibrating_a_bundle_whose_preprocessing_disagrees_with_its_model_is_one_line(b, photos, edit, needle):
+    _edit(b, lambda d: edit(d, 48))
+    before = {p.name: p.read_bytes() for p in b.iterdir()}
+    line = _one_line_error(ek("calibrate", str(b), "--data", str(photos), "--min-agreement", "0"))
+    assert f"{b}: manifest.json's preprocessing makes 48x48 images but {needle}" in line, line
+    assert "re-export the bundle" in line, line
+    assert {p.name: p.read_bytes() for p in b.iterdir()} == before
+    assert hidden(b.parent) == [] and hidden(b) == []
