@@ -282,7 +282,8 @@ def build_bare(onnx_path: Path, precision: str | None, profile_name: str | None,
                          "(edgekit build --model NAME --int8), or give a Q/DQ ONNX")
     target = Path(out) if out else onnx_path.with_name(f"{onnx_path.stem}.{profile.name}-{precision}.plan")
     home = target.parent  # a plan written into a bundle (its model.onnx's): the bundle is locked meanwhile
-    with (bundle_mod.lock(home) if (home / mf.MANIFEST).is_file() else contextlib.nullcontext()):
+    guard = bundle_mod.lock(home) if (home / mf.MANIFEST).is_file() else contextlib.nullcontext()
+    with guard:  # (one name: parenthesised context managers are Python 3.9+)
         return _bare_locked(onnx_path, target, precision, profile, batch, workspace_mib, trt, strat, log)
 
 
