@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,8 @@ DEFAULT_ROOT = "build"
 # test seam: stop (SIGSTOP) at a named step so a test can kill -9 the process exactly there
 PAUSE_ENV = "EDGEKIT_TEST_PAUSE_AT"
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)?(?:-.*)?$")
+# edgekit's own: .NAME.tmp-PID-XXXXXXXX (staging, atomic writes), .NAME.old-PID[-XXXXXXXX] (a replaced bundle)
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(?:-(?P<tag>[0-9a-f]{8}))?$")
 _LEGACY_TMP = re.compile(r"^\.(?P<name>.+)\.tmp-[A-Za-z0-9_]{8}$")  # tempfile.mkdtemp's, before locking
 _LOCK = re.compile(r"^\.(?P<name>.+)\.lock$")
 _LEGACY_MKSTEMP = re.compile(r"^\.manifest\.json\.[A-Za-z0-9_]{8}$")
@@ -122,6 +124,36 @@ def lock_path(target: Path) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
+def _open_lock(path: Path) -> int:
+    """Open (or create) the lock file itself: never through a symlink, and only a plain file of one link."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full(exc, path) from exc
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK) or os.path.islink(path):
+            raise _odd_lock(path, "a symlink" if os.path.islink(path) else "not a plain file") from None
+        raise UsageError(f"cannot write in {path.parent} ({exc.strerror}); fix its permissions or choose "
+                         "another directory") from exc
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise _odd_lock(path, "not a plain file" if not stat.S_ISREG(st.st_mode) else "a file with other hard links")
+    with contextlib.suppress(OSError):
+        os.set_blocking(fd, True)
+    return fd
+
+
+def _odd_lock(path: Path, what: str) -> BundleError:
+    return BundleError(f"the lock file {path} is {what}, which edgekit never makes; remove it (rm -r {path}) "
+                       "and run again")
+
+
 @contextlib.contextmanager
 def lock(target: Path) -> Iterator[None]:
     """Hold ``.NAME.lock`` beside ``target`` while it is changed; another holder makes this fail at once."""
@@ -141,13 +173,7 @@ def lock(target: Path) -> Iterator[None]:
             fd, depth = _held[key]
             _held[key] = (fd, depth - 1)
         return
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        if exc.errno in DISK_FULL:
-            raise disk_full(exc, path) from exc
-        raise UsageError(f"cannot write in {path.parent} ({exc.strerror}); fix its permissions or choose "
-                         "another directory") from exc
+    fd = _open_lock(path)
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -171,7 +197,7 @@ def lock(target: Path) -> Iterator[None]:
         if same:
             break
         os.close(fd)  # the holder removed the file as we opened it: lock the new one
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_lock(path)
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode("ascii"))
     _held[key] = (fd, 1)
@@ -217,12 +243,33 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def recover(parent: Path, only: str | None = None, clean: bool = True) -> None:
-    """Finish what killed edgekit processes left in ``parent``.
+def _is_bundle_dir(path: Path) -> bool:
+    """A real directory (not a symlink) holding a manifest.json: something edgekit made."""
+    try:
+        st = os.lstat(path)
+        mst = os.lstat(path / mf.MANIFEST)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and stat.S_ISREG(mst.st_mode)
 
-    ``.NAME.old-PID`` of a dead process, with nothing at NAME (killed between the two renames of
-    a replacement), goes back to NAME; with ``clean``, stale ``.NAME.old-*`` and ``.NAME.tmp-*``
-    (staging of a dead process) are removed. ``only`` limits it to one NAME.
+
+def _is_plain_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def recover(parent: Path, only: str | None = None, clean: bool = True, mine: str | None = None,
+            inside: bool = False) -> None:
+    """Finish what killed edgekit processes left in ``parent``; touch only what is provably edgekit's.
+
+    ``.NAME.old-PID-*`` of a dead process holding a manifest.json, with nothing at NAME (killed between
+    the two renames of a replacement), goes back to NAME; with ``clean``, stale ``.NAME.old-*`` and
+    ``.NAME.tmp-*`` bundle directories (holding a manifest.json; any staging of ``mine``, the bundle
+    whose lock the caller holds) and unheld ``.NAME.lock`` files of bundles are removed. ``inside``:
+    ``parent`` is a bundle's own directory (lock held), where ``.FILE.tmp-PID-XXXXXXXX`` files of
+    atomic writes go too. ``only`` limits it to one NAME.
     """
     try:
         entries = sorted(os.listdir(parent))
@@ -230,10 +277,13 @@ def recover(parent: Path, only: str | None = None, clean: bool = True) -> None:
         return
     for entry in entries:
         stale = _LOCK.match(entry)
-        if stale and clean and (only is None or stale.group("name") == only):
-            held = _try_lock(parent / stale.group("name"))  # a lock file nobody holds: its holder died
-            if held is not None:
-                held.__exit__(None, None, None)
+        if stale:
+            name = stale.group("name")
+            if (clean and (only is None or name == only) and _is_plain_file(parent / entry)
+                    and (name == mine or _is_bundle_dir(parent / name))):
+                held = _try_lock(parent / name)  # a lock file nobody holds: its holder died
+                if held is not None:
+                    held.__exit__(None, None, None)
             continue
         m = _LEFTOVER.match(entry) or _LEGACY_TMP.match(entry)
         if m is None:
@@ -247,14 +297,24 @@ def recover(parent: Path, only: str | None = None, clean: bool = True) -> None:
             continue
         if kind == "tmp" and not clean:
             continue
+        leftover = parent / entry
+        ours = _is_bundle_dir(leftover)
+        if kind == "old":
+            if not ours:
+                continue
+        elif m.re is _LEGACY_TMP:
+            if not ours:
+                continue
+        elif not (ours or (m.group("tag") and name == mine and leftover.is_dir() and not leftover.is_symlink())
+                  or (inside and m.group("tag") and _is_plain_file(leftover))):
+            continue
         held = _try_lock(parent / name)  # nobody else is changing NAME (a legacy name's only check)
         if held is None:
             continue
         try:
-            leftover = parent / entry
             if kind == "old" and not os.path.lexists(parent / name):
                 os.replace(leftover, parent / name)
-            elif clean and (pid is not None or m.re is _LEGACY_TMP):
+            elif clean:
                 _remove(leftover)
         except OSError:
             pass  # a read-only directory: leave it for a run that can write there
@@ -268,12 +328,12 @@ def _tidy_inside(bundle: Path) -> None:
         for p in bundle.iterdir():
             if p.name.startswith(".calibrate-") or _LEGACY_MKSTEMP.match(p.name):  # older edgekit's work
                 _remove(p)
-    recover(bundle)  # .manifest.json.tmp-PID-* of write_bytes_atomic
+    recover(bundle, inside=True)  # .manifest.json.tmp-PID-* of write_bytes_atomic
 
 
 def tidy(bundle: Path) -> None:
     """What killed runs left beside and inside ``bundle`` goes (call with its lock held)."""
-    recover(Path(bundle).parent)
+    recover(Path(bundle).parent, mine=Path(bundle).name)
     if Path(bundle).is_dir():
         _tidy_inside(Path(bundle))
 
@@ -356,7 +416,7 @@ def staging(target: Path, force: bool, need: int | None = None) -> Iterator[Path
         raise UsageError(f"{target} exists and is not a directory; remove it or choose another -o")
     target.parent.mkdir(parents=True, exist_ok=True)
     with lock(target):
-        recover(target.parent)
+        recover(target.parent, mine=target.name)
         if target.exists() and not force:
             raise UsageError(f"{target} already exists; pass --force to replace it, or choose another -o")
         with _swapping(_mkdir_new(target.parent, target.name), target, need) as tmp:

@@ -126,7 +126,7 @@ def _tidy_engines(bundle: Path, man: mf.Manifest) -> None:
     folder = bundle / ENGINES
     if not folder.is_dir():
         return
-    bundle_mod.recover(folder)  # .NAME.plan.tmp-PID-* of write_bytes_atomic
+    bundle_mod.recover(folder, inside=True)  # .NAME.plan.tmp-PID-* of write_bytes_atomic
     listed = {str(e.get("path")) for e in man.engines}
     with contextlib.suppress(OSError):
         for p in folder.iterdir():

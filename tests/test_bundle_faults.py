@@ -347,6 +347,8 @@ def test_leftovers_of_dead_processes_are_removed_and_live_ones_kept(b, photos):
                      f".other.tmp-{live.pid}-0a1b2c3d"):
             (root / name).mkdir()
             (root / name / "model.onnx").write_bytes(b"\0" * 1000)
+            if not name.startswith(f".b.tmp-{dead}"):  # another bundle's, or a replaced one: a manifest shows it
+                (root / name / mf.MANIFEST).write_text("{}")
         (b / ".calibrate-abc123").mkdir()
         (b / ".calibrate-abc123" / "model-inferred.onnx").write_bytes(b"\0" * 1000)
         (b / f".manifest.json.tmp-{dead}-0a1b2c3d").write_text("{")
@@ -682,3 +684,48 @@ def test_calibrating_a_bundle_whose_preprocessing_disagrees_with_its_model_is_on
     assert "re-export the bundle" in line, line
     assert {p.name: p.read_bytes() for p in b.iterdir()} == before
     assert hidden(b.parent) == [] and hidden(b) == []
+
+
+# ------------------------------------------------------------------ hostile lock files and leftovers
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling", "fifo", "devnull", "dir", "hardlink"])
+def test_a_lock_file_that_is_not_a_plain_file_is_refused_and_nothing_outside_is_touched(b, tmp_path, kind):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    lock = bundle_mod.lock_path(b)
+    if kind == "symlink":
+        lock.symlink_to(victim)
+    elif kind == "dangling":
+        lock.symlink_to(tmp_path / "created-outside")
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "devnull":
+        lock.symlink_to("/dev/null")
+    elif kind == "dir":
+        lock.mkdir()
+    else:
+        os.link(victim, lock)
+    with pytest.raises(BundleError) as exc:
+        with bundle_mod.lock(b):
+            pass
+    msg = str(exc.value)
+    assert "\n" not in msg and str(lock) in msg and "remove it" in msg
+    assert victim.read_text() == "keep me\n"
+    assert not (tmp_path / "created-outside").exists()
+
+
+def test_tidying_touches_only_edgekits_own_leftovers(b, photos):
+    root, dead = b.parent, dead_pid()
+    (root / f".notes.tmp-{dead}-x").write_text("notes")
+    (root / f".b.tmp-{dead}-0a1b2c3d.txt").write_text("mine")
+    (root / ".cache.tmp-abcdefgh").mkdir()
+    (root / ".cache.tmp-abcdefgh" / "data").write_text("cache")
+    (root / ".other.lock").write_text("not a bundle's\n")
+    (root / f".bashrc.old-{dead}").write_text("alias x=y\n")
+    (root / f".dir.old-{dead}-0a1b2c3d").mkdir()  # no manifest.json: not a replaced bundle
+    before = hidden(root)
+    res = ek("calibrate", str(b), "--data", str(photos), "--min-agreement", "0")
+    assert res.returncode == 0, res.stderr
+    assert hidden(root) == before and not (root / "bashrc").exists() and not (root / "dir").exists()
+    assert (root / f".bashrc.old-{dead}").read_text() == "alias x=y\n"
