@@ -115,9 +115,33 @@ def build(req: EngineRequest, log: Log = lambda _: None) -> EngineResult:
     with bundle_mod.lock(req.bundle):
         bundle_mod.tidy(req.bundle)
         man = mf.read(req.bundle)  # as it is now that nobody else changes it
+        _check_engines_dir(req.bundle)
         _tidy_engines(req.bundle, man)
         bundle_mod.pause_point("engine.locked")
         return _build_locked(req, man, log)
+
+
+def _check_engines_dir(bundle: Path) -> None:
+    """engines/ must be a real directory inside the bundle: a build deletes and writes plans there."""
+    folder = bundle / ENGINES
+    if not os.path.lexists(folder):
+        return
+    root = os.path.realpath(bundle)
+    if os.path.islink(folder) or os.path.dirname(os.path.realpath(folder)) != root or not folder.is_dir():
+        raise BundleError(f"{folder} is a symlink or not a directory inside the bundle; refusing to build into it "
+                          f"(plans are written and removed there); remove it (rm {folder}) and build again")
+
+
+def _own_plan(bundle: Path, rel: str) -> bool:
+    """A plan path a build may delete: engines/NAME.plan of edgekit's naming, inside the bundle."""
+    parts = rel.split("/")
+    if len(parts) != 2 or parts[0] != ENGINES or not _PLAN_NAME.match(parts[1]):
+        return False
+    try:
+        bundle_mod.confined(bundle, rel)
+    except BundleError:
+        return False
+    return True
 
 
 def _tidy_engines(bundle: Path, man: mf.Manifest) -> None:
@@ -243,10 +267,9 @@ def _build_locked(req: EngineRequest, man: mf.Manifest, log: Log) -> EngineResul
         raise
     bundle_mod.pause_point("engine.manifest-written")
     for e in man.engines:  # replaced engines: their plan files go too, now that no manifest lists them
-        if e not in kept and e.get("path") != name:
-            with contextlib.suppress(BundleError):
-                bundle_mod.confined(req.bundle, str(e["path"]))  # never a file outside the bundle
-                (req.bundle / str(e["path"])).unlink(missing_ok=True)
+        if e not in kept and e.get("path") != name and _own_plan(req.bundle, str(e.get("path"))):
+            with contextlib.suppress(OSError):  # never a file outside engines/ nor one edgekit did not name
+                (req.bundle / str(e["path"])).unlink()
     return EngineResult(target, entry, False)
 
 

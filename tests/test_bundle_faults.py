@@ -729,3 +729,24 @@ def test_tidying_touches_only_edgekits_own_leftovers(b, photos):
     assert res.returncode == 0, res.stderr
     assert hidden(root) == before and not (root / "bashrc").exists() and not (root / "dir").exists()
     assert (root / f".bashrc.old-{dead}").read_text() == "alias x=y\n"
+
+
+def test_a_symlinked_engines_folder_is_refused_before_anything_is_deleted_or_written(b, device, tmp_path):
+    device()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "desktop-ada-fp32-0123456789ab.plan"
+    victim.write_bytes(b"someone else's")
+    (b / "engines").symlink_to(outside)
+    with pytest.raises(BundleError, match="symlink or not a directory inside the bundle"):
+        _engine(b)
+    assert sorted(p.name for p in outside.iterdir()) == [victim.name] and victim.read_bytes() == b"someone else's"
+
+
+def test_a_replaced_engine_entry_naming_a_bundle_file_does_not_delete_it(b, device):
+    device()
+    entry = {"path": "model.onnx", "sha256": "0" * 64, "bytes": 1, "key": "x", "precision": "fp32",
+             "device": "desktop-ada", "dla_core": None, "batch": {"min": 1, "opt": 1, "max": 2}}
+    _edit(b, lambda d: d.__setitem__("engines", [entry]))
+    _engine(b)
+    assert (b / "model.onnx").is_file()
