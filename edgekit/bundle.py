@@ -539,6 +539,10 @@ def read_labels(bundle: Path, man: mf.Manifest) -> list[str]:
     names = artifact_text(bundle, art).splitlines()
     while names and not names[-1].strip():
         names.pop()
+    for i, name in enumerate(names):
+        if mf.CONTROL.search(name):
+            raise BundleError(f"{bundle}: {art.path} line {i + 1} has control characters ({name[:40]!r}); class "
+                              "names are printed, so they must be plain text; fix the file or rebuild the bundle")
     n = man.model.num_classes
     if len(names) != n:
         raise BundleError(f"{bundle}: {art.path} has {len(names)} names but the model has {n} classes; "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from edgekit.errors import UsageError
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _IMAGENET = Path(__file__).parent / "data" / "imagenet_classes.txt"
 
 
@@ -29,6 +31,10 @@ def read(path: str | Path, expected: int | None = None) -> list[str]:
     if any(not n for n in names):
         line = names.index("") + 1
         raise UsageError(f"labels file {p}: line {line} is blank; write one class name per line")
+    for i, n in enumerate(names):
+        if _CONTROL.search(n):
+            raise UsageError(f"labels file {p}: line {i + 1} has control characters ({n[:40]!r}); class names are "
+                             "printed, so write plain text")
     if expected is not None and len(names) != expected:
         raise UsageError(
             f"labels file {p} has {len(names)} names but the model has {expected} classes; "

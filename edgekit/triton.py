@@ -66,13 +66,13 @@ def config_text(name: str, platform: str, man: mf.Manifest, max_batch: int, inst
     mb = 0 if static else max_batch
     preferred = [b for b in (1, 2, 4, 8, 16, 32) if b <= mb] or [1]
     lines = [
-        f'name: "{name}"',
+        f'name: "{_q(name)}"',
         f'platform: "{platform}"',
         f"max_batch_size: {mb}",
-        f'default_model_filename: "{model_file}"',
+        f'default_model_filename: "{_q(model_file)}"',
         "input [",
         "  {",
-        f'    name: "{inp.name}"',
+        f'    name: "{_q(inp.name)}"',
         f"    data_type: {DTYPES[inp.dtype]}",
         f"    format: {fmt}",
         f"    dims: {_dims(in_dims)}",
@@ -80,7 +80,7 @@ def config_text(name: str, platform: str, man: mf.Manifest, max_batch: int, inst
         "]",
         "output [",
         "  {",
-        f'    name: "{out.name}"',
+        f'    name: "{_q(out.name)}"',
         f"    data_type: {DTYPES[out.dtype]}",
         f"    dims: {_dims(out_dims)}",
         '    label_filename: "labels.txt"',
@@ -101,6 +101,17 @@ def config_text(name: str, platform: str, man: mf.Manifest, max_batch: int, inst
             "}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _q(v: object) -> str:
+    """A pbtxt string literal's contents: quotes, backslashes and control characters escaped."""
+    return "".join(c if c.isprintable() and c not in '"\\' else ("\\" + c if c in '"\\' else f"\\x{ord(c) & 0xff:02x}")
+                   for c in str(v))
+
+
+def _c(v: object) -> str:
+    """Text for a pbtxt comment: one line, printable only."""
+    return "".join(c if c.isprintable() else "?" for c in str(v))[:100]
 
 
 def _model_name(name: str, source: str) -> str:
@@ -166,8 +177,8 @@ def export_triton(req: TritonRequest, log: Any = lambda _: None) -> list[TritonM
                                 f"{req.bundle}'s engine {entry['path']}")
             platform = "tensorrt_plan"
             text = config_text(ename, platform, man, mb, req.instances, "gpu", req.queue_delay_us, "model.plan")
-            text = text.replace("instance_group [", f"# built for {entry['device']} with {entry['trt_flavour']} "
-                                f"{entry['trt_version']}: Triton must run the same TensorRT version\n"
+            built = f"{_c(entry['device'])} with {_c(entry.get('trt_flavour'))} {_c(entry.get('trt_version'))}"
+            text = text.replace("instance_group [", f"# built for {built}: Triton must run the same TensorRT version\n"
                                 "instance_group [", 1)
             plan = bundle_mod.engine_path(req.bundle, entry)
             if plan is None:

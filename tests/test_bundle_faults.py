@@ -231,7 +231,7 @@ def test_triton_names_from_options_and_engine_entries_stay_inside(b, tmp_path):
              "precision": "fp16", "device": "../../../evil", "trt_flavour": "tensorrt", "trt_version": "10.3",
              "batch": {"min": 1, "opt": 1, "max": 1}}
     _edit(b, lambda d: d["engines"].append(entry))
-    with pytest.raises(BundleError, match="not a plain directory name"):
+    with pytest.raises(BundleError, match="not a plain directory name|must be a plain name"):
         export_triton(TritonRequest(b, tmp_path / "repo"))
     assert not any("evil" in p.name for p in tmp_path.rglob("*"))
 
@@ -750,3 +750,17 @@ def test_a_replaced_engine_entry_naming_a_bundle_file_does_not_delete_it(b, devi
     _edit(b, lambda d: d.__setitem__("engines", [entry]))
     _engine(b)
     assert (b / "model.onnx").is_file()
+
+
+def test_labels_with_control_characters_are_refused(b, tmp_path):
+    from edgekit import labels
+
+    lines = (b / "labels.txt").read_text().splitlines()
+    lines[0] = "cat\x1b]0;owned\x07"
+    (b / "labels.txt").write_text("\n".join(lines) + "\n")
+    _edit(b, lambda d: [a.__setitem__("sha256", bundle_mod.sha256(b / "labels.txt")) for a in d["artifacts"]
+                        if a["path"] == d["labels"]])
+    with pytest.raises(BundleError, match="line 1 has control characters"):
+        mf.read(b)
+    with pytest.raises(UsageError, match="line 1 has control characters"):
+        labels.read(b / "labels.txt")

@@ -116,3 +116,47 @@ def test_staging_cleans_up_on_interrupt(tmp_path):
         (tmp / "half.onnx").write_bytes(b"x")
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+_ENGINE = {"path": "engines/x-0123456789ab.plan", "sha256": "0" * 64, "precision": "fp32", "device": "desktop-ada",
+           "trt_flavour": "tensorrt", "trt_version": "10.3.0", "dla_core": None,
+           "batch": {"min": 1, "opt": 1, "max": 2}}
+
+
+def _with_engine(**change):
+    def edit(d):
+        e = dict(_ENGINE, **change)
+        d["engines"].append({k: v for k, v in e.items() if v is not ...})
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["input"].__setitem__("name", 'x"\n}\ninput [ {'), r"key 'input.name' must be a tensor name"),
+    (lambda d: d["output"].__setitem__("name", "a b"), r"key 'output.name' must be a tensor name"),
+    (_with_engine(trt_version="10\ninstance_group [ ]"), r"key 'engines\[0\].trt_version' must be text"),
+    (_with_engine(device="../x"), r"key 'engines\[0\].device' must be a plain name"),
+    (_with_engine(batch="x"), r"key 'engines\[0\].batch' must be dict"),
+    (_with_engine(batch=...), r"key 'engines\[0\].batch' is missing"),
+    (_with_engine(batch={"min": 1, "opt": "2", "max": 4}), r"key 'engines\[0\].batch.opt' must be int"),
+    (_with_engine(sha256="z" * 64), r"key 'engines\[0\].sha256' must be 64"),
+    (lambda d: d["model"].__setitem__("version", "1\x1b]0;pwned\x07"), r"key 'model.version' must be text"),
+    (lambda d: d["artifacts"][0].__setitem__("sha256", "g" * 64), r"key 'artifacts\[0\].sha256' must be 64"),
+    (lambda d: d["artifacts"][0].__setitem__("bytes", -1), r"key 'artifacts\[0\].bytes' must be 0 or more"),
+    (lambda d: d["artifacts"].append(dict(d["artifacts"][0])), r"key 'artifacts\[\d+\].path' lists"),
+    (lambda d: d["artifacts"][0].__setitem__("path", "a\0b"), r"is not a plain relative path"),
+    (lambda d: d["artifacts"][0].__setitem__("path", "a" * 256), r"is not a plain relative path"),
+])
+def test_strings_and_numbers_that_reach_files_and_terminals_are_checked(bundle_copy, edit, message):
+    _edit(bundle_copy, edit)
+    with pytest.raises(BundleError, match=message):
+        mf.read(bundle_copy)
+
+
+def test_a_huge_or_deeply_nested_manifest_is_one_line(bundle_copy):
+    (bundle_copy / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError, match="nested too deeply"):
+        mf.read(bundle_copy)
+    with open(bundle_copy / "manifest.json", "wb") as f:
+        f.truncate(mf.MAX_BYTES + 1)
+    with pytest.raises(BundleError, match="over 16 MB"):
+        mf.read(bundle_copy)
