@@ -119,8 +119,15 @@ def _tree_bytes(path: Path) -> int:
 _held: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth): re-entrant within a process
 
 
-def lock_path(target: Path) -> Path:
+def real(target: Path) -> Path:
+    """A bundle path with the symlinks resolved (current -> v1: v1 is locked, changed in place,
+    and the link stays a link)."""
     target = Path(target)
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
+def lock_path(target: Path) -> Path:
+    target = real(target)
     return target.parent / f".{target.name}.lock"
 
 
@@ -409,7 +416,7 @@ def staging(target: Path, force: bool, need: int | None = None) -> Iterator[Path
     On any failure (or Ctrl-C, or kill -9) ``target`` is left as it was; a full disk is one
     BundleError saying how much to free.
     """
-    target = Path(target)
+    target = real(target)
     if target.exists() and not force:
         raise UsageError(f"{target} already exists; pass --force to replace it, or choose another -o")
     if target.exists() and not target.is_dir():
@@ -449,7 +456,7 @@ def updating(bundle: Path, fresh: tuple[str, ...] = (), need: int | None = None)
     Write new files only under the names in ``fresh`` (they are not linked, so the old
     bundle's files are never written through) and manifest.json, which is never linked.
     """
-    bundle = Path(bundle)
+    bundle = real(bundle)
     with lock(bundle):
         tidy(bundle)
         with _swapping(_mkdir_new(bundle.parent, bundle.name), bundle, need) as tmp:

@@ -764,3 +764,23 @@ def test_labels_with_control_characters_are_refused(b, tmp_path):
         mf.read(b)
     with pytest.raises(UsageError, match="line 1 has control characters"):
         labels.read(b / "labels.txt")
+
+
+def test_a_symlinked_bundle_is_locked_and_changed_as_its_target(googlenet_bundle, tmp_path):
+    """current -> v1: changing it through the link took a different lock than v1 (two changers at
+    once), and the swap replaced the link with a directory, leaving v1 stale."""
+    from edgekit import bundle as bundle_mod
+
+    v1 = tmp_path / "v1"
+    shutil.copytree(googlenet_bundle, v1)
+    current = tmp_path / "current"
+    current.symlink_to(v1, target_is_directory=True)
+    assert bundle_mod.lock_path(current) == bundle_mod.lock_path(v1)
+    with bundle_mod.lock(v1):  # held here: a change through the link is refused as for v1 itself
+        code = ("import sys; from edgekit import bundle as b\n"
+                "with b.lock(b.Path(sys.argv[1])): pass")
+        res = subprocess.run([sys.executable, "-c", code, str(current)], capture_output=True, text=True, timeout=60)
+        assert res.returncode != 0 and "being changed" in res.stderr
+    with bundle_mod.updating(current) as tmp:
+        (tmp / "note.txt").write_text("new")
+    assert current.is_symlink() and (v1 / "note.txt").read_text() == "new"
