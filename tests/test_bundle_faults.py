@@ -388,7 +388,8 @@ def test_two_builds_at_once_never_crash(b, photos):
     assert any(rc == 0 for rc, _ in results), results
     for rc, err in results:
         assert "Traceback" not in err, err
-        assert rc == 0 or "is being changed by PID" in err.strip().splitlines()[-1], err
+        # "by PID N", or "by another process" when the holder has locked but not yet written its PID
+        assert rc == 0 or "is being changed by" in err.strip().splitlines()[-1], err
     assert verify(b).artifact("onnx", "int8") is not None
     assert hidden(b.parent) == [] and hidden(b) == []
 
