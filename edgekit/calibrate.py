@@ -192,19 +192,9 @@ def _onnx_input_shape(model: Any) -> tuple[int | str, ...]:
 def _check_sizes(bundle: Path, man: mf.Manifest, model: Any = None) -> None:
     """The preprocessing size must be the model's (as loading the bundle checks it), or every image
     would fail inside ONNX Runtime."""
-    from edgekit.preprocess import size_mismatch
+    from edgekit.classifier import check_input_size
 
-    pre = man.preprocess
-    shapes = [("its input shape in manifest.json", man.input.shape)]
-    if model is not None:
-        shapes.append(("the model file", _onnx_input_shape(model)))
-    for what, shape in shapes:
-        got = size_mismatch(pre, man.input.layout, shape)
-        if got is not None:
-            raise BundleError(
-                f"{bundle}: manifest.json's preprocessing makes {pre.height}x{pre.width} images but {what} takes "
-                f"{got[0]}x{got[1]}; the manifest was edited or mixes two exports: re-export the bundle "
-                "(edgekit export ... --input-size N), then calibrate it")
+    check_input_size(bundle, man, _onnx_input_shape(model) if model is not None else None, ", then calibrate it")
 
 
 def _load_onnx(path: Path) -> Any:

@@ -224,9 +224,11 @@ def profile_threads(profile: Any) -> int | None:
     return max(1, min(profile.cpu_threads, (os.cpu_count() or 2) - 1))
 
 
-def check_input_size(path: Path, man: mf.Manifest, model_shape: tuple[Any, ...] | None = None) -> None:
+def check_input_size(path: Path, man: mf.Manifest, model_shape: tuple[Any, ...] | None = None,
+                     then: str = "") -> None:
     """The manifest's preprocessing size, its input shape and the model's own input (when the
-    runner tells it) must agree, or every frame would fail inside the runner."""
+    runner tells it) must agree, or every frame would fail inside the runner. ``then``: the step
+    to take after re-exporting (", then calibrate it")."""
     pre = man.preprocess
     for what, shape in (("its input shape in manifest.json", man.input.shape), ("the model file", model_shape)):
         got = size_mismatch(pre, man.input.layout, shape)
@@ -234,7 +236,7 @@ def check_input_size(path: Path, man: mf.Manifest, model_shape: tuple[Any, ...] 
             raise BundleError(
                 f"{path}: manifest.json's preprocessing makes {pre.height}x{pre.width} images but {what} takes "
                 f"{got[0]}x{got[1]}; the manifest was edited or mixes two exports: re-export the bundle "
-                "(edgekit export ... --input-size N)")
+                f"(edgekit export ... --input-size N){then}")
 
 
 def _runner_input_shape(runner: Any) -> tuple[Any, ...] | None:

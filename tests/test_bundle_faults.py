@@ -81,6 +81,11 @@ def paused(args: list[str], step: str) -> subprocess.Popen:
     """``edgekit ARGS`` stopped at ``step`` (it printed 'paused at STEP' and sent itself SIGSTOP)."""
     p = subprocess.Popen([sys.executable, "-m", "edgekit", *args], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True, env=_env(EDGEKIT_TEST_PAUSE_AT=step))
+    return _until_paused(p, step, f"edgekit {' '.join(args)}")
+
+
+def _until_paused(p: subprocess.Popen, step: str, what: str) -> subprocess.Popen:
+    """``p`` once it says 'paused at STEP' on stderr; the test fails if it ends first."""
     assert p.stderr is not None
     seen = []
     for line in p.stderr:
@@ -88,7 +93,7 @@ def paused(args: list[str], step: str) -> subprocess.Popen:
         if f"paused at {step}" in line:
             return p
     p.wait()
-    pytest.fail(f"edgekit {' '.join(args)} never paused at {step} (exit {p.returncode}): {''.join(seen)[-800:]}")
+    pytest.fail(f"{what} never paused at {step} (exit {p.returncode}): {''.join(seen)[-800:]}")
 
 
 def kill9(p: subprocess.Popen) -> None:
@@ -519,24 +524,12 @@ print(build(EngineRequest(Path(sys.argv[1]), "fp32", "desktop-ada", batch=prof_m
 @pytest.fixture()
 def device(monkeypatch, tmp_path):
     """This process poses as desktop-ada with the fake TensorRT 10.3 and a host-memory GPU."""
-    from edgekit import profiles as prof_mod
-    from edgekit.runners import trt as trt_runner
-    from edgekit.trt import build as trt_build
-    from edgekit.trt import parse as trt_parse
-    from tests.trt.fake import HostCuda, fake_tensorrt
+    from tests.trt.fake import pose_as
 
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
 
     def pose(version: str = "10.3.0", profile: str = "desktop-ada", cc: str = "8.9"):
-        cuda = HostCuda()
-        cuda.compute_capability = cc
-        fake = fake_tensorrt(version, cuda)
-        for mod in (trt_parse, trt_build, trt_runner):
-            monkeypatch.setattr(mod, "load_trt", lambda prefer=None: fake)
-        monkeypatch.setattr(trt_runner, "open_cuda", lambda binding=None: cuda)
-        p = prof_mod.get(profile)
-        monkeypatch.setattr(prof_mod, "detect", lambda *a, **k: (p, prof_mod.Device(compute_capability=cc)))
-        return fake
+        return pose_as(monkeypatch, version, profile, cc)[0]
 
     return pose
 
@@ -556,14 +549,7 @@ def paused_build(b: Path, batch: str, step: str, tmp_path: Path) -> subprocess.P
                          stderr=subprocess.PIPE, text=True,
                          env=_env(EDGEKIT_TEST_PAUSE_AT=step, EDGEKIT_CACHE=str(tmp_path / "cache"),
                                   PYTHONPATH=str(ROOT)))
-    assert p.stderr is not None
-    seen = []
-    for line in p.stderr:
-        seen.append(line)
-        if f"paused at {step}" in line:
-            return p
-    p.wait()
-    pytest.fail(f"the engine build never paused at {step} (exit {p.returncode}): {''.join(seen)[-800:]}")
+    return _until_paused(p, step, "the engine build")
 
 
 def verify_engines(b: Path) -> mf.Manifest:

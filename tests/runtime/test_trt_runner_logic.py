@@ -108,22 +108,12 @@ def test_batch_outside_the_profile_says_how_to_rebuild(runner):
 @pytest.fixture()
 def device(monkeypatch, tmp_path):
     """This machine poses as ``profile`` with the fake TensorRT ``version`` and a host-memory GPU."""
-    from edgekit import profiles as prof_mod
-    from edgekit.trt import build as trt_build
-    from edgekit.trt import parse as trt_parse
+    from tests.trt.fake import pose_as
 
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
 
     def pose(version: str, profile: str, cc: str):
-        cuda = HostCuda()
-        cuda.compute_capability = cc
-        fake = fake_tensorrt(version, cuda)
-        for mod in (trt_parse, trt_build, trt_runner):
-            monkeypatch.setattr(mod, "load_trt", lambda prefer=None: fake)
-        monkeypatch.setattr(trt_runner, "open_cuda", lambda binding=None: cuda)
-        p = prof_mod.get(profile)
-        monkeypatch.setattr(prof_mod, "detect", lambda *a, **k: (p, prof_mod.Device(compute_capability=cc)))
-        return fake, cuda
+        return pose_as(monkeypatch, version, profile, cc)
 
     return pose
 

@@ -506,3 +506,22 @@ def fake_tensorrt(version: str = "10.3.0", cuda: HostCuda | None = None) -> type
     Runtime = _strict(Runtime, {"engine_host_code_allowed": ((8, 6), (99, 0))})
     mod.Runtime = Runtime
     return mod
+
+
+def pose_as(monkeypatch: Any, version: str, profile: str, cc: str) -> tuple[Any, HostCuda]:
+    """This process poses as ``profile`` with the fake TensorRT ``version`` and a host-memory GPU of
+    compute capability ``cc``: the builder, the parser and the runner all get this fake."""
+    from edgekit import profiles as prof_mod
+    from edgekit.runners import trt as trt_runner
+    from edgekit.trt import build as trt_build
+    from edgekit.trt import parse as trt_parse
+
+    cuda = HostCuda()
+    cuda.compute_capability = cc
+    fake = fake_tensorrt(version, cuda)
+    for mod in (trt_parse, trt_build, trt_runner):
+        monkeypatch.setattr(mod, "load_trt", lambda prefer=None: fake)
+    monkeypatch.setattr(trt_runner, "open_cuda", lambda binding=None: cuda)
+    p = prof_mod.get(profile)
+    monkeypatch.setattr(prof_mod, "detect", lambda *a, **k: (p, prof_mod.Device(compute_capability=cc)))
+    return fake, cuda
