@@ -230,7 +230,8 @@ def _try_lock(target: Path) -> contextlib.AbstractContextManager[Any] | None:
 # ------------------------------------------------------------------ recovery
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (this one counts as alive; unknown counts as alive)."""
     if pid == os.getpid() or sys.platform == "win32":  # os.kill(pid, 0) terminates on Windows
         return True
     try:
@@ -300,7 +301,7 @@ def recover(parent: Path, only: str | None = None, clean: bool = True, mine: str
             continue
         pid = m.groupdict().get("pid")
         kind = m.groupdict().get("kind") or "tmp"
-        if pid is not None and _alive(int(pid)):
+        if pid is not None and alive(int(pid)):
             continue
         if kind == "tmp" and not clean:
             continue

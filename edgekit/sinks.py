@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from edgekit import bundle as bundle_mod
 from edgekit.deps import require
 from edgekit.errors import UsageError
 from edgekit.stream import Result
@@ -232,7 +233,7 @@ class VideoOutput:
         restarted for weeks they would fill the disk."""
         for f in self.folder.glob(f".{_glob.escape(self.path.stem)}.tmp-*{self.path.suffix}"):
             pid = f.name[len(self.path.stem) + 6:-len(self.path.suffix) or None]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and not bundle_mod.alive(int(pid)):
                 try:
                     f.unlink()
                 except OSError:
@@ -312,16 +313,6 @@ class VideoOutput:
             self.writer.release()
             self.writer = None
         self.tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Window:
