@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.edgekit-installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint pytest test-floors test-gpu device-check bench clean venv
+.PHONY: demo test lint pytest browser test-floors test-gpu device-check bench clean venv
 
 venv: $(STAMP)
 
@@ -25,8 +25,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check edgekit tests benchmarks examples
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# headless Chromium for the live view's test (tests/runtime/test_serve.py); CI runs as root on Debian
+browser:
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 
 test: lint pytest test-floors
 

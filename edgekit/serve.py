@@ -1,0 +1,452 @@
+"""A live view over HTTP while a stream is classified: on a headless robot, a browser on a laptop
+shows what the model sees (annotated Motion-JPEG, which every browser plays without a plugin), the
+live figures, Prometheus metrics and a health check. Standard library server, no web framework.
+
+It is a sink: write() only keeps the newest result per source, so it costs inference nothing;
+JPEGs are encoded in one thread, only for sources someone is watching, at most ``fps`` a second."""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from edgekit.deps import require
+from edgekit.errors import UsageError
+from edgekit.sinks import annotate
+from edgekit.stream import Result
+
+STATES = ("live", "reconnecting", "lost", "ended")
+HEALTHY = ("live", "reconnecting", "ended")
+WINDOW = 256  # the live figures are over a source's last WINDOW results
+FPS_SPAN_S = 5.0  # a source with no result for this long shows 0 fps
+LATENCY_BUCKETS_S = (.005, .01, .02, .03, .05, .075, .1, .15, .2, .3, .5, .75, 1.0, 2.0, 5.0)
+BOUNDARY = b"edgekitframe"
+JPEG_QUALITY = 80
+
+
+class _Source:
+    """One source: its newest result, a ring of recent latencies and finish times, its newest JPEG."""
+
+    def __init__(self, key: int, name: str) -> None:
+        self.key, self.name = key, name
+        self.latest: Result | None = None
+        self.results = 0
+        self.latency = np.zeros(WINDOW)
+        self.done = np.zeros(WINDOW)
+        self.viewers = 0
+        self.encoded_at = 0  # self.results when the JPEG was made
+        self.next_due = 0.0  # monotonic time of the next encode allowed (the fps cap)
+        self.jpeg = b""
+        self.jpeg_seq = 0  # 0: none yet
+        self.cond = threading.Condition()  # a new JPEG, or closing
+        self.m_results: Any = None
+        self.m_latency: Any = None
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    """The viewer closed its end (a video viewer sends nothing after its request)."""
+    try:
+        if hasattr(select, "poll"):  # select() fails on descriptors past 1023
+            p = select.poll()
+            p.register(conn, select.POLLIN)
+            readable = bool(p.poll(0))
+        else:
+            readable = bool(select.select([conn], [], [], 0)[0])
+        return readable and conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    view: LiveView
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):  # a viewer that left or stalled: not worth a traceback
+            return
+        super().handle_error(request, client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.0"  # one request per connection: nothing idles between requests
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.view.stall_s)  # a client stalled longer is dropped
+        self.server.view._track(self.connection, True)
+
+    def finish(self) -> None:
+        self.server.view._track(self.connection, False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # a page polled every second would flood the run's terminal
+
+    def send(self, code: int, ctype: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        view = self.server.view
+        path = urlsplit(self.path).path
+        video = re.fullmatch(r"/video/(\d+)\.mjpg", path)
+        if path == "/":
+            self.send(200, "text/html; charset=utf-8", view.page().encode("utf-8"))
+        elif path == "/stats.json":
+            self.send(200, "application/json", json.dumps(view.stats()).encode("utf-8"))
+        elif path == "/metrics":
+            self.send(200, CONTENT_TYPE_LATEST, generate_latest(view.registry))
+        elif path == "/healthz":
+            ok, why = view.health()
+            self.send(200 if ok else 503, "text/plain; charset=utf-8", why.encode("utf-8") + b"\n")
+        elif video:
+            view._video(self, int(video.group(1)))
+        else:
+            self.send(404, "text/plain; charset=utf-8", b"not found: try / /stats.json /metrics /healthz\n")
+
+
+class _SourceCollector:
+    """Drops, reconnects and state, read from sources() when /metrics is scraped."""
+
+    def __init__(self, view: LiveView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[Any]:
+        v = self.view
+        labels = ["source", "model", "backend"]
+        drops = CounterMetricFamily("edgekit_dropped_frames_total", "Stale frames dropped by capture (a newer "
+                                    "frame came before inference was ready)", labels=labels)
+        recon = CounterMetricFamily("edgekit_reconnects_total", "Times the source was reopened after it failed",
+                                    labels=labels)
+        state = GaugeMetricFamily("edgekit_source_state", "1 for the source's state now (live, reconnecting, lost: "
+                                  "gave up reconnecting, ended)", labels=labels + ["state"])
+        for name, d in v._source_info().items():
+            lv = [name, v.model, v.backend]
+            drops.add_metric(lv, float(d.get("dropped", 0)))
+            recon.add_metric(lv, float(d.get("reconnects", 0)))
+            for st in STATES:
+                state.add_metric(lv + [st], 1.0 if d.get("state") == st else 0.0)
+        yield drops
+        yield recon
+        yield state
+
+
+class LiveView:
+    """A sink that serves the run over HTTP: / (the page), /video/<k>.mjpg, /stats.json, /metrics,
+    /healthz. Binds at construction (port 0: any free port; ``url`` says which)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, model: str, backend: str,
+                 sources: Callable[[], dict[str, dict[str, Any]]], fps: float = 10.0, stall_s: float = 10.0) -> None:
+        self.cv2 = require("cv2", "the live view's video")
+        self.model, self.backend, self.sources = model, backend, sources
+        self.fps, self.stall_s = float(fps), float(stall_s)
+        self.encoded = 0  # JPEGs made (none while nobody watches)
+        self._lock = threading.Lock()
+        self._list: list[_Source] = []
+        self._by_name: dict[str, _Source] = {}
+        self._conns: set[socket.socket] = set()
+        self._closed = False
+        self._wake = threading.Event()  # a new result for a watched source, a viewer, or closing
+        self._stop = threading.Event()
+        self._waiting = self._placeholder()
+        self.registry = CollectorRegistry()  # private: two views (or tests) never share figures
+        labels = ["source", "model", "backend"]
+        self._m_results = Counter("edgekit_results_total", "Results classified", labels, registry=self.registry)
+        self._m_latency = Histogram("edgekit_latency_seconds", "Capture-to-result latency in seconds", labels,
+                                    buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.registry.register(_SourceCollector(self))
+        self._server = self._bind(host, port)
+        self._server.view = self
+        self.host, self.port = host, int(self._server.server_address[1])
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.port}/"
+        self.describe = f"live view at {self.url}"
+        self._serving = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="edgekit-serve",
+                                         daemon=True)
+        self._encoder = threading.Thread(target=self._encode_loop, name="edgekit-serve-jpeg", daemon=True)
+        self._serving.start()
+        self._encoder.start()
+
+    @staticmethod
+    def _bind(host: str, port: int) -> _Server:
+        where = f"cannot serve the live view on {host}:{port}"
+        if not 0 <= port <= 65535:
+            raise UsageError(f"{where}: a port is 0-65535; use e.g. 8080 (0: any free port)")
+        try:
+            return (_Server6 if ":" in host else _Server)((host, port), _Handler)
+        except socket.gaierror as exc:
+            raise UsageError(f"{where}: {host} is not a host name or address here ({exc.strerror}); use 127.0.0.1, "
+                             "0.0.0.0 (every interface) or one of this machine's addresses") from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                why = "the port is in use (another edgekit run, or another server); pick another port or stop it"
+            elif exc.errno == errno.EACCES:
+                why = "ports below 1024 need root; use a port above 1024, e.g. 8080"
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                why = f"{host} is not an address of this machine; use 127.0.0.1, 0.0.0.0 or one of its addresses"
+            else:
+                why = f"{exc.strerror or exc}; check the host and port"
+            raise UsageError(f"{where}: {why}") from None
+
+    def _placeholder(self) -> bytes:
+        """What a viewer sees before a source's first frame (a stream with no part keeps a browser
+        loading, and shows nothing)."""
+        img = np.full((180, 320, 3), 40, np.uint8)
+        self.cv2.putText(img, "no frame yet", (78, 96), self.cv2.FONT_HERSHEY_SIMPLEX, 0.7, (200, 200, 200), 1,
+                         self.cv2.LINE_AA)
+        return bytes(self.cv2.imencode(".jpg", img)[1].tobytes())
+
+    # -- the sink --------------------------------------------------------------------------------
+
+    def _add(self, name: str) -> _Source:
+        """A source seen for the first time (call with the lock held)."""
+        s = _Source(len(self._list), name)
+        s.m_results = self._m_results.labels(name, self.model, self.backend)
+        s.m_latency = self._m_latency.labels(name, self.model, self.backend)
+        self._list.append(s)
+        self._by_name[name] = s
+        return s
+
+    def write(self, r: Result) -> None:
+        """Keep the newest result and count it: O(1), no encoding, never waits on a viewer."""
+        with self._lock:
+            s = self._by_name.get(r.source) or self._add(r.source)
+            i = s.results % WINDOW
+            s.latency[i] = r.latency_ms
+            s.done[i] = r.done
+            s.results += 1
+            s.latest = r
+            watched = s.viewers > 0
+        s.m_results.inc()
+        s.m_latency.observe(r.latency_ms / 1000.0)
+        if watched:
+            self._wake.set()
+
+    def close(self) -> None:
+        """Stop serving, end the encoder and every connection (a stalled viewer too); idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conns = list(self._conns)
+            srcs = list(self._list)
+        self._stop.set()
+        self._wake.set()
+        self._server.shutdown()  # serve_forever polls every 0.1 s
+        self._server.server_close()
+        for c in conns:  # a handler blocked in send gets an error now, not after stall_s
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for s in srcs:
+            with s.cond:
+                s.cond.notify_all()
+        self._encoder.join(1.0)
+
+    # -- encoding and viewers -------------------------------------------------------------------
+
+    def _encode_loop(self) -> None:
+        """Encode the newest result of each watched source that has a new one, at most fps a second."""
+        cv2, period = self.cv2, 1.0 / self.fps if self.fps > 0 else 0.0
+        while not self._closed:
+            now = time.monotonic()
+            with self._lock:
+                todo = [(s, s.latest, s.results) for s in self._list if s.viewers and s.results != s.encoded_at
+                        and s.latest is not None and s.latest.frame is not None]
+            if not todo:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            due = [t for t in todo if t[0].next_due <= now]
+            if not due:  # sleep out the fps cap (new results meanwhile do not wake us)
+                self._stop.wait(min(t[0].next_due for t in todo) - now)
+                continue
+            for s, r, n in due:
+                assert r is not None and r.frame is not None
+                s.next_due, s.encoded_at = now + period, n
+                try:
+                    ok, buf = cv2.imencode(".jpg", annotate(r.frame, r), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                except Exception:  # noqa: BLE001 - a frame OpenCV cannot encode: the video waits for the next
+                    continue
+                self.encoded += 1
+                if ok:
+                    with s.cond:
+                        s.jpeg, s.jpeg_seq = buf.tobytes(), s.jpeg_seq + 1
+                        s.cond.notify_all()
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            (self._conns.add if add else self._conns.discard)(conn)
+
+    @property
+    def viewers(self) -> int:
+        """Video connections open now, all sources together."""
+        with self._lock:
+            return sum(s.viewers for s in self._list)
+
+    def _video(self, h: _Handler, key: int) -> None:
+        """Send the newest JPEG whenever there is a newer one; never a queue: a slow viewer skips
+        frames, a stalled one is dropped by its socket timeout."""
+        with self._lock:
+            s = self._list[key] if key < len(self._list) else None
+            if s is not None:
+                s.viewers += 1
+        if s is None:
+            h.send(404, "text/plain; charset=utf-8", b"no such source (yet)\n")
+            return
+        self._wake.set()
+        sent = 0
+        try:
+            h.send_response(200)
+            h.send_header("Content-Type", "multipart/x-mixed-replace; boundary=" + BOUNDARY.decode())
+            h.send_header("Cache-Control", "no-store")
+            h.end_headers()
+            h.wfile.write(b"--" + BOUNDARY + b"\r\n")
+            if s.jpeg_seq == 0:
+                self._part(h, self._waiting)
+            while not self._closed:
+                with s.cond:
+                    if s.jpeg_seq == sent and not self._closed:
+                        s.cond.wait(1.0)
+                    jpeg, seq = s.jpeg, s.jpeg_seq
+                if self._closed:
+                    break
+                if seq == sent:
+                    if _hung_up(h.connection):  # noticed now, not at the next frame: no encoding for nobody
+                        break
+                    continue
+                self._part(h, jpeg)
+                sent = seq
+        except OSError:  # the viewer left (a broken pipe, a reset) or stalled past stall_s
+            pass
+        finally:
+            with self._lock:
+                s.viewers -= 1
+
+    @staticmethod
+    def _part(h: _Handler, jpeg: bytes) -> None:
+        # the closing boundary goes out with the frame: browsers show a part once it is closed
+        h.wfile.write(b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
+        h.wfile.write(jpeg)
+        h.wfile.write(b"\r\n--" + BOUNDARY + b"\r\n")
+
+    # -- figures --------------------------------------------------------------------------------
+
+    def _source_info(self) -> dict[str, dict[str, Any]]:
+        try:
+            return dict(self.sources())
+        except Exception:  # noqa: BLE001 - the figures go on without drops and states; /healthz says why
+            return {}
+
+    def stats(self) -> dict[str, Any]:
+        """Per source: fps, recent latency percentiles, results, drops, reconnects, state."""
+        info = self._source_info()
+        with self._lock:
+            for name in info:
+                if name not in self._by_name:
+                    self._add(name)
+            snap = [(s, s.results, s.latency.copy(), s.done.copy(), s.latest) for s in self._list]
+        now = time.perf_counter()
+        out = []
+        for s, n, lat, done, last in snap:
+            k = min(n, WINDOW)
+            recent = done[:k][done[:k] > now - FPS_SPAN_S]
+            span = float(recent.max() - recent.min()) if recent.size >= 2 else 0.0
+            p50, p90, p99 = (float(x) for x in np.percentile(lat[:k], [50, 90, 99])) if k else (0.0, 0.0, 0.0)
+            d = info.get(s.name, {})
+            out.append({"key": s.key, "name": s.name, "video": f"/video/{s.key}.mjpg",
+                        "fps": round((recent.size - 1) / span, 2) if span > 0 else 0.0,
+                        "latency_ms": {"p50": round(p50, 2), "p90": round(p90, 2), "p99": round(p99, 2)},
+                        "results": n, "dropped": int(d.get("dropped", 0)), "reconnects": int(d.get("reconnects", 0)),
+                        "state": str(d.get("state", "live" if n else "waiting")),
+                        "label": last.prediction.label if last is not None else None,
+                        "score": round(last.prediction.score, 4) if last is not None else None})
+        return {"model": self.model, "backend": self.backend, "sources": out}
+
+    def health(self) -> tuple[bool, str]:
+        """(True, "ok") while every source is live, reconnecting or ended; else False and why."""
+        try:
+            info = self.sources()
+        except Exception as exc:  # noqa: BLE001 - reported as the reason
+            return False, f"cannot read the sources' state: {type(exc).__name__}: {exc}"
+        bad = [f"source {name} is {d.get('state')}" + (" (gave up reconnecting)" if d.get("state") == "lost" else "")
+               for name, d in info.items() if d.get("state") not in HEALTHY]
+        return (False, "; ".join(bad)) if bad else (True, "ok")
+
+    def page(self) -> str:
+        first = json.dumps(self.stats()).replace("<", "\\u003c")  # safe inside <script>
+        title = f"edgekit: {self.model} on {self.backend}".replace("&", "&amp;").replace("<", "&lt;")
+        parts = {"TITLE": title, "FIRST": first}
+        return re.sub(r"@@(TITLE|FIRST)@@", lambda m: parts[m.group(1)], PAGE)
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>@@TITLE@@</title>
+<style>
+body{font:14px system-ui,sans-serif;margin:12px;background:#111;color:#ddd}
+h1{font-size:16px;margin:0 0 10px}
+#grid{display:flex;flex-wrap:wrap;gap:12px}
+.card{background:#1c1c1c;padding:8px;border-radius:6px;width:640px;max-width:calc(100vw - 40px)}
+.card img{display:block;width:100%;background:#000}
+.name{font-weight:bold;margin-bottom:6px}
+.figs{margin-top:6px;font-variant-numeric:tabular-nums}
+.lost{color:#f55}.reconnecting{color:#fb3}.ended{color:#999}.live{color:#6d6}
+</style></head>
+<body><h1>@@TITLE@@ <span id="conn"></span></h1><div id="grid"></div>
+<script>
+var grid = document.getElementById('grid');
+function card(s) {
+  var c = document.createElement('div'); c.className = 'card'; c.id = 's' + s.key;
+  var n = document.createElement('div'); n.className = 'name'; n.textContent = s.name || '(source)';
+  var img = document.createElement('img'); img.alt = s.name; img.src = s.video;
+  img.onerror = function () { setTimeout(function () { img.src = s.video + '?' + Date.now(); }, 2000); };
+  var f = document.createElement('div'); f.className = 'figs';
+  c.appendChild(n); c.appendChild(img); c.appendChild(f); grid.appendChild(c);
+  return c;
+}
+function render(st) {
+  st.sources.forEach(function (s) {
+    var c = document.getElementById('s' + s.key) || card(s), l = s.latency_ms;
+    var top = s.label === null ? '' : ' | ' + (100 * s.score).toFixed(1) + '% ' + s.label;
+    c.querySelector('.figs').innerHTML = '';
+    var st_ = document.createElement('span'); st_.className = s.state; st_.textContent = s.state;
+    var t = document.createElement('span');
+    t.textContent = ' | ' + s.fps.toFixed(1) + ' fps | latency p50 ' + l.p50.toFixed(1) + ' p90 ' +
+      l.p90.toFixed(1) + ' p99 ' + l.p99.toFixed(1) + ' ms | ' + s.results + ' results | ' + s.dropped +
+      ' drops | ' + s.reconnects + ' reconnects' + top;
+    c.querySelector('.figs').appendChild(st_); c.querySelector('.figs').appendChild(t);
+  });
+}
+render(@@FIRST@@);
+setInterval(function () {
+  fetch('/stats.json').then(function (r) { return r.json(); })
+    .then(function (st) { document.getElementById('conn').textContent = ''; render(st); })
+    .catch(function () { document.getElementById('conn').textContent = '(disconnected)'; });
+}, 1000);
+</script></body></html>
+"""
