@@ -12,7 +12,9 @@ Steps, each timed and each saying why when it cannot run:
 
 Figures go to one JSON file (``--out``, default device-check.json) and a summary to stdout.
 Uses the interpreter that runs it (the device machine's own Python: it has no network, so no
-virtual environment is built there). Stops itself before ``--budget`` seconds (default 420).
+virtual environment is built there; what it lacks travels as wheels: onnxslim for the export
+that steps 4 and 5 make, TensorRT or TensorRT-RTX for step 4). The figures of each GPU that ran
+it are kept in benchmarks/device/. Stops itself before ``--budget`` seconds (default 420).
 
     python3 benchmarks/device_check.py [--out device-check.json] [--budget 420]
 """
@@ -216,7 +218,7 @@ def engine_parity(work: Path) -> dict[str, Any]:
     try:
         trt = load_trt()
     except Exception as exc:
-        raise Skip(f"no TensorRT here ({str(exc).splitlines()[0][:160]}); carry a tensorrt or tensorrt-rtx "
+        raise Skip(f"no TensorRT here ({' '.join(str(exc).split())}); carry a tensorrt or tensorrt-rtx "
                    "wheel") from exc
     if _version("torch") is None:
         raise Skip("torch is missing: no bundle can be exported here")

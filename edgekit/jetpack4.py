@@ -22,6 +22,10 @@ from edgekit.deps import require
 from edgekit.errors import UsageError
 
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+# TensorRT 8.0/8.2's ONNX parser was built against ONNX 1.8: opset 13, IR version 7 at most.
+KIT_OPSET, KIT_IR = 13, 7
+# ops whose newer versions (up to opset 17) only widened their types: the same for float tensors
+_TYPES_ONLY_SINCE_13 = {"Add", "Sub", "Mul", "Div", "Relu"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,32 @@ def trtexec_command(onnx_name: str, plan_name: str, precision: str, batch: tuple
     return " ".join(shlex.quote(a) for a in args)
 
 
+def for_tensorrt_8_2(model: Any) -> list[str]:
+    """Lower ``model`` to opset 13 and IR version 7 in place, where every op means the same there;
+    returns the ops that do not (then the model is left as it was)."""
+    from onnx import defs
+
+    have = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=KIT_OPSET)
+    if have <= KIT_OPSET:
+        model.ir_version = min(model.ir_version, KIT_IR)
+        return []
+    def same(op: str) -> bool:
+        try:
+            return defs.get_schema(op, KIT_OPSET).since_version == defs.get_schema(op, have).since_version
+        except defs.SchemaError:  # no such op in opset 13 (LayerNormalization, GridSample ...)
+            return False
+
+    differ = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")
+                     and n.op_type not in _TYPES_ONLY_SINCE_13 and not same(n.op_type)})
+    if differ:
+        return differ
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = KIT_OPSET
+    model.ir_version = min(model.ir_version, KIT_IR)
+    return []
+
+
 def write_kit(bundle: Path, profile: Any, precision: str, batch: Any, workspace_mib: int | None,
               out: Path | None = None, force: bool = False) -> Kit:
     """The kit for ``profile`` (a JetPack 4 board) beside the bundle: ``<bundle>-<profile>/``."""
@@ -63,6 +93,8 @@ def write_kit(bundle: Path, profile: Any, precision: str, batch: Any, workspace_
         model, _ = float_front(model, drop_normalisation=False)
     if onnx_prec == "int8":
         float_weights(model)  # TensorRT 8.x's parser takes no int8 weight initializers
+    newer = for_tensorrt_8_2(model)
+    onnx.checker.check_model(model)
     out = out or bundle_mod.child(bundle.parent, f"{bundle.name}-{profile.name}", "kit directory name")
     pre = man.preprocess
     trts = ", ".join(sorted({s.tensorrt for s in profile.software})) or "8.x"
@@ -70,13 +102,17 @@ def write_kit(bundle: Path, profile: Any, precision: str, batch: Any, workspace_
     plan = f"{man.model.name}-{profile.name}-{precision}.plan"
     cmd = trtexec_command(name, plan, precision, (batch.min, batch.opt, batch.max), (3, pre.height, pre.width),
                           workspace_mib or profile.workspace_mib)
+    opset_note = (f"It is ONNX opset {KIT_OPSET} (IR version {KIT_IR}), what TensorRT 8.0/8.2's parser reads."
+                  if not newer else f"Its opset stays above {KIT_OPSET}: {', '.join(newer)} "
+                  f"mean something else in opset {KIT_OPSET}; if TensorRT 8.2's parser refuses them, re-export "
+                  "with torch.onnx.export(opset_version=13).")
     readme = f"""{man.model.name} for {profile.name} ({profile.description}), {precision}, written by edgekit.
 
 This board runs JetPack 4 (TensorRT {trts}, Python 3.6). edgekit's Python runtime needs JetPack 5
 (Python 3.8, TensorRT 8.5); TensorRT before 8.5 takes no uint8 input, so this ONNX takes float
 NCHW pixels 0..255 in {pre.color_order} order at {pre.height}x{pre.width} (centre crop
 {pre.crop_fraction:g}, then resize), normalisation inside the graph, and outputs probabilities
-('{PROBS}') over the {man.model.num_classes} classes in labels.txt.
+('{PROBS}') over the {man.model.num_classes} classes in labels.txt. {opset_note}
 
 On the board:
   sh build.sh          # builds {plan} with trtexec (minutes; add swap on a Nano if it is killed)

@@ -120,6 +120,10 @@ def strategy(f: Features, precision: str, dla: bool) -> Strategy:
             # weakly typed (8.x, 10.x): the Q/DQ layers run INT8 and every layer outside them may
             # run FP16; strongly typed, those would be held to the ONNX's FP32
             return Strategy("int8", False, ("INT8", "FP16") + gpu_fallback, False)
-        # TensorRT 11 and TensorRT-RTX are strongly typed only: layers outside Q/DQ stay FP32
+        # TensorRT 11 and TensorRT-RTX are strongly typed only. edgekit's Q/DQ placement quantizes
+        # every convolution, pooling, concatenation and residual add, so the engine runs int8
+        # from the first convolution to the classifier, whose logits stay float32 (TensorRT-RTX's
+        # layer report, tests/trt/test_engine.py); a float16-typed model would change only the
+        # classifier, where float16 can overflow before its rescale
         return Strategy("int8", True, gpu_fallback, False)
     raise UsageError(f"unknown precision {precision!r}; choose from fp32, fp16, int8")

@@ -62,11 +62,15 @@ def test_version_compatible_plans_run_forward_on_the_documented_runtimes(built, 
     # 10.x INT8 weakly typed with FP16 allowed: strongly typed, layers outside Q/DQ would run FP32
     ("10.3.0", "int8", False, "int8", False, ("INT8", "FP16"), False),
     ("10.3.0", "int8", True, "fp32", False, ("INT8", "FP16", "GPU_FALLBACK"), True),
+    ("11.0.0", "int8", False, "int8", True, (), False),  # strongly typed only: the Q/DQ types decide
     ("11.4.1", "int8", True, "int8", True, ("GPU_FALLBACK",), False),  # no implicit INT8 left
     ("11.4.1", "fp16", False, "fp16", True, (), False),
+    ("rtx 1.7.1", "int8", False, "int8", True, (), False),
+    ("rtx 1.7.1", "fp16", False, "fp16", True, (), False),
 ])
 def test_strategy(version, precision, dla, onnx, typed, flags, calib):
-    s = strategy(features("tensorrt", version), precision, dla)
+    flavour, version = ("tensorrt_rtx", version[4:]) if version.startswith("rtx ") else ("tensorrt", version)
+    s = strategy(features(flavour, version), precision, dla)
     assert (s.onnx_precision, s.strongly_typed, s.builder_flags, s.calibrator) == (onnx, typed, flags, calib)
 
 

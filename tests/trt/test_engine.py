@@ -192,6 +192,18 @@ def test_a_jetpack4_board_gets_what_it_can_use(googlenet_bundle, tmp_path):
                                                        "labels.txt"]
     m = onnx.load(str(kit / "googlenet.fp16.float.onnx"))
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # TensorRT < 8.5: no uint8
+    # TensorRT 8.0/8.2's parser reads ONNX 1.8: opset 13, IR version 7; and it computes the same
+    assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [13] and m.ir_version == 7
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgekit.deepstream import float_front
+
+    before, _ = float_front(onnx.load(str(b / "model.onnx")), drop_normalisation=False)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 224, 224)).astype(np.float32)
+    outs = [ort.InferenceSession(mm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for mm in (before, m)]
+    assert np.array_equal(outs[0], outs[1])
     script = (kit / "build.sh").read_text()
     assert "trtexec" in script and "--fp16" in script and "--workspace=256" in script
     assert "--maxShapes=input:1x3x224x224" in script  # the Nano profile's batch 1
@@ -212,3 +224,89 @@ def test_a_board_no_tensorrt_here_can_target_is_told_where_to_build(googlenet_bu
     res = CliRunner().invoke(cli, ["build", str(b), "--fp16", "--profile", "jetson-orin-nano", "--min-agreement", "0"])
     assert res.exit_code == 0, res.output
     assert "cannot build for jetson-orin-nano" in res.stderr and "edgekit build BUNDLE there" in res.stderr
+
+
+def _qdq_file(bundle: Path, out: Path) -> Path:
+    """The bundle's model quantized for TensorRT (Q/DQ) from a quick calibration on 4 images."""
+    from edgekit import calibdata, quantize
+
+    man = mf.read(bundle)
+    imgs = calibdata.collect(calibdata.discover(calibdata.default_set(), variants=1)[:4], man.preprocess).images
+    cal = quantize.calibrate(bundle / "model.onnx", imgs)
+    q, _ = quantize.build(onnx.load(str(bundle / "model.onnx")), cal, "trt")
+    onnx.save(q, str(out))
+    return out
+
+
+
+def _engine_layers(path: Path) -> list[tuple[list[str], list[str]]]:
+    """TensorRT-RTX's own report of the engine it builds from ``path`` (strongly typed, as edgekit
+    builds; batch 1): for each kernel, its output types and the ONNX nodes fused into it."""
+    import re
+
+    from edgekit.trt.parse import load_trt, network_flags
+
+    trt = load_trt("tensorrt_rtx")
+
+    class Log(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.lines: list[str] = []
+
+        def log(self, severity, msg):
+            self.lines.append(msg)
+
+    log = Log()
+    builder = trt.Builder(log)
+    network = builder.create_network(network_flags(trt))
+    parser = trt.OnnxParser(network, log)
+    assert parser.parse_from_file(str(path))
+    config = builder.create_builder_config()
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    profile = builder.create_optimization_profile()
+    inp = network.get_input(0)
+    shape = (1,) + tuple(inp.shape)[1:]
+    profile.set_shape(inp.name, shape, shape, shape)
+    config.add_optimization_profile(profile)
+    assert builder.build_serialized_network(network, config) is not None
+    report = next(m for m in log.lines if m.startswith("Layers:"))
+    out = []
+    for line in report.splitlines():
+        if line.startswith("Name: "):
+            outputs = line[line.find("Outputs:"):line.find("TacticName")]
+            out.append((re.findall(r"Datatype: (\w+)", outputs), re.findall(r"\[ONNX Layer: ([^\]]+)\]", line)))
+    return out
+
+
+def test_strongly_typed_int8_runs_int8_from_the_first_convolution_to_the_classifier(googlenet_bundle, tmp_path):
+    """TensorRT 11 and TensorRT-RTX build INT8 only strongly typed (no FP16 flag): whatever the
+    Q/DQ model leaves float runs FP32. TensorRT-RTX's layer report of the engine built from the
+    bundle's Q/DQ model: every convolution, concatenation, pooling and add is fused into a kernel
+    that writes int8; only the classifier writes float (the float32 logits)."""
+    qfile = _qdq_file(googlenet_bundle, tmp_path / "model.int8.onnx")
+    writes: dict[str, set[str]] = {}
+    for types, nodes in _engine_layers(qfile):
+        for node in nodes:
+            writes.setdefault(node, set()).update(types)
+    model = onnx.load(str(qfile))
+    kinds = ("Conv", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Gemm")
+    layers = [n for n in model.graph.node if n.op_type in kinds and not n.name.startswith("/Add")]  # (pixels)
+    not_int8 = [(n.op_type, n.name) for n in layers if "Int8" not in writes.get(n.name, set())]
+    assert not_int8 == [(n.op_type, n.name) for n in layers if n.op_type == "Gemm"], not_int8
+    assert len(layers) > 70  # 57 convolutions, 13 max-pools, 9 concatenations, ...
+
+
+def test_jetpack4_lowering_keeps_what_opset_13_cannot_say():
+    """Ops that opset 13 lacks or defines otherwise keep the model's opset (and are named)."""
+    from onnx import TensorProto, helper
+
+    from edgekit.jetpack4 import for_tensorrt_8_2
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    s = onnx.numpy_helper.from_array(__import__("numpy").ones(4, "float32"), "s")
+    for op, inputs, newer in (("LayerNormalization", ["x", "s"], ["LayerNormalization"]), ("Relu", ["x"], [])):
+        m = helper.make_model(helper.make_graph([helper.make_node(op, inputs, ["y"])], "g", [x], [y], [s]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+        assert for_tensorrt_8_2(m) == newer
+        assert m.opset_import[0].version == (17 if newer else 13)
