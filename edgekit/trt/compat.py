@@ -47,6 +47,9 @@ TABLE: dict[tuple[str, tuple[int, int]], Features] = {
     ("tensorrt", (8, 5)): Features(_T, _F, _F, _T, _T, _T, _F, _F, _F, _F, **_8X, profile_sharing="none"),
     ("tensorrt", (8, 6)): Features(_T, _F, _F, _T, _T, _T, _T, _T, _T, _F, **_8X, profile_sharing="preview"),
     ("tensorrt", (10, 0)): Features(_F, _T, _T, _T, _T, _T, _T, _T, _T, _F),
+    # "TensorRT 10.7 was the last release that supported DLA" (NVIDIA's DLA pages for 11.x);
+    # JetPack 6 boards stay on their 10.x (10.3)
+    ("tensorrt", (10, 8)): Features(_F, _T, _T, _T, _T, _F, _T, _T, _T, _F),
     ("tensorrt", (11, 0)): Features(_F, _T, _T, _F, _F, _F, _T, _T, _T, _F),  # no DLA in 11.0-11.3
     ("tensorrt", (11, 4)): Features(_F, _T, _T, _F, _F, _T, _T, _T, _T, _F),  # DLA again (AGX Orin, JetPack 7.2.2+)
     ("tensorrt_rtx", (1, 0)): Features(_F, _T, _F, _F, _F, _F, _T, _T, _T, _T, timing_cache=_F),
@@ -102,7 +105,8 @@ class Strategy:
 def strategy(f: Features, precision: str, dla: bool) -> Strategy:
     """How to get ``precision`` out of this TensorRT: typed ONNX first, flags where needed."""
     if dla and not f.dla:
-        raise UsageError("this TensorRT cannot target DLA (TensorRT-RTX and TensorRT 11.0-11.3 have none); drop --dla")
+        raise UsageError("this TensorRT cannot target DLA (TensorRT-RTX, TensorRT 10.8-10.x and 11.0-11.3 have none; "
+                         "JetPack 6's TensorRT 10.3 does); drop --dla")
     gpu_fallback = ("GPU_FALLBACK",) if dla else ()
     if precision == "fp32":
         return Strategy("fp32", f.strongly_typed, gpu_fallback, False)

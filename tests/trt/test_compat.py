@@ -44,6 +44,14 @@ def test_dla_is_refused_on_tensorrt_11_before_11_4():
     assert strategy(features("tensorrt", "11.4.1"), "int8", True).builder_flags == ("GPU_FALLBACK",)
 
 
+def test_dla_left_tensorrt_after_10_7():
+    """JetPack 6's 10.3 targets DLA; 10.8 and later 10.x releases have none."""
+    assert strategy(features("tensorrt", "10.3.0"), "fp16", True).builder_flags == ("FP16", "GPU_FALLBACK")
+    assert strategy(features("tensorrt", "10.7.0"), "fp16", True).builder_flags == ("FP16", "GPU_FALLBACK")
+    with pytest.raises(UsageError, match="cannot target DLA"):
+        strategy(features("tensorrt", "10.8.0"), "fp16", True)
+
+
 @pytest.mark.parametrize("built,here,ok", [
     ((8, 6, 1), (8, 6, 2), True), ((8, 6, 1), (10, 3, 0), True), ((8, 6, 1), (11, 4, 0), False),
     ((10, 3, 0), (10, 14, 1), True), ((10, 3, 0), (11, 4, 1), True), ((11, 4, 1), (11, 5, 0), True),
