@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from edgekit.classifier import Classifier
 
 
@@ -17,15 +19,22 @@ def load(bundle: str | None = None, backend: str = "auto", **kwargs: Any) -> Cla
     return _load(bundle, backend=backend, **kwargs)
 
 
-def stream(source: str | int, clf: Classifier, **options: Any) -> Any:
-    """Iterate over classification results of a camera, stream, file or folder.
+def stream(source: str | int | Sequence[str | int], clf: Classifier, **options: Any) -> Any:
+    """Iterate over classification results of a camera, stream, file or folder, or of several
+    at once (a list: one batched model call per round, each result naming its ``source``).
 
-    ``for r in edgekit.stream("csi://0", clf): print(r.prediction.label)``; leaving the loop
-    (or ``.stop()``) stops capture cleanly. Options: see edgekit.stream.StreamOptions.
+    ``for r in edgekit.stream("csi://0", clf): print(r.prediction.label)``;
+    ``for r in edgekit.stream(["csi://0", "/dev/video1"], clf): print(r.source, r.frame_index)``.
+    Leaving the loop (or ``.stop()``) stops capture cleanly. Options: see
+    edgekit.stream.StreamOptions.
     """
     from edgekit.stream import Stream, StreamOptions
 
-    return Stream(source, clf, StreamOptions(**options))
+    if isinstance(source, (str, int)):
+        return Stream(source, clf, StreamOptions(**options))
+    from edgekit.multistream import MultiStream
+
+    return MultiStream(list(source), clf, StreamOptions(**options))
 
 
 __all__ = ["__version__", "load", "stream"]

@@ -72,6 +72,24 @@ class Classifier:
             raise UsageError("classify takes one image; pass a list of images to classify_batch")
         return self.classify_batch([frame_bgr], topk)[0]
 
+    @property
+    def max_batch(self) -> int | None:
+        """The most images one call takes: a static batch, the TensorRT engine's profile maximum,
+        or None (ONNX Runtime with a dynamic batch: any)."""
+        first = self.manifest.input.shape[0]
+        if isinstance(first, int):
+            return first
+        limit: int | None = getattr(self.runner, "max_batch", None)
+        return limit
+
+    @property
+    def min_batch(self) -> int:
+        """The fewest images one call takes (a TensorRT engine built with --batch 4:4:4 takes 4)."""
+        first = self.manifest.input.shape[0]
+        if isinstance(first, int):
+            return first
+        return int(getattr(self.runner, "min_batch", 1) or 1)
+
     def classify_batch(self, frames: list[np.ndarray], topk: int = 5) -> list[Prediction]:
         if isinstance(frames, np.ndarray) and frames.ndim == 3:
             raise UsageError("classify_batch takes a list of images; pass one image to classify")

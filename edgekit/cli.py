@@ -488,8 +488,10 @@ def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path), required=False)
-@click.option("--camera", default=None, metavar="N|URI", help="0, /dev/video0, v4l2:///dev/video0, csi://0, rtsp://...")
-@click.option("--source", default=None, metavar="URI|PATH", help="A video file, image folder or glob, or a stream URL.")
+@click.option("--camera", multiple=True, metavar="N|URI",
+              help="0, /dev/video0, v4l2:///dev/video0, csi://0, rtsp://... (repeat for more cameras).")
+@click.option("--source", multiple=True, metavar="URI|PATH",
+              help="A video file, image folder or glob, or a stream URL (repeat for more; one batched model).")
 @click.option("--precision", default="auto", show_default=True, help="auto, fp32, fp16, int8, int8-cpu.")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
               help="auto: the bundle's TensorRT engine where it fits this device, else ONNX Runtime (says why).")
@@ -507,11 +509,14 @@ def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None
               help="CSI sensor mode of your camera module (IMX219, IMX477 ...) [default: the sensor's own choice].")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many results.")
 @click.option("--reconnect-attempts", default=5, show_default=True, help="Before giving up on a lost camera.")
-def run(bundle: Path | None, camera: str | None, source: str | None, precision: str, backend: str, topk: int,
+@click.option("--serve", default=None, metavar="[HOST:]PORT",
+              help="Live view in a browser, /metrics and /healthz while it runs (host default 127.0.0.1; "
+                   "0.0.0.0 to reach it from other machines).")
+def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], precision: str, backend: str, topk: int,
         threshold: float,
         smooth: float | None, as_json: bool, output: Path | None, display: bool, every_frame: bool,
         width: int | None, height: int | None, fps: int | None, sensor_mode: int | None, max_frames: int | None,
-        reconnect_attempts: int) -> None:
+        reconnect_attempts: int, serve: str | None) -> None:
     """Classify a live camera, stream, video file or image folder.
 
     \b
@@ -520,6 +525,8 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
       edgekit run build/v4-int8 --camera csi://0 --display
       edgekit run build/v4-int8 --source clip.mp4 --json > preds.jsonl --output annotated.mp4
       edgekit run build/v4-int8 --source rtsp://cam.local/stream --topk 3 --smooth 0.6
+      edgekit run build/v4-int8 --camera /dev/video1 --camera csi://0 --source rtsp://cam3/stream --json
+      edgekit run build/v4-int8 --camera 0 --serve 0.0.0.0:8080     # then open http://robot:8080
     """
     import signal
 
@@ -529,10 +536,15 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
     from edgekit.sources import Reconnect
     from edgekit.stream import SinkThread, Stream, StreamOptions
 
-    if (camera is None) == (source is None):
-        raise UsageError("give one of --camera N|URI or --source PATH|URI (edgekit run --help)")
-    if output and source and Path(source).exists() and os.path.realpath(source) == os.path.realpath(output):
+    given = list(camera) + list(source)
+    if not given:
+        raise UsageError("give a source: --camera N|URI or --source PATH|URI, once or more (edgekit run --help)")
+    if output and len(given) > 1:
+        raise UsageError(f"--output writes one source's video and {len(given)} sources were given; drop --output "
+                         "or run one source")
+    if output and source and Path(source[0]).exists() and os.path.realpath(source[0]) == os.path.realpath(output):
         raise UsageError(f"--output {output} is the source itself; write the annotated video elsewhere")
+    host_port = _host_port(serve) if serve is not None else None  # a bad --serve fails before any work
     video = sinks.VideoOutput(output, 0.0) if output else None  # a bad --output fails before the model loads
     if bundle is None:
         bundle = bundle_mod.find_latest()
@@ -544,19 +556,39 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
     cam_w, cam_h, cam_fps, cam_mode = camera_settings(width, height, fps, sensor_mode)
     opts = StreamOptions(topk, threshold, smooth, every_frame, True, cam_w, cam_h, cam_fps, cam_mode,
                          Reconnect(attempts=reconnect_attempts), max_frames)
-    st = Stream(camera if camera is not None else str(source), clf, opts, on_event=_echo_err,
-                keep_frames=bool(output or display))
+    st: Any
+    if len(given) == 1:
+        st = Stream(given[0], clf, opts, on_event=_echo_err, keep_frames=bool(output or display or serve))
+    else:
+        from edgekit.multistream import MultiStream
+
+        st = MultiStream(given, clf, opts, on_event=_echo_err, keep_frames=bool(output or display or serve))
     stats = sinks.Stats()
-    out: list[Any] = [stats]
+    per = sinks.PerSource() if len(given) > 1 else None
+    out: list[Any] = [stats] + ([per] if per is not None else [])
     if as_json:
         out.append(sinks.JsonLines(sys.stdout, threshold, describe="JSON lines to stdout"))
     else:
-        out.append(sinks.TerminalStatus(stats, lambda: st.dropped, lambda t: click.echo(t, err=True, nl=False)))
+        out.append(sinks.TerminalStatus(stats, lambda: st.dropped, lambda t: click.echo(t, err=True, nl=False), per))
     if video:
         video.fps = st.fps or 30.0
         out.append(video)
     if display:
         out.append(sinks.Window())
+    view = None
+    if host_port is not None:
+        from edgekit.serve import LiveView
+
+        try:
+            view = LiveView(host_port[0], host_port[1], model=clf.manifest.model.name,
+                            backend=f"{clf.runner.backend} {clf.precision}", sources=st.status)
+        except BaseException:
+            st.stop()
+            raise
+        out.append(view)
+        loopback = host_port[0] in ("127.0.0.1", "localhost", "::1")
+        _echo_err(f"live view: {view.url}" + ("" if loopback else f" (bound to {host_port[0]}: reachable from other "
+                                                                   "machines on this network, as you asked)"))
     signals = 0
     writer = SinkThread(out, stop=lambda: signals > 0)  # once signalled, a stalled output does not hold the exit
 
@@ -570,7 +602,8 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
         st.request_stop()
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _echo_err(f"source: {st.name}")
+    _echo_err(f"source: {st.name}" if per is None else f"sources: {', '.join(s.name for s in st.sources)} "
+              f"(batches of up to {st.max_batch})")
     error: Exception | None = None
     try:
         try:
@@ -596,14 +629,32 @@ def run(bundle: Path | None, camera: str | None, source: str | None, precision: 
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
-    _echo_err(stats.summary(st.dropped, st.reconnects, len(st.skipped)))
+    if per is not None:
+        for line in per.summary(st.status()):
+            _echo_err(line)
+    _echo_err(("all sources: " if per is not None else "") + stats.summary(st.dropped, st.reconnects, len(st.skipped)))
     if st.skipped:
         _echo_err("unreadable: " + ", ".join(str(p) for p, _ in st.skipped[:5]) +
                   (f" and {len(st.skipped) - 5} more" if len(st.skipped) > 5 else ""))
     if error is None and st.results == 0 and st.skipped:
         error = UsageError(f"no image in {st.name} could be read ({len(st.skipped)} tried); see the reasons above")
+    if error is None and per is not None:
+        try:
+            st.raise_failures()  # a source lost on the way: reported now that the others have ended
+        except EdgekitError as exc:
+            error = exc
     if error is not None:
         raise error
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``--serve`` as (host, port): '8080', ':8080', '0.0.0.0:8080', '[::]:8080' (port 0: any free one)."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"--serve takes [HOST:]PORT with a port from 0 (any free one) to 65535, e.g. 8080 or "
+                         f"0.0.0.0:8080; got {text!r}")
+    return host, int(port)
 
 
 def _int_list(text: str) -> list[int]:

@@ -36,6 +36,7 @@ FPS_SPAN_S = 5.0  # a source with no result for this long shows 0 fps
 LATENCY_BUCKETS_S = (.005, .01, .02, .03, .05, .075, .1, .15, .2, .3, .5, .75, 1.0, 2.0, 5.0)
 BOUNDARY = b"edgekitframe"
 JPEG_QUALITY = 80
+VIEW_WIDTH = 960  # wider frames are scaled down before they are drawn on and encoded
 
 
 class _Source:
@@ -157,6 +158,8 @@ class _SourceCollector:
 class LiveView:
     """A sink that serves the run over HTTP: / (the page), /video/<k>.mjpg, /stats.json, /metrics,
     /healthz. Binds at construction (port 0: any free port; ``url`` says which)."""
+
+    draws = True  # takes the frame (SinkThread hands the others results without it)
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, model: str, backend: str,
                  sources: Callable[[], dict[str, dict[str, Any]]], fps: float = 10.0, stall_s: float = 10.0) -> None:
@@ -288,8 +291,12 @@ class LiveView:
             for s, r, n in due:
                 assert r is not None and r.frame is not None
                 s.next_due, s.encoded_at = now + period, n
+                frame = r.frame
+                if frame.shape[1] > VIEW_WIDTH:  # the page shows it smaller: a 1080p encode costs ARM cores 20+ ms
+                    h = round(frame.shape[0] * VIEW_WIDTH / frame.shape[1])
+                    frame = cv2.resize(frame, (VIEW_WIDTH, h), interpolation=cv2.INTER_AREA)
                 try:
-                    ok, buf = cv2.imencode(".jpg", annotate(r.frame, r), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                    ok, buf = cv2.imencode(".jpg", annotate(frame, r), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
                 except Exception:  # noqa: BLE001 - a frame OpenCV cannot encode: the video waits for the next
                     continue
                 self.encoded += 1

@@ -103,11 +103,36 @@ class Stats:
                 f"{self.pct(50, infer=True):.1f} ms, {dropped} stale frames dropped, {reconnects} reconnects{skip}")
 
 
+class PerSource:
+    """Stats of each source when there are several (the status line and the summary name each)."""
+
+    def __init__(self) -> None:
+        self.by: dict[str, Stats] = {}
+
+    def write(self, r: Result) -> None:
+        st = self.by.get(r.source)
+        if st is None:
+            st = self.by[r.source] = Stats()
+        st.write(r)
+
+    def close(self) -> None:
+        pass
+
+    def summary(self, status: dict[str, dict[str, Any]]) -> list[str]:
+        """One line per source: its own figures, drops, reconnects and state."""
+        out = []
+        for name, s in status.items():
+            st = self.by.get(name, Stats())
+            out.append(f"{name}: {st.summary(s['dropped'], s['reconnects'])}; {s['state']}")
+        return out
+
+
 class TerminalStatus:
     """One live status line on stderr, refreshed a few times a second."""
 
-    def __init__(self, stats: Stats, dropped: Callable[[], int], out: Callable[[str], None]) -> None:
-        self.stats, self.dropped, self.out = stats, dropped, out
+    def __init__(self, stats: Stats, dropped: Callable[[], int], out: Callable[[str], None],
+                 per: PerSource | None = None) -> None:
+        self.stats, self.dropped, self.out, self.per = stats, dropped, out, per
         self.last = 0.0
 
     def write(self, r: Result) -> None:
@@ -116,6 +141,10 @@ class TerminalStatus:
             return
         self.last = now
         s = self.stats
+        if self.per is not None and len(self.per.by) > 1:  # many sources: each one's rate and latency
+            parts = [f"{name[-18:]} {st.fps:4.1f} fps {st.recent(50):5.0f} ms" for name, st in self.per.by.items()]
+            self.out(f"\r{'  |  '.join(parts)}  drops {self.dropped():5d}")
+            return
         self.out(f"\r{s.fps:5.1f} fps  latency p50 {s.recent(50):6.1f} ms  p90 {s.recent(90):6.1f} ms  "
                  f"drops {self.dropped():5d}  {r.prediction.label[:30]:<30} {r.prediction.score:5.1%}")
 
@@ -136,7 +165,7 @@ class JsonLines:
     def write(self, r: Result) -> None:
         p = r.prediction
         top = [{"label": lb, "index": i, "score": round(s, 5)} for lb, i, s in zip(p.labels, p.indices, p.scores)]
-        rec: dict[str, Any] = {"frame": r.frame_index}
+        rec: dict[str, Any] = {"source": r.source, "frame": r.frame_index} if r.source else {"frame": r.frame_index}
         if r.name is not None:
             rec["file"] = r.name
         rec.update({"capture_time": round(r.captured + self.offset, 6), "latency_ms": round(r.latency_ms, 2),
@@ -203,6 +232,8 @@ class VideoOutput:
     """
 
     FREE_MIN = 8 << 20  # stop when the disk has less than this left
+
+    draws = True  # takes the frame (SinkThread hands the others results without it)
 
     def __init__(self, path: Path, fps: float) -> None:
         self.cv2 = require("cv2", "writing video")
@@ -316,13 +347,15 @@ class VideoOutput:
 
 
 class Window:
+    draws = True  # takes the frame (SinkThread hands the others results without it)
+
     def __init__(self, title: str = "edgekit") -> None:
         self.cv2 = require("cv2", "showing a window")
         self.title = title
 
     def write(self, r: Result) -> None:
-        if r.frame is not None:
-            self.cv2.imshow(self.title, annotate(r.frame, r))
+        if r.frame is not None:  # a window per source
+            self.cv2.imshow(f"{self.title}: {r.source}" if r.source else self.title, annotate(r.frame, r))
             self.cv2.waitKey(1)
 
     def close(self) -> None:
@@ -330,6 +363,8 @@ class Window:
 
 
 class Callback:
+    draws = True  # your function may want the frame
+
     def __init__(self, fn: Callable[[Result], None]) -> None:
         self.fn = fn
 

@@ -147,7 +147,8 @@ class Reader:
                 cap.set(cv2.CAP_PROP_FPS, fps)
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # often ignored (opencv #10671): the thread keeps the newest
         elif spec.kind == "csi":
-            cap = cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
+            with _ARGUS:  # one Argus session opened at a time (cameras reconnecting together after a restart)
+                cap = cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
         else:
             cap = cv2.VideoCapture(spec.target)
         if not cap.isOpened():
@@ -216,6 +217,9 @@ class Reconnect:
     max_delay: float = 8.0
 
 
+
+_ARGUS = threading.Lock()  # nvargus-daemon: concurrent session opens fail with "Failed to create CaptureSession"
+
 class LatestFrame:
     """A capture thread that keeps only the newest frame (never a queue of stale ones).
 
@@ -236,9 +240,13 @@ class LatestFrame:
 
     def __init__(self, open_reader: Callable[[], Reader], live: bool, pace_fps: float | None = None,
                  reconnect: Reconnect = Reconnect(), on_event: Callable[[str], None] | None = None,
-                 first: Reader | None = None) -> None:
+                 first: Reader | None = None, on_frame: Callable[[], None] | None = None) -> None:
         """``first``: a reader already open (a CSI camera is opened once: Argus often fails a quick
-        reopen with "Failed to create CaptureSession"); ``open_reader`` serves reconnects."""
+        reopen with "Failed to create CaptureSession"); ``open_reader`` serves reconnects.
+        ``on_frame``: called (from the capture thread) when a frame is ready or the source ends,
+        so one consumer can wait on many sources."""
+        self._on_frame = on_frame or (lambda: None)
+        self.state = "live"  # live, reconnecting, lost (gave up), ended
         self._open = open_reader
         self._live = live
         self._pace = pace_fps
@@ -300,8 +308,10 @@ class LatestFrame:
             self._reader.close()
             with self._cond:
                 self._done = True
+                self.state = "lost" if self._error is not None else "ended"
                 self._busy = True  # nothing newer will come: any undelivered frame may be taken
                 self._cond.notify_all()
+            self._on_frame()
 
     def _due(self, now: float) -> bool:
         """The next frame would arrive after the consumer's next ask: this one is what it gets.
@@ -321,6 +331,8 @@ class LatestFrame:
                 self._frame = Frame(img, index, grabbed_at)
                 self.read_count += 1
             self._cond.notify_all()
+        if img is not None:
+            self._on_frame()
 
     def _serve_until(self, t_next: float, index: int, grabbed_at: float) -> None:
         """Wait for the next frame's time, decoding the current one if a consumer asks meanwhile."""
@@ -336,6 +348,7 @@ class LatestFrame:
 
     def _reopen(self) -> None:
         self._reader.close()
+        self.state = "reconnecting"
         delay = self._reconnect.first_delay
         for attempt in range(1, self._reconnect.attempts + 1):
             self._say(f"source lost; reconnecting ({attempt}/{self._reconnect.attempts}) in {delay:.1f} s")
@@ -344,6 +357,7 @@ class LatestFrame:
             try:
                 self._reader = self._open()
                 self.reconnects += 1
+                self.state = "live"
                 self._say("source reconnected")
                 return
             except SourceError:
@@ -367,27 +381,52 @@ class LatestFrame:
     def next(self, timeout: float | None = None) -> Frame | None:
         """The newest frame not yet taken; None when the source has ended (or on timeout)."""
         with self._cond:
-            now = time.perf_counter()
-            if self._asked_at is not None:
-                self._ask_every = self._mean(self._ask_every, now - self._asked_at)
-            self._asked_at = now
-            self._waiting += 1
-            self._cond.notify_all()  # an idle capture thread decodes the frame it holds
+            self._ask()
             try:
                 while True:
-                    if self._ready():
-                        assert self._frame is not None
-                        self._taken = self._frame.index
-                        self._taken_count += 1
-                        return self._frame
-                    if self._done:
-                        if self._error is not None:
-                            raise self._error
-                        return None
+                    frame = self._hand_out()
+                    if frame is not None or self._done:
+                        return frame
                     if not self._cond.wait(timeout):
                         return None
             finally:
                 self._waiting -= 1
+
+    def _ask(self) -> None:
+        now = time.perf_counter()
+        if self._asked_at is not None:
+            self._ask_every = self._mean(self._ask_every, now - self._asked_at)
+        self._asked_at = now
+        self._waiting += 1
+        self._cond.notify_all()  # an idle capture thread decodes the frame it holds
+
+    def _hand_out(self) -> Frame | None:
+        if self._ready():
+            assert self._frame is not None
+            self._taken = self._frame.index
+            self._taken_count += 1
+            return self._frame
+        if self._done and self._error is not None:
+            raise self._error
+        return None
+
+    def ask(self) -> None:
+        """A consumer of many sources wants a frame: decode for it until :meth:`take`."""
+        with self._cond:
+            self._ask()
+
+    def take(self) -> Frame | None:
+        """The frame :meth:`ask` wanted, if it is ready now (never waits); raises the source's
+        failure once it has failed for good."""
+        with self._cond:
+            self._waiting = max(0, self._waiting - 1)
+            return self._hand_out()
+
+    @property
+    def ready(self) -> bool:
+        """A frame would be handed out now (or the source has ended)."""
+        with self._cond:
+            return self._done or self._ready()
 
     @property
     def dropped(self) -> int:

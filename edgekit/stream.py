@@ -3,6 +3,7 @@ threads, so the stream runs at the model's own speed and never processes stale f
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -41,6 +42,7 @@ class Result:
     prediction: Prediction
     frame: np.ndarray | None = None  # for sinks that draw on it
     name: str | None = None  # the image file (folders and globs)
+    source: str = ""  # the source's display name (credentials masked); frame_index counts within it
 
     @property
     def latency_ms(self) -> float:
@@ -63,6 +65,54 @@ def camera_settings(width: int | None = None, height: int | None = None, fps: in
             sensor_mode if sensor_mode is not None else cam.sensor_mode)
 
 
+def top_k(probs: np.ndarray, ewma: np.ndarray | None, o: StreamOptions, labels: Any,
+          infer_ms: float) -> tuple[np.ndarray | None, Prediction]:
+    """One frame's prediction from its class probabilities, smoothed over the source's past
+    frames when asked (returns the new running mean, per source)."""
+    if o.smooth:
+        ewma = probs if ewma is None else o.smooth * ewma + (1 - o.smooth) * probs
+        probs = ewma
+    k = max(1, min(o.topk, probs.shape[0]))
+    idx = np.argsort(-probs)[:k]
+    return ewma, Prediction(tuple(labels[i] for i in idx), tuple(int(i) for i in idx),
+                            tuple(float(probs[i]) for i in idx), infer_ms)
+
+
+class _Opened:
+    """One source, opened once: a capture thread keeping its newest frame (cameras, streams, files
+    paced like a camera), or a reader taking every frame in order (folders, --every-frame)."""
+
+    def __init__(self, spec: src.SourceSpec, o: StreamOptions, say: Callable[[str], None],
+                 opener: Callable[[src.SourceSpec], src.Reader] | None,
+                 on_frame: Callable[[], None] | None = None) -> None:
+        def on_skip(path: Any, why: str) -> None:
+            say(f"skipped: {why}")
+
+        def open_reader() -> src.Reader:
+            if opener is not None:
+                return opener(spec)
+            return src.Reader(spec, o.width, o.height, o.fps, on_skip=on_skip)
+
+        if o.every_frame and spec.live:
+            raise src.SourceError(f"--every-frame reads files in order; {spec.display_name} is a live source")
+        first = open_reader()  # opened once, and handed on as it is (Argus fails quick CSI reopens)
+        self.fps = first.fps
+        self.capture: src.LatestFrame | None = None
+        self.reader: src.Reader | None = None
+        live = spec.live or opener is not None
+        paced = o.pace and first.fps > 0
+        if o.every_frame or (not live and (spec.kind == "images" or not paced)):
+            # A folder, a glob or a video with no frame rate has no pace to keep up with: every
+            # image is classified in order (live mode would grab them all before the first ask).
+            if not o.every_frame and spec.kind != "images":
+                say(f"{spec.display_name} states no frame rate: every frame is classified in order")
+            self.reader = first
+        else:
+            pace = first.fps if (not spec.live and paced) else None
+            self.capture = src.LatestFrame(open_reader, live, pace, o.reconnect, say, first=first,
+                                           on_frame=on_frame)
+
+
 class Stream:
     """Iterate to get results; stop() (or leaving the loop) ends capture cleanly."""
 
@@ -80,34 +130,10 @@ class Stream:
         self._ewma: np.ndarray | None = None
         self._iterating = False
         self.results = 0
-        self.fps = 0.0  # the source's own frame rate, where it says
-        self._capture: src.LatestFrame | None = None
-        self._reader: src.Reader | None = None
-        o = self.options
-
-        def on_skip(path: Any, why: str) -> None:
-            self._say(f"skipped: {why}")
-
-        def open_reader() -> src.Reader:
-            if opener is not None:
-                return opener(self.spec)
-            return src.Reader(self.spec, o.width, o.height, o.fps, on_skip=on_skip)
-
-        if o.every_frame and self.spec.live:
-            raise src.SourceError(f"--every-frame reads files in order; {self.name} is a live source")
-        first = open_reader()  # opened once, and handed on as it is (Argus fails quick CSI reopens)
-        self.fps = first.fps
-        live = self.spec.live or opener is not None
-        paced = o.pace and first.fps > 0
-        if o.every_frame or (not live and (self.spec.kind == "images" or not paced)):
-            # A folder, a glob or a video with no frame rate has no pace to keep up with: every
-            # image is classified in order (live mode would grab them all before the first ask).
-            if not o.every_frame and self.spec.kind != "images":
-                self._say(f"{self.name} states no frame rate: every frame is classified in order")
-            self._reader = first
-        else:
-            pace = first.fps if (not self.spec.live and paced) else None
-            self._capture = src.LatestFrame(open_reader, live, pace, o.reconnect, self._say, first=first)
+        opened = _Opened(self.spec, self.options, self._say, opener)
+        self.fps = opened.fps  # the source's own frame rate, where it says
+        self._capture = opened.capture
+        self._reader = opened.reader
 
     @property
     def skipped(self) -> list[tuple[Any, str]]:
@@ -121,6 +147,15 @@ class Stream:
     @property
     def reconnects(self) -> int:
         return self._capture.reconnects if self._capture else 0
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Dropped, reconnects and state (live, reconnecting, lost, ended), as MultiStream gives it."""
+        if self._capture is not None:
+            state = self._capture.state
+        else:
+            state = "ended" if self._stop.is_set() else "live"
+        return {self.name: {"dropped": self.dropped, "reconnects": self.reconnects, "state": state,
+                            "results": self.results}}
 
     def _frames(self) -> Iterator[src.Frame]:
         if self._reader is not None:
@@ -144,16 +179,9 @@ class Stream:
         logits = self.clf.runner.infer(x)
         probs = softmax(logits.astype(np.float32))[0]
         infer_ms = (time.perf_counter() - t0) * 1000.0
-        o = self.options
-        if o.smooth:
-            self._ewma = probs if self._ewma is None else o.smooth * self._ewma + (1 - o.smooth) * probs
-            probs = self._ewma
-        k = max(1, min(o.topk, probs.shape[0]))
-        idx = np.argsort(-probs)[:k]
-        pred = Prediction(tuple(self.clf.labels[i] for i in idx), tuple(int(i) for i in idx),
-                          tuple(float(probs[i]) for i in idx), infer_ms)
+        self._ewma, pred = top_k(probs, self._ewma, self.options, self.clf.labels, infer_ms)
         return Result(frame.index, frame.captured, time.perf_counter(), infer_ms, pred,
-                      frame.image if self._keep else None, frame.name)
+                      frame.image if self._keep else None, frame.name, self.name)
 
     def __iter__(self) -> Iterator[Result]:
         self._iterating = True
@@ -282,10 +310,17 @@ class SinkThread:
         err = self._first_error()
         if err is not None:
             raise err
+        bare = None
         for w in self.workers:
+            item = r
+            if r.frame is not None and not getattr(w.sink, "draws", False):
+                # only sinks that draw keep the frame: a lagging JSON sink's queue holds results,
+                # not 64 full frames (400 MB at 1080p on an 8 GB board)
+                bare = bare or dataclasses.replace(r, frame=None)
+                item = bare
             while w.error is None:
                 try:
-                    w.q.put(r, timeout=0.1)
+                    w.q.put(item, timeout=0.1)
                     break
                 except queue.Full:
                     if self._stop():  # stopping: a lagging sink does not hold the run

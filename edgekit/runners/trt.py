@@ -120,7 +120,8 @@ class _Slot:
     profile: int
     stream: Any
     events: tuple[Any, Any]  # start/end of the last call, for device time
-    batch: int = 0
+    batch: int = 0  # the input shape set now
+    capacity: int = 0  # the batch the buffers hold
     host: dict[str, np.ndarray] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
 
@@ -178,6 +179,11 @@ class TrtRunner:
         self.sharing = (self.inputs[0].shape[0] != -1 or self.features.profile_sharing == "default"
                         or (self.features.profile_sharing == "preview" and bool(entry.get("profile_sharing"))))
         self.max_contexts = None if self.sharing else self.profiles
+        first = self.inputs[0].shape[0]  # a static batch, else the profile's range the build recorded
+        rng = entry.get("batch") or {}
+        self.max_batch: int | None = first if first > 0 else rng.get("max")
+        self.min_batch: int = first if first > 0 else int(rng.get("min") or 1)
+        self.allocations = 0  # buffer sets allocated, all contexts together
         self.description = (f"{self.trt.__name__} {self.trt.__version__} on {self.cuda.device_name} "
                             f"(sm_{self.cuda.compute_capability.replace('.', '')}, {self.cuda.binding})")
 
@@ -228,20 +234,32 @@ class TrtRunner:
         return _Slot(context, profile, stream, (self.cuda.event(), self.cuda.event()))
 
     def _buffers(self, st: _Slot, batch: int) -> None:
+        """Input shape and buffers for ``batch`` images. Buffers are allocated once, for the
+        engine's largest batch (or the largest seen, where no maximum is recorded), and never
+        shrink: a batch that changes from call to call (many cameras) only sets the input shape,
+        never a cudaFree/cudaMalloc and pinned allocation per call."""
         if st.batch == batch:
             return
-        self._free_buffers(st)
         inp = self.inputs[0]
-        shape = (batch,) + inp.shape[1:]
         ctx = st.context
-        if not ctx.set_input_shape(inp.name, shape):
-            raise UsageError(f"batch {batch} is outside this engine's profile; "
-                             "rebuild with edgekit build --batch MIN:OPT:MAX")
-        for t in self.tensors:
-            tshape = shape if t.is_input else _dims(ctx.get_tensor_shape(t.name))
-            st.host[t.name] = self.cuda.pinned(tshape, t.dtype)
-            st.device[t.name] = self.cuda.alloc(st.host[t.name].nbytes)
-            ctx.set_tensor_address(t.name, self.cuda.handle(st.device[t.name]))
+
+        def shape_to(n: int) -> None:
+            if not ctx.set_input_shape(inp.name, (n,) + inp.shape[1:]):
+                raise UsageError(f"batch {n} is outside this engine's profile; "
+                                 "rebuild with edgekit build --batch MIN:OPT:MAX")
+
+        if batch > st.capacity:
+            self._free_buffers(st)
+            cap = max(batch, self.max_batch or 0)
+            shape_to(cap)  # the outputs' shapes at that batch
+            for t in self.tensors:
+                tshape = (cap,) + inp.shape[1:] if t.is_input else _dims(ctx.get_tensor_shape(t.name))
+                st.host[t.name] = self.cuda.pinned(tshape, t.dtype)
+                st.device[t.name] = self.cuda.alloc(st.host[t.name].nbytes)
+                ctx.set_tensor_address(t.name, self.cuda.handle(st.device[t.name]))
+            st.capacity = cap
+            self.allocations += 1
+        shape_to(batch)
         st.batch = batch
 
     def _free_buffers(self, st: _Slot) -> None:
@@ -249,7 +267,7 @@ class TrtRunner:
             self.cuda.free(mem)
         st.device.clear()
         st.host.clear()
-        st.batch = 0
+        st.batch = st.capacity = 0
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         return self.infer_all(inputs)[self.outputs[0].name]
@@ -264,8 +282,9 @@ class TrtRunner:
 
     def _run(self, st: _Slot, inputs: np.ndarray) -> dict[str, np.ndarray]:
         inp = self.inputs[0]
-        self._buffers(st, int(inputs.shape[0]))
-        host_in = st.host[inp.name]
+        n = int(inputs.shape[0])
+        self._buffers(st, n)
+        host_in = st.host[inp.name][:n]  # the rows in use: a batch below the buffers' capacity
         np.copyto(host_in, inputs, casting="same_kind")
         self.cuda.record(st.events[0], st.stream)
         self.cuda.to_device(st.device[inp.name], host_in, st.stream)
@@ -273,11 +292,11 @@ class TrtRunner:
         if not st.context.execute_async_v3(sh):
             raise BundleError(f"TensorRT failed to run {self.plan.name} (see the lines above)")
         for t in self.outputs:
-            self.cuda.to_host(st.host[t.name], st.device[t.name], st.stream)
+            self.cuda.to_host(st.host[t.name][:n], st.device[t.name], st.stream)
         self.cuda.record(st.events[1], st.stream)
         self.cuda.synchronize(st.stream)
         self.last_device_ms = self.cuda.elapsed_ms(*st.events)
-        return {t.name: np.array(st.host[t.name]) for t in self.outputs}
+        return {t.name: np.array(st.host[t.name][:n]) for t in self.outputs}
 
     def close(self) -> None:
         """Free every context, buffer, stream and event; calls still waiting for a context fail."""

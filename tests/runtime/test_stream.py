@@ -290,7 +290,7 @@ def test_run_cli_sigint_stops_cleanly(tmp_path, googlenet_bundle):
 def test_run_needs_a_source(googlenet_bundle):
     res = subprocess.run([sys.executable, "-m", "edgekit", "run", str(googlenet_bundle)], capture_output=True,
                          text=True)
-    assert res.returncode == 2 and "give one of --camera" in res.stderr
+    assert res.returncode == 2 and "give a source: --camera" in res.stderr
 
 
 def test_a_live_source_is_opened_once(fast_video, clf):

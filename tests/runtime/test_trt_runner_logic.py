@@ -52,6 +52,20 @@ def test_runner_matches_onnxruntime_across_batch_changes(runner, googlenet_bundl
     assert len(cuda.live) == 2  # only the current batch's input and output buffers are held
 
 
+def test_a_changing_batch_reuses_the_buffers(googlenet_bundle, tmp_path, monkeypatch):
+    """Many cameras make the batch change every call: the buffers are allocated once, at the
+    engine's recorded maximum, and each call only sets the input shape and copies its rows."""
+    r, _, cuda = make_runner(googlenet_bundle / "model.onnx", tmp_path, monkeypatch,
+                             entry={"batch": {"min": 1, "opt": 4, "max": 8}})
+    with r, classifier.load(googlenet_bundle, backend="onnxruntime", precision="fp32") as clf:
+        frames = [clf.prepare(read_image(p)) for p in sample_images()]
+        for batch in (1, 3, 2, 8, 4, 1):
+            x = np.stack((frames * 4)[:batch])
+            assert np.array_equal(r.infer(x), clf.runner.infer(x))
+        assert r.allocations == 1 and len(cuda.live) == 2
+        assert (r.min_batch, r.max_batch) == (1, 8)
+
+
 def _frames(bundle):
     with classifier.load(bundle, backend="onnxruntime", precision="fp32") as clf:
         return [clf.prepare(read_image(p)) for p in sample_images()]
