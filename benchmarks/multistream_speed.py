@@ -38,7 +38,7 @@ import edgekit  # noqa: E402
 from edgekit.cpuinfo import detect  # noqa: E402
 from edgekit.export import ExportRequest, export  # noqa: E402
 from edgekit.multistream import MultiStream  # noqa: E402
-from edgekit.stream import Stream, StreamOptions  # noqa: E402
+from edgekit.streaming import Stream, StreamOptions  # noqa: E402
 
 WARMUP_S = 1.0
 
@@ -143,7 +143,7 @@ def with_view(clf: Any, clips: list[Path], seconds: float, rounds: int) -> None:
     """The batched stream writing to a live view (as `edgekit run --serve`), in alternating windows
     without and with one viewer connected: what serving costs the inference path."""
     from edgekit.serve import LiveView
-    from edgekit.stream import SinkThread
+    from edgekit.streaming import SinkThread
 
     rates: dict[bool, list[float]] = {False: [], True: []}
     encoded = 0

@@ -33,7 +33,7 @@ import edgekit  # noqa: E402
 from edgekit import sinks, sources  # noqa: E402
 from edgekit.cpuinfo import detect  # noqa: E402
 from edgekit.images import read_image, sample_images  # noqa: E402
-from edgekit.stream import SinkThread, Stream, StreamOptions  # noqa: E402
+from edgekit.streaming import SinkThread, Stream, StreamOptions  # noqa: E402
 
 
 def rss_mib() -> float:

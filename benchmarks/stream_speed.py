@@ -44,7 +44,7 @@ from edgekit import bench, sources  # noqa: E402
 from edgekit.calibrate import CalibrateRequest, calibrate_bundle  # noqa: E402
 from edgekit.export import ExportRequest, export  # noqa: E402
 from edgekit.images import read_image, sample_images  # noqa: E402
-from edgekit.stream import Stream, StreamOptions  # noqa: E402
+from edgekit.streaming import Stream, StreamOptions  # noqa: E402
 
 CODECS = {"camera": "I420", "mjpeg": "MJPG"}
 

@@ -26,9 +26,9 @@ def stream(source: str | int | Sequence[str | int], clf: Classifier, **options: 
     ``for r in edgekit.stream("csi://0", clf): print(r.prediction.label)``;
     ``for r in edgekit.stream(["csi://0", "/dev/video1"], clf): print(r.source, r.frame_index)``.
     Leaving the loop (or ``.stop()``) stops capture cleanly. Options: see
-    edgekit.stream.StreamOptions.
+    edgekit.streaming.StreamOptions.
     """
-    from edgekit.stream import Stream, StreamOptions
+    from edgekit.streaming import Stream, StreamOptions
 
     if isinstance(source, (str, int)):
         return Stream(source, clf, StreamOptions(**options))

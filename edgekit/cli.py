@@ -534,7 +534,7 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
     from edgekit import sinks
     from edgekit.classifier import load
     from edgekit.sources import Reconnect
-    from edgekit.stream import SinkThread, Stream, StreamOptions
+    from edgekit.streaming import SinkThread, Stream, StreamOptions
 
     given = list(camera) + list(source)
     if not given:
@@ -551,7 +551,7 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
         _echo_err(f"bundle: {bundle} (the most recently built)")
     clf = load(bundle, backend=backend, precision=precision)
     _echo_err(f"backend: {clf.runner.description}, {clf.precision} ({clf.why})")
-    from edgekit.stream import camera_settings
+    from edgekit.streaming import camera_settings
 
     cam_w, cam_h, cam_fps, cam_mode = camera_settings(width, height, fps, sensor_mode)
     opts = StreamOptions(topk, threshold, smooth, every_frame, True, cam_w, cam_h, cam_fps, cam_mode,

@@ -57,7 +57,7 @@ def run_demo(model: str, out: Path, say: Out, note: Out) -> None:
         clip = out / "demo-clip.avi"
         _slideshow(photos, clip)
         from edgekit.sinks import Stats
-        from edgekit.stream import Stream, StreamOptions
+        from edgekit.streaming import Stream, StreamOptions
 
         st = Stream(str(clip), int8, StreamOptions(topk=1))
         stats = Stats()

@@ -23,7 +23,7 @@ import numpy as np
 from edgekit import sources as src
 from edgekit.classifier import Classifier, softmax
 from edgekit.errors import EdgekitError
-from edgekit.stream import Result, StreamOptions, _Opened, top_k
+from edgekit.streaming import Result, StreamOptions, _Opened, top_k
 
 GRACE_S = 0.004  # after the first frame of a round is ready, how long the others get
 

@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from edgekit.deps import require
 from edgekit.errors import UsageError
 from edgekit.sinks import annotate
-from edgekit.stream import Result
+from edgekit.streaming import Result
 
 STATES = ("live", "reconnecting", "lost", "ended")
 HEALTHY = ("live", "reconnecting", "ended")

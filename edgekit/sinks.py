@@ -16,7 +16,7 @@ import numpy as np
 from edgekit import bundle as bundle_mod
 from edgekit.deps import require
 from edgekit.errors import UsageError
-from edgekit.stream import Result
+from edgekit.streaming import Result
 
 
 class LatencyHistogram:

@@ -16,7 +16,7 @@ cv2 = pytest.importorskip("cv2")
 import edgekit  # noqa: E402
 from edgekit import sources  # noqa: E402
 from edgekit.multistream import MultiStream  # noqa: E402
-from edgekit.stream import StreamOptions  # noqa: E402
+from edgekit.streaming import StreamOptions  # noqa: E402
 from tests.runtime.test_stream import decode, encode, write_video  # noqa: E402
 
 
@@ -258,7 +258,7 @@ def test_run_cli_serves_the_live_view_while_it_runs(media, googlenet_bundle, tmp
 def test_only_sinks_that_draw_are_handed_the_frame():
     """A lagging JSON sink's queue must not hold full frames (64 x 6 MB at 1080p)."""
     from edgekit.classifier import Prediction
-    from edgekit.stream import Result, SinkThread
+    from edgekit.streaming import Result, SinkThread
 
     class Keeps:
         def __init__(self, draws):
@@ -277,3 +277,14 @@ def test_only_sinks_that_draw_are_handed_the_frame():
         writer.put(Result(i, 0.0, 0.0, 1.0, Prediction(("a",), (0,), (1.0,), 1.0), frame, None, "cam"))
     writer.close()
     assert plain.got == [None] * 3 and all(f is frame for f in drawing.got)
+
+
+def test_readme_python_example_works_twice(media, clf):
+    """`edgekit.stream` stays the function after the first call (no submodule of that name
+    shadows it), for one source and for a list."""
+    slow, fast, _ = media
+    for _ in range(2):
+        for r in edgekit.stream(str(slow), clf, max_frames=2):
+            assert r.source
+        rs = list(edgekit.stream([str(slow), str(fast)], clf, max_frames=4))
+        assert len(rs) == 4 and callable(edgekit.stream)

@@ -26,7 +26,7 @@ from edgekit.errors import UsageError
 from edgekit.images import read_image, sample_images
 from edgekit.serve import LiveView
 from edgekit.sinks import annotate
-from edgekit.stream import Result
+from edgekit.streaming import Result
 
 PRED = Prediction(("tabby cat", "tiger cat", "Egyptian cat"), (281, 282, 285), (0.61, 0.2, 0.1), 5.0)
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

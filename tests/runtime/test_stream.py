@@ -17,7 +17,7 @@ cv2 = pytest.importorskip("cv2")
 
 import edgekit  # noqa: E402
 from edgekit import sources  # noqa: E402
-from edgekit.stream import Stream, StreamOptions  # noqa: E402
+from edgekit.streaming import Stream, StreamOptions  # noqa: E402
 from tests.threads import run_threads  # noqa: E402
 
 BITS = 10
@@ -311,7 +311,7 @@ def test_run_takes_the_device_profiles_camera_settings(monkeypatch):
     """A Jetson Nano's profile (1280x720 at 30 fps) stands in for detection here. Sensor modes
     belong to the camera module (IMX219, IMX477), not the board: only the user sets one."""
     from edgekit import profiles as pm
-    from edgekit.stream import camera_settings
+    from edgekit.streaming import camera_settings
 
     nano = pm.get("jetson-nano")
     monkeypatch.setattr(pm, "detect", lambda *a, **k: (nano, pm.Device(model="NVIDIA Jetson Nano")))

@@ -27,7 +27,7 @@ cv2 = pytest.importorskip("cv2")
 import edgekit  # noqa: E402
 from edgekit import redact, sinks, sources  # noqa: E402
 from edgekit.classifier import Prediction  # noqa: E402
-from edgekit.stream import Result, SinkError, SinkThread, Stream, StreamOptions  # noqa: E402
+from edgekit.streaming import Result, SinkError, SinkThread, Stream, StreamOptions  # noqa: E402
 from tests.runtime.test_stream import Camera, decode, encode, write_video  # noqa: E402
 
 EDGEKIT = [sys.executable, "-m", "edgekit"]
