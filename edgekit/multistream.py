@@ -182,13 +182,25 @@ class MultiStream:
             raise src.SourceError(f"{', '.join(twice)} given twice: a camera streams to one reader; give each "
                                   "camera once (files and stream URLs may repeat)")
         self.sources: list[Source] = []
-        try:
-            for spec, name in zip(specs, _unique([sp.display_name for sp in specs])):
-                opened = _Opened(spec, o, self._event(name), opener, self._wake.set)
-                self.sources.append(Source(name, opened, self._wake.set))
-        except BaseException:
-            self.stop()  # the ones already open are closed
-            raise
+        names = _unique([sp.display_name for sp in specs])
+        # opened side by side: a stream URL that never answers costs its timeout once, not once per
+        # source after it (CSI opens still take turns: sources._ARGUS)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def open_one(k: int) -> _Opened:
+            return _Opened(specs[k], o, self._event(names[k]), opener, self._wake.set)
+
+        with ThreadPoolExecutor(max_workers=min(8, len(specs))) as pool:
+            futures = [pool.submit(open_one, k) for k in range(len(specs))]
+            error: BaseException | None = None
+            for k, fut in enumerate(futures):
+                try:
+                    self.sources.append(Source(names[k], fut.result(), self._wake.set))
+                except BaseException as exc:  # noqa: BLE001 - the first failure is raised below
+                    error = error or exc
+        if error is not None:
+            self.stop()  # the ones that did open are closed
+            raise error
         self.name = ", ".join(s.name for s in self.sources)
         self.results = 0
         self.rounds = 0

@@ -1,6 +1,8 @@
 """A live view over HTTP while a stream is classified: on a headless robot, a browser on a laptop
-shows what the model sees (annotated Motion-JPEG, which every browser plays without a plugin), the
-live figures, Prometheus metrics and a health check. Standard library server, no web framework.
+shows what the model sees (annotated JPEGs: the page asks for each source's next one when the last
+has loaded, so any number of sources fit in a browser's six connections a host; /video/<k>.mjpg
+serves Motion-JPEG to players such as VLC), the live figures, Prometheus metrics and a health
+check. Standard library server, no web framework; at most MAX_CONNECTIONS connections at once.
 
 It is a sink: write() only keeps the newest result per source, so it costs inference nothing;
 JPEGs are encoded in one thread, only for sources someone is watching, at most ``fps`` a second."""
@@ -36,6 +38,8 @@ FPS_SPAN_S = 5.0  # a source with no result for this long shows 0 fps
 LATENCY_BUCKETS_S = (.005, .01, .02, .03, .05, .075, .1, .15, .2, .3, .5, .75, 1.0, 2.0, 5.0)
 BOUNDARY = b"edgekitframe"
 JPEG_QUALITY = 80
+MAX_CONNECTIONS = 64  # more at once are closed at accept: no client can take the process's file descriptors
+POLL_WATCH_S = 2.0  # a source whose /frame/<k>.jpg was asked for this recently counts as watched
 VIEW_WIDTH = 960  # wider frames are scaled down before they are drawn on and encoded
 
 
@@ -49,6 +53,7 @@ class _Source:
         self.latency = np.zeros(WINDOW)
         self.done = np.zeros(WINDOW)
         self.viewers = 0
+        self.polled_at = -1e9  # monotonic time of the page's last /frame/<k>.jpg
         self.encoded_at = 0  # self.results when the JPEG was made
         self.next_due = 0.0  # monotonic time of the next encode allowed (the fps cap)
         self.jpeg = b""
@@ -74,7 +79,26 @@ def _hung_up(conn: socket.socket) -> bool:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 64  # a page opening many videos at once is not held up in SYN retries
     view: LiveView
+    active = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.view._lock:
+            full = self.active >= MAX_CONNECTIONS
+            if not full:
+                self.active += 1
+        if full:  # closed at once: the descriptor is back before the next accept
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            with self.view._lock:
+                self.active -= 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], OSError):  # a viewer that left or stalled: not worth a traceback
@@ -108,12 +132,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if not getattr(self, "_head_only", False):
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        """Health checkers that ask with HEAD get GET's status and headers."""
+        self._head_only = True
+        self.do_GET()
 
     def do_GET(self) -> None:
         view = self.server.view
         path = urlsplit(self.path).path
         video = re.fullmatch(r"/video/(\d+)\.mjpg", path)
+        frame = re.fullmatch(r"/frame/(\d+)\.jpg", path)
         if path == "/":
             self.send(200, "text/html; charset=utf-8", view.page().encode("utf-8"))
         elif path == "/stats.json":
@@ -123,7 +154,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             ok, why = view.health()
             self.send(200 if ok else 503, "text/plain; charset=utf-8", why.encode("utf-8") + b"\n")
-        elif video:
+        elif frame:
+            jpeg = view._frame(int(frame.group(1)))
+            if jpeg is None:
+                self.send(404, "text/plain; charset=utf-8", b"no such source (yet)\n")
+            else:
+                self.send(200, "image/jpeg", jpeg)
+        elif video and not getattr(self, "_head_only", False):
             view._video(self, int(video.group(1)))
         else:
             self.send(404, "text/plain; charset=utf-8", b"not found: try / /stats.json /metrics /healthz\n")
@@ -181,6 +218,9 @@ class LiveView:
         self._m_latency = Histogram("edgekit_latency_seconds", "Capture-to-result latency in seconds", labels,
                                     buckets=LATENCY_BUCKETS_S, registry=self.registry)
         self.registry.register(_SourceCollector(self))
+        with self._lock:  # the sources in their own order (video keys never follow whose frame came first)
+            for name in self._source_info():
+                self._add(name)
         self._server = self._bind(host, port)
         self._server.view = self
         self.host, self.port = host, int(self._server.server_address[1])
@@ -278,10 +318,11 @@ class LiveView:
         while not self._closed:
             now = time.monotonic()
             with self._lock:
-                todo = [(s, s.latest, s.results) for s in self._list if s.viewers and s.results != s.encoded_at
+                todo = [(s, s.latest, s.results) for s in self._list
+                        if (s.viewers or now - s.polled_at < POLL_WATCH_S) and s.results != s.encoded_at
                         and s.latest is not None and s.latest.frame is not None]
             if not todo:
-                self._wake.wait()
+                self._wake.wait(POLL_WATCH_S)
                 self._wake.clear()
                 continue
             due = [t for t in todo if t[0].next_due <= now]
@@ -354,6 +395,19 @@ class LiveView:
             with self._lock:
                 s.viewers -= 1
 
+    def _frame(self, key: int) -> bytes | None:
+        """The newest JPEG of a source, for the page, which asks for the next one when this one has
+        loaded: short requests, so any number of sources fit in a browser's six connections a host
+        (Motion-JPEG streams each hold one for good). Asking counts as watching for POLL_WATCH_S."""
+        with self._lock:
+            s = self._list[key] if key < len(self._list) else None
+            if s is None:
+                return None
+            s.polled_at = time.monotonic()
+        self._wake.set()
+        with s.cond:
+            return s.jpeg if s.jpeg_seq else self._waiting
+
     @staticmethod
     def _part(h: _Handler, jpeg: bytes) -> None:
         # the closing boundary goes out with the frame: browsers show a part once it is closed
@@ -385,7 +439,7 @@ class LiveView:
             span = float(recent.max() - recent.min()) if recent.size >= 2 else 0.0
             p50, p90, p99 = (float(x) for x in np.percentile(lat[:k], [50, 90, 99])) if k else (0.0, 0.0, 0.0)
             d = info.get(s.name, {})
-            out.append({"key": s.key, "name": s.name, "video": f"/video/{s.key}.mjpg",
+            out.append({"key": s.key, "name": s.name, "video": f"/video/{s.key}.mjpg", "frame": f"/frame/{s.key}.jpg",
                         "fps": round((recent.size - 1) / span, 2) if span > 0 else 0.0,
                         "latency_ms": {"p50": round(p50, 2), "p90": round(p90, 2), "p99": round(p99, 2)},
                         "results": n, "dropped": int(d.get("dropped", 0)), "reconnects": int(d.get("reconnects", 0)),
@@ -407,8 +461,9 @@ class LiveView:
     def page(self) -> str:
         first = json.dumps(self.stats()).replace("<", "\\u003c")  # safe inside <script>
         title = f"edgekit: {self.model} on {self.backend}".replace("&", "&amp;").replace("<", "&lt;")
-        parts = {"TITLE": title, "FIRST": first}
-        return re.sub(r"@@(TITLE|FIRST)@@", lambda m: parts[m.group(1)], PAGE)
+        period = str(int(1000 / self.fps)) if self.fps > 0 else "100"
+        parts = {"TITLE": title, "FIRST": first, "PERIOD": period}
+        return re.sub(r"@@(TITLE|FIRST|PERIOD)@@", lambda m: parts[m.group(1)], PAGE)
 
 
 PAGE = """<!doctype html>
@@ -430,8 +485,10 @@ var grid = document.getElementById('grid');
 function card(s) {
   var c = document.createElement('div'); c.className = 'card'; c.id = 's' + s.key;
   var n = document.createElement('div'); n.className = 'name'; n.textContent = s.name || '(source)';
-  var img = document.createElement('img'); img.alt = s.name; img.src = s.video;
-  img.onerror = function () { setTimeout(function () { img.src = s.video + '?' + Date.now(); }, 2000); };
+  var img = document.createElement('img'); img.alt = s.name; img.src = s.frame;
+  // the next frame once this one has loaded (short requests: a browser has 6 connections a host)
+  img.onload = function () { setTimeout(function () { img.src = s.frame + '?' + Date.now(); }, @@PERIOD@@); };
+  img.onerror = function () { setTimeout(function () { img.src = s.frame + '?' + Date.now(); }, 2000); };
   var f = document.createElement('div'); f.className = 'figs';
   c.appendChild(n); c.appendChild(img); c.appendChild(f); grid.appendChild(c);
   return c;

@@ -190,14 +190,22 @@ class JsonLines:
             raise
 
     def _position(self) -> int | None:
-        """Where the next line starts, for a regular file (None for a pipe or a terminal)."""
+        """Where the next line starts, for a regular file written in place; None for a pipe, a
+        terminal, /dev/null (always at 0) or a file opened to append (``>>``: another program, such
+        as logrotate's copytruncate, may cut it under us), where a short write cannot be told."""
         if self._seekable is False:
             return None
         try:
-            pos = os.lseek(self.f.fileno(), 0, os.SEEK_CUR)
-            self._seekable = True
-            return pos
-        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            fd = self.f.fileno()
+            if self._seekable is None:
+                import fcntl
+                import stat
+
+                self._seekable = stat.S_ISREG(os.fstat(fd).st_mode) and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND
+                if not self._seekable:
+                    return None
+            return os.lseek(fd, 0, os.SEEK_CUR)
+        except (OSError, ValueError, AttributeError, ImportError, io.UnsupportedOperation):
             self._seekable = False
             return None
 

@@ -4,6 +4,7 @@ naming its source, batched calls, and a source that fails leaving the others run
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -288,3 +289,26 @@ def test_readme_python_example_works_twice(media, clf):
             assert r.source
         rs = list(edgekit.stream([str(slow), str(fast)], clf, max_frames=4))
         assert len(rs) == 4 and callable(edgekit.stream)
+
+
+def test_json_lines_to_dev_null_and_to_a_file_cut_by_logrotate(media, googlenet_bundle, tmp_path):
+    """`--json > /dev/null` (always at offset 0) and `>> app.jsonl` truncated under the run
+    (logrotate's copytruncate) are not a full disk."""
+    import subprocess
+    import sys
+
+    slow, fast, _ = media
+    cmd = [sys.executable, "-m", "edgekit", "run", str(googlenet_bundle), "--source", str(slow), "--every-frame",
+           "--json"]
+    with open(os.devnull, "w") as null:
+        assert subprocess.run(cmd, stdout=null, stderr=subprocess.PIPE, text=True).returncode == 0
+    log = tmp_path / "app.jsonl"
+    with open(log, "a") as f:
+        proc = subprocess.Popen(cmd[:-2] + ["--json"], stdout=f, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        os.truncate(log, 0)  # copytruncate
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    data = log.read_bytes()
+    assert data and b"\0" not in data  # O_APPEND: the lines after the cut start the file again
+    assert all(json.loads(ln) for ln in data.splitlines())
