@@ -229,6 +229,10 @@ class _ProgressBar:
         elapsed = max(self._time() - self.t0, 1e-9)
         rate = done / elapsed
         eta = (total - done) / rate if rate > 0 else 0.0
+        if not sys.stderr.isatty():  # a log or CI: one line at the end, not a bar redrawn with \r
+            if done >= total:
+                click.echo(f"{self.what}: {done}/{total} images, {rate:.1f} images/s, {elapsed:.1f} s", err=True)
+            return
         width = 24
         filled = int(width * done / max(total, 1))
         line = (f"\r{self.what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "

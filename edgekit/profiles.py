@@ -225,9 +225,13 @@ def _find(name: str, near: Path | None = None) -> Path:
     for folder in [near, user_dir(), SHIPPED]:
         if folder is not None and (folder / f"{name}.yaml").is_file():
             return folder / f"{name}.yaml"
-    names = ", ".join(p.name for p in all_profiles())
+    known = [p.name for p in all_profiles()]
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
     broken = f" ({skipped()[0]})" if _SKIPPED else ""
-    raise UsageError(f"unknown profile {name!r}; edgekit profiles lists them: {names}{broken}")
+    raise UsageError(f"unknown profile {name!r}; {hint}edgekit profiles lists them: {', '.join(known)}{broken}")
 
 
 _SKIPPED: dict[str, str] = {}  # user profile file -> why it cannot be loaded

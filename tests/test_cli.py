@@ -112,3 +112,28 @@ def test_python_dash_m_and_console_script(tmp_path):
     assert "googlenet" in res.stdout
     res = subprocess.run([sys.executable, "-m", "edgekit", "export", "-m", "nope"], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.startswith("error: unknown model 'nope'")
+
+
+def test_progress_is_a_bar_on_a_terminal_and_one_line_in_a_log(monkeypatch, capsys):
+    import sys
+
+    from edgekit.cli import _ProgressBar
+
+    for tty in (True, False):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty)
+        bar = _ProgressBar("calibrating")
+        for k in range(1, 11):
+            bar(k, 10)
+        err = capsys.readouterr().err
+        if tty:
+            assert err.count("\r") == 10 and "ETA" in err
+        else:
+            assert "\r" not in err and err.count("\n") == 1 and "10/10 images" in err
+
+
+def test_a_mistyped_profile_gets_a_suggestion():
+    from edgekit import profiles
+    from edgekit.errors import UsageError
+
+    with pytest.raises(UsageError, match="did you mean jetson-orin-nano"):
+        profiles.get("jetson-orin-nan")
