@@ -62,6 +62,9 @@ class Window:
 
 
 def _collect(it: Any, seconds: float, w: Window, lock: threading.Lock | None = None) -> None:
+    """Results of ``it`` after a warm-up, for ``seconds``, into ``w`` (shared between threads
+    under ``lock``)."""
+    lock = lock or threading.Lock()
     t_start = time.perf_counter()
     t0 = None
     for r in it:
@@ -70,12 +73,7 @@ def _collect(it: Any, seconds: float, w: Window, lock: threading.Lock | None = N
             if now - t_start < WARMUP_S:
                 continue
             t0 = now
-        if lock:
-            with lock:
-                w.results += 1
-                w.age.append(r.latency_ms)
-                w.infer.append(r.infer_ms)
-        else:
+        with lock:
             w.results += 1
             w.age.append(r.latency_ms)
             w.infer.append(r.infer_ms)
@@ -83,7 +81,7 @@ def _collect(it: Any, seconds: float, w: Window, lock: threading.Lock | None = N
             break
     it.stop()
     if t0 is not None:
-        with lock or threading.Lock():
+        with lock:
             w.seconds = max(w.seconds, time.perf_counter() - t0)
 
 

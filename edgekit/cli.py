@@ -560,13 +560,14 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
     cam_w, cam_h, cam_fps, cam_mode = camera_settings(width, height, fps, sensor_mode)
     opts = StreamOptions(topk, threshold, smooth, every_frame, True, cam_w, cam_h, cam_fps, cam_mode,
                          Reconnect(attempts=reconnect_attempts), max_frames)
+    keep = bool(output or display or serve)  # a sink will draw on the frames
     st: Any
     if len(given) == 1:
-        st = Stream(given[0], clf, opts, on_event=_echo_err, keep_frames=bool(output or display or serve))
+        st = Stream(given[0], clf, opts, on_event=_echo_err, keep_frames=keep)
     else:
         from edgekit.multistream import MultiStream
 
-        st = MultiStream(given, clf, opts, on_event=_echo_err, keep_frames=bool(output or display or serve))
+        st = MultiStream(given, clf, opts, on_event=_echo_err, keep_frames=keep)
     stats = sinks.Stats()
     per = sinks.PerSource() if len(given) > 1 else None
     out: list[Any] = [stats] + ([per] if per is not None else [])
@@ -579,7 +580,6 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
         out.append(video)
     if display:
         out.append(sinks.Window())
-    view = None
     if host_port is not None:
         from edgekit.serve import LiveView
 

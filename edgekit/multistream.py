@@ -29,7 +29,11 @@ GRACE_S = 0.004  # after the first frame of a round is ready, how long the other
 
 
 class _InOrder:
-    """A reader thread taking every frame in order, at most ``ahead`` frames ahead of the model."""
+    """A reader thread taking every frame in order, at most ``ahead`` frames ahead of the model;
+    asked and taken from as a :class:`~edgekit.sources.LatestFrame` is (it drops nothing)."""
+
+    dropped = 0
+    reconnects = 0
 
     def __init__(self, reader: src.Reader, on_frame: Callable[[], None], ahead: int = 2) -> None:
         self.reader = reader
@@ -62,6 +66,9 @@ class _InOrder:
             self.state = "lost" if self.error is not None else "ended"
             self._on_frame()
 
+    def ask(self) -> None:
+        """Nothing to do: the thread reads ahead on its own."""
+
     @property
     def ready(self) -> bool:
         return self.done or not self._q.empty()
@@ -90,59 +97,57 @@ class Source:
     def __init__(self, name: str, opened: _Opened, wake: Callable[[], None]) -> None:
         self.name = name
         self.fps = opened.fps
-        self.capture = opened.capture
-        self._in_order = _InOrder(opened.reader, wake) if opened.reader is not None else None
+        self.feed: src.LatestFrame | _InOrder
+        if opened.capture is not None:
+            self.feed = opened.capture
+        else:
+            assert opened.reader is not None
+            self.feed = _InOrder(opened.reader, wake)
         self.results = 0
         self.error: BaseException | None = None  # why it was left, when it failed
         self.ewma: np.ndarray | None = None
 
     @property
     def dropped(self) -> int:
-        return self.capture.dropped if self.capture is not None else 0
+        return self.feed.dropped
 
     @property
     def reconnects(self) -> int:
-        return self.capture.reconnects if self.capture is not None else 0
+        return self.feed.reconnects
 
     @property
     def skipped(self) -> list[tuple[Any, str]]:
-        return list(self._in_order.reader.skipped) if self._in_order is not None else []
+        return list(self.feed.reader.skipped) if isinstance(self.feed, _InOrder) else []
 
     @property
     def state(self) -> str:
-        if self.error is not None:
-            return "lost"
-        return self.capture.state if self.capture is not None else self._in_order.state  # type: ignore[union-attr]
+        return "lost" if self.error is not None else self.feed.state
 
     def status(self) -> dict[str, Any]:
         return {"dropped": self.dropped, "reconnects": self.reconnects, "state": self.state,
                 "results": self.results}
 
     def ask(self) -> None:
-        if self.capture is not None:
-            self.capture.ask()
+        self.feed.ask()
 
     @property
     def ready(self) -> bool:
-        return self.capture.ready if self.capture is not None else self._in_order.ready  # type: ignore[union-attr]
+        return self.feed.ready
 
     def take(self) -> src.Frame | None:
-        return self.capture.take() if self.capture is not None else self._in_order.take()  # type: ignore[union-attr]
+        return self.feed.take()
 
     @property
     def finished(self) -> bool:
         if self.error is not None:
             return True
         try:
-            return self.capture.finished if self.capture is not None else self._in_order.finished  # type: ignore
+            return self.feed.finished
         except BaseException:  # noqa: BLE001 - a failure: take() raises it
             return False
 
     def stop(self) -> None:
-        if self.capture is not None:
-            self.capture.stop()
-        if self._in_order is not None:
-            self._in_order.stop()
+        self.feed.stop()
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -217,8 +217,8 @@ class Reconnect:
     max_delay: float = 8.0
 
 
-
 _ARGUS = threading.Lock()  # nvargus-daemon: concurrent session opens fail with "Failed to create CaptureSession"
+
 
 class LatestFrame:
     """A capture thread that keeps only the newest frame (never a queue of stale ones).

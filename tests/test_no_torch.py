@@ -19,6 +19,7 @@ def test_runtime_modules_work_without_torch(googlenet_bundle):
         import edgekit.preprocess, edgekit.labels, edgekit.images, edgekit.inspect, edgekit.runners.ort
         import edgekit.zoo, edgekit.trt.parse, edgekit.trt.compat, edgekit.profiles, edgekit.engine
         import edgekit.sources, edgekit.streaming, edgekit.sinks, edgekit.calibcache, edgekit.gate
+        import edgekit.multistream, edgekit.serve
         import edgekit.runners.trt, edgekit.runners.cuda, edgekit.bench, edgekit.deepstream, edgekit.triton
         from edgekit.zoo import list_models
         assert len(list_models()) == 6
