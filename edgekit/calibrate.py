@@ -48,6 +48,8 @@ class CalibrateRequest:
     fp16: bool = True
     max_drop: float = 0.01  # labelled top-1 accuracy drop allowed (a share: 0.01 = 1 point)
     num_val_images: int | None = None  # validation images to use [default: all, up to DEFAULT_VAL_IMAGES]
+    split: Any = None  # an edgekit.dataset.Split (a training run's): calibrate on its training images, gate on
+    #                    its validation images with their labels; data and val_data must then be None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ def _labels_of(val: calibdata.Collected, root: Path | None, man: mf.Manifest, bu
 
 def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
     pre = man.preprocess
+    if req.split is not None:
+        return _gather_split(req, man, log)
     source = Path(req.data) if req.data is not None else calibdata.default_set()
     if req.data is None:
         log(f"no --calib-data: calibrating on edgekit's general-purpose photographs ({source}); "
@@ -148,6 +152,29 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
             "add images or pass --val-data DIR"
         )
     return _Data(calib, val, _labels_of(val, val_root, man, req.bundle, log), len(val_items))
+
+
+def _gather_split(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
+    """A training run's split: its training images calibrate, its validation images (labelled by their
+    class folders, the bundle's labels) judge; none is in both."""
+    split = req.split
+    missing = split.missing()
+    if missing:
+        raise UsageError(f"{len(missing)} image(s) of the training run's split are not here (e.g. {missing[0]}); "
+                         "calibrate where the training images are, or give --calib-data DIR and --val-data DIR")
+    pre = man.preprocess
+    calib = calibdata.collect(calibdata.spread(split.train_items(), split.train_root), pre,
+                              req.num_images or DEFAULT_IMAGES)
+    val_items = split.val_items()
+    val = calibdata.collect(calibdata.spread(val_items, split.val_root), pre, req.num_val_images or DEFAULT_VAL_IMAGES)
+    log(f"calibrating on {len(calib.items)} of the run's training images; the gate uses {len(val.items)} of its "
+        f"{len(val_items)} validation images and their labels")
+    for warn in (calibdata.skipped_warning(calib.skipped), calibdata.skipped_warning(val.skipped)):
+        if warn:
+            log(f"warning: {warn}")
+    if len(calib.items) == 0 or len(val.items) == 0:
+        raise UsageError("no readable images in the training run's split; check its files")
+    return _Data(calib, val, _labels_of(val, split.val_root, man, req.bundle, log), len(val_items))
 
 
 def _check(req: CalibrateRequest) -> None:

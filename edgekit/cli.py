@@ -133,25 +133,50 @@ def models(as_json: bool) -> None:
 
 
 @cli.command()
-@model_option()
+@click.argument("run", type=click.Path(path_type=Path), required=False)
+@model_option(required=False)
 @weights_option
 @out_option
 @force_option
 @export_options
-def export(model: str, weights: str, out: Path | None, force: bool, labels: Path | None,
+def export(run: Path | None, model: str | None, weights: str, out: Path | None, force: bool, labels: Path | None,
            input_size: int | None, batch: int | None, float_input: bool,
            mean: tuple[float, float, float] | None, std: tuple[float, float, float] | None) -> None:
-    """Export a zoo model to a bundle: ONNX with preprocessing in the graph, parity-checked.
+    """Export a zoo model, or an edgekit train run, to a bundle: ONNX with preprocessing in the graph.
+
+    A run exports its best weights with the preprocessing it was trained with and its labels
+    (into RUN/bundle unless -o). Parity with PyTorch is checked either way.
 
     \b
     Examples:
       edgekit export --model inception_v4 -o build/inception_v4
       edgekit export --model googlenet --weights my_finetune.pth --labels labels.txt -o build/parts
+      edgekit export runs/parts -o build/parts
       edgekit export --model inception_v3 --weights random --float-input --batch 1
     """
     from edgekit.export import ExportRequest
     from edgekit.export import export as do_export
 
+    if (run is None) == (model is None):
+        raise UsageError("give --model NAME, or the folder of an edgekit train run (edgekit export --help)")
+    if run is not None:
+        from edgekit import manifest as mf
+        from edgekit import train as train_mod
+
+        if not train_mod.is_run(run):
+            raise UsageError(f"{run} is not an edgekit train run (no {train_mod.RUN_FILE}); for a zoo model give "
+                             "--model NAME")
+        given = [flag for flag, v in (("--labels", labels), ("--input-size", input_size), ("--mean", mean),
+                                      ("--std", std)) if v is not None] + (["--weights"] if weights != "imagenet"
+                                                                           else [])
+        if given:
+            raise UsageError(f"{', '.join(given)} come from the training run {run}; drop them")
+        path = train_mod.bundle_for_run(run, out, force, log=_echo_err, batch=batch, float_input=float_input)
+        man = mf.read(path)
+        click.echo(f"{path}  ({man.model.name}, {man.model.num_classes} classes, parity "
+                   f"{man.validation['parity']['max_rel_error']:.1e})")
+        return
+    assert model is not None
     res = do_export(ExportRequest(model, out, weights, labels, input_size, batch, float_input, mean, std, force),
                     log=_echo_err)
     par = res.manifest.validation["parity"]
@@ -273,12 +298,14 @@ def calibration_options(f: F) -> F:
 
 def _calibrate(bundle: Path, data: Path | None, method: str, num_images: int | None, percentile: float,
                val_data: Path | None, num_val_images: int | None, holdout: float, min_agreement: float,
-               max_drop: float, fallback: str, max_fallback: int, cache_trt_version: str) -> None:
+               max_drop: float, fallback: str, max_fallback: int, cache_trt_version: str, split: Any = None) -> None:
     from edgekit.calibrate import CalibrateRequest, calibrate_bundle
 
+    if data is not None or val_data is not None:
+        split = None  # the user's own images win over a training run's split
     req = CalibrateRequest(bundle, data, method, num_images, percentile, val_data, holdout, min_agreement,
                            fallback, max_fallback, cache_trt_version, max_drop=max_drop / 100.0,
-                           num_val_images=num_val_images)
+                           num_val_images=num_val_images, split=split)
     res = calibrate_bundle(req, log=_echo_err, progress=_ProgressBar("calibrating"))
     n = res.figures["int8"]["images"]
     click.echo(f"{'precision':<10} {'top-1 agree':>11} {'95% interval':>13} {'top-5 overlap':>13} {'cosine':>8} "
@@ -358,7 +385,13 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
     from edgekit.engine import build as build_engine
 
     if (bundle is None) == (model is None):
-        raise UsageError("give either a BUNDLE directory (or an .onnx file) or --model NAME (edgekit build --help)")
+        raise UsageError("give either a BUNDLE directory (or an .onnx file, or an edgekit train run) or --model NAME "
+                         "(edgekit build --help)")
+    from edgekit import train as train_mod
+
+    run = bundle if train_mod.is_run(bundle or Path("-")) else None
+    if run is not None:
+        train_mod.finished_run(run)  # refuse an unfinished run before any work
     given = [flag for flag, v in (("--labels", labels), ("--input-size", input_size), ("--float-input", float_input),
                                   ("--mean", mean), ("--std", std)) if v is not None and v is not False]
     if bundle is not None and given:
@@ -386,12 +419,16 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         target = out or bundle_mod.default_dir(name, precision or "fp32")
         bundle = do_export(ExportRequest(model, target, weights, labels, input_size, None, float_input, mean, std,
                                          force), log=_echo_err).bundle
+    split = None
+    if run is not None:
+        bundle = train_mod.bundle_for_run(run, out, force, log=_echo_err)
+        split = train_mod.run_split(run)
     assert bundle is not None
     man = mf.read(bundle)
     want = precision or (prof.default_precision if prof.kind != "cpu" else None)
     if not prof_mod.edgekit_runs_on(prof):
         if want == "int8" and man.artifact("onnx", "int8") is None:
-            _calibrate(bundle, calib_data, **opts)
+            _calibrate(bundle, calib_data, split=split, **opts)
         # JetPack 4 (TensorRT 8.0/8.2, Python 3.6): what the board can use without edgekit
         from edgekit.jetpack4 import write_kit
 
@@ -402,7 +439,7 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         click.echo(str(kit.out))
         return
     if want in ("int8", "fp16") and man.artifact("onnx", want) is None:
-        _calibrate(bundle, calib_data, **opts)
+        _calibrate(bundle, calib_data, split=split, **opts)
     if prof.kind == "cpu" and profile is None:
         _echo_err("no NVIDIA GPU or Jetson detected: no TensorRT engine built; the bundle runs on ONNX Runtime "
                   "(edgekit build BUNDLE on the device, or --profile NAME to build ahead of time with TensorRT-RTX)")
@@ -857,5 +894,9 @@ def main(argv: list[str] | None = None) -> None:
         code = 1
     sys.exit(code)
 
+
+from edgekit.cli_train import train_cmd  # noqa: E402  (the stage's command lives beside its library)
+
+cli.add_command(train_cmd)
 
 __all__ = ["cli", "main", "UsageError"]

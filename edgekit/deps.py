@@ -15,6 +15,7 @@ _EXTRAS: dict[str, str] = {
     "timm": "export",
     "onnxslim": "export",
     "safetensors": "export",
+    "matplotlib": "export",
     "cv2": "video",
     "tensorrt": "gpu",
     "tensorrt_rtx": "rtx",

@@ -43,6 +43,8 @@ class ExportRequest:
     std: tuple[float, float, float] | None = None
     force: bool = False
     parity_random: int = 8
+    preprocess: Preprocess | None = None  # all of it (a training run's): overrides the weights' own and mean/std
+    training: dict[str, Any] | None = None  # what trained the weights (edgekit train), for the manifest
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ def export(req: ExportRequest, log: Log = _noop) -> ExportResult:
     names = (labels_mod.read(req.labels, loaded.num_classes) if req.labels
              else labels_mod.default_for(loaded.num_classes))
     pre = spec.preprocess(loaded.source, size)
-    if loaded.kind == "file" and (req.mean is None or req.std is None):
+    if req.preprocess is not None:
+        pre = req.preprocess
+    elif loaded.kind == "file" and (req.mean is None or req.std is None):
         log(normalisation_note(spec, pre, req, loaded.description))
     if req.mean or req.std:
         pre = Preprocess(pre.height, pre.width, pre.crop_fraction, pre.interpolation,
@@ -291,7 +295,8 @@ def _manifest(spec: ModelSpec, pre: Preprocess, loaded: Any, params: int, names:
         model=mf.ModelInfo(spec.name, spec.version, loaded.description, loaded.sha256,
                            loaded.num_classes, params, OPSET),
         input=inp, output=out, preprocess=pre, labels="labels.txt", artifacts=arts,
-        validation={"parity": {**parity, "export_seconds": round(export_s, 2)}},
+        validation={"parity": {**parity, "export_seconds": round(export_s, 2)},
+                    **({"training": req.training} if req.training else {})},
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         edgekit_version=__version__,
     )

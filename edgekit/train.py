@@ -1,0 +1,696 @@
+"""Fine-tuning a zoo model on a user's class folders, into a run directory edgekit builds from.
+
+The network trained is the one deployed: the model wrapped in the bundle's in-graph
+preprocessing (:func:`edgekit.export.wrap`), fed the camera's uint8 BGR frames after the very
+crop/resize the runtime does (:func:`edgekit.preprocess.fit_frame`). Training and deployment
+cannot disagree on colour order, scaling or normalisation.
+
+A run directory (``run.json`` says what it is)::
+
+    run.json            model, preprocessing, classes, settings, per-epoch history, best epoch, report
+    labels.txt          class names (the folder names), in class-index order
+    split.json          which images trained and which validated
+    model.safetensors   the best weights so far (by validation accuracy); its metadata names the epoch
+    resume.pt           the last finished epoch (weights, optimiser): --resume continues from it
+    report/             confusion.png, curves.png, per_class.txt (when training ends)
+
+Every file is replaced by an atomic rename, so a kill at any instant leaves the last finished
+epoch resumable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit import bundle as bundle_mod
+from edgekit.callbacks import Log
+from edgekit.dataset import SPLIT_FILE, ImageFolder, Split, make_split, scan
+from edgekit.deps import require
+from edgekit.errors import EdgekitError, UsageError
+from edgekit.preprocess import Preprocess, _resize, crop_box, fit_frame
+
+RUN_FILE = "run.json"
+RUN_SCHEMA = "edgekit-run"
+WEIGHTS = "model.safetensors"
+RESUME = "resume.pt"
+LABELS = "labels.txt"
+REPORT = "report"
+
+# Training memory per image (MiB, float32 activations and their gradients) at each model's own
+# input size, measured on an H100 at batch 16 (benchmarks/device/train-memory-*.json); scaled
+# by the input area. Mixed precision roughly halves it.
+TRAIN_MIB_PER_IMAGE = {
+    "googlenet": 60.0,
+    "bn_inception": 90.0,
+    "inception_v3": 150.0,
+    "inception_v4": 260.0,
+    "inception_resnet_v1": 170.0,
+    "inception_resnet_v2": 320.0,
+}
+# What CUDA, cuDNN and PyTorch themselves take on a Jetson's shared memory before any batch.
+JETSON_CUDA_OVERHEAD_MIB = 1536
+
+
+class TrainError(EdgekitError):
+    """Training cannot go on (out of memory, a diverging loss)."""
+
+
+class Interrupted(EdgekitError):
+    """Ctrl-C or SIGTERM: the last finished epoch is on disk."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    out: Path
+    model: str | None = None  # None with resume: the run's own
+    data: Path | None = None
+    weights: str = "imagenet"
+    val: Path | None = None
+    holdout: float = 0.2
+    epochs: int = 15
+    batch: int | None = None  # None: sized to the device's memory
+    lr: float = 1e-3
+    input_size: int | None = None
+    flip: bool = True
+    min_crop: float = 0.7  # the smallest training crop, as a share of the deployed crop's side
+    jitter: float = 0.2  # brightness, contrast and saturation: +- this share
+    patience: int = 5  # epochs without a better validation accuracy before stopping; 0: never
+    workers: int | None = None
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda
+    resume: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    epoch: int  # 1-based
+    epochs: int
+    done: int  # images of this epoch so far
+    total: int
+    loss: float
+    accuracy: float
+    images_per_s: float
+    eta_s: float  # the whole run, at this pace
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    info: dict[str, Any] = field(default_factory=dict)  # run.json
+
+
+def _noop(*_: Any) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- the run directory
+
+
+def is_run(path: Path) -> bool:
+    return (Path(path) / RUN_FILE).is_file()
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    f = Path(path) / RUN_FILE
+    try:
+        info: dict[str, Any] = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{f} is not readable ({exc}); train again with edgekit train --force -o {path}") from exc
+    if info.get("schema") != RUN_SCHEMA:
+        raise UsageError(f"{f} is not an edgekit training run (schema {info.get('schema')!r})")
+    return info
+
+
+def run_preprocess(info: dict[str, Any]) -> Preprocess:
+    return Preprocess.from_dict(info["preprocess"])
+
+
+def _write_json(path: Path, info: dict[str, Any]) -> None:
+    bundle_mod.write_text_atomic(path, json.dumps(info, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------- device and sizes
+
+
+def _device(want: str) -> str:
+    torch = require("torch", "training")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda, but PyTorch sees no CUDA GPU here (a CPU-only torch wheel, or no driver); "
+                         "drop --device to train on the CPU")
+    if want not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, got {want!r}")
+    return "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def _mem_total_mib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8192.0
+
+
+def _is_jetson() -> bool:
+    return Path("/etc/nv_tegra_release").exists() or "tegra" in _read("/proc/device-tree/compatible")
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def default_batch(model: str, size: int, native: int, device: str, jetson: bool, memory_mib: float,
+                  amp: bool) -> tuple[int, str]:
+    """A batch that fits, and why: a share of the memory over each image's training footprint."""
+    per = TRAIN_MIB_PER_IMAGE.get(model, 200.0) * (size / native) ** 2 * (0.6 if amp else 1.0)
+    if jetson:
+        usable = 0.35 * memory_mib - JETSON_CUDA_OVERHEAD_MIB
+        lo, hi, where = 2, 32, f"{memory_mib / 1024:.1f} GB shared by CPU and GPU"
+    elif device == "cuda":
+        usable, lo, hi, where = 0.5 * memory_mib, 8, 64, f"{memory_mib / 1024:.1f} GB of GPU memory free"
+    else:
+        usable, lo, hi, where = 0.25 * memory_mib, 4, 32, f"{memory_mib / 1024:.1f} GB of memory"
+    n = max(1, int(usable // per)) if usable > 0 else 1
+    b = max(lo, min(hi, 1 << (n.bit_length() - 1)))
+    return b, f"batch {b}: about {per:.0f} MiB per image against {where} (--batch N to choose)"
+
+
+def default_workers(jetson: bool) -> int:
+    """Image-decoding processes: the cores the training step leaves free (two at most on a Jetson,
+    where each is a copy of the process in memory shared with the GPU)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(0, min(2 if jetson else 8, cores - 1))
+
+
+# ---------------------------------------------------------------- images
+
+
+def augment(img: np.ndarray, pre: Preprocess, rng: np.random.Generator, min_crop: float, flip: bool,
+            jitter: float) -> np.ndarray:
+    """A training view of a BGR frame at model size: a smaller and shifted crop than the deployed
+    one (the camera's framing wanders), a mirror where allowed, light and colour changes."""
+    h, w = img.shape[:2]
+    y0, y1, x0, x1 = crop_box(h, w, pre)
+    s = float(rng.uniform(min_crop, 1.0))
+    aspect = float(np.exp(rng.uniform(-0.1, 0.1)))
+    ch = int(min(h, max(8, round((y1 - y0) * s / math.sqrt(aspect)))))
+    cw = int(min(w, max(8, round((x1 - x0) * s * math.sqrt(aspect)))))
+    top = int(rng.integers(0, h - ch + 1))
+    left = int(rng.integers(0, w - cw + 1))
+    out = _resize(np.ascontiguousarray(img[top:top + ch, left:left + cw]), pre.width, pre.height, pre.interpolation)
+    if flip and rng.random() < 0.5:
+        out = out[:, ::-1]
+    if jitter > 0:
+        x = out.astype(np.float32)
+        x *= float(rng.uniform(1 - jitter, 1 + jitter))  # brightness
+        mean = x.mean()
+        x = (x - mean) * float(rng.uniform(1 - jitter, 1 + jitter)) + mean  # contrast
+        grey = x.mean(axis=2, keepdims=True)
+        x = (x - grey) * float(rng.uniform(1 - jitter, 1 + jitter)) + grey  # saturation
+        out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out)
+
+
+class _Images:
+    """A torch Dataset of (uint8 BGR HWC at model size, class); images are read in the worker."""
+
+    def __init__(self, files: list[tuple[Path, int]], pre: Preprocess, train: bool, req: TrainRequest,
+                 epoch: int = 0) -> None:
+        self.files, self.pre, self.train, self.req, self.epoch = files, pre, train, req, epoch
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int, int]:
+        from edgekit.images import read_image
+
+        path, c = self.files[i]
+        try:
+            img = read_image(path)
+        except (UsageError, OSError, ValueError):
+            return np.zeros((self.pre.height, self.pre.width, 3), np.uint8), c, 0
+        if not self.train:
+            return fit_frame(img, self.pre), c, 1
+        # seeded by (seed, epoch, image): a resumed run sees the same views
+        rng = np.random.default_rng([self.req.seed, self.epoch, i])
+        return augment(img, self.pre, rng, self.req.min_crop, self.req.flip, self.req.jitter), c, 1
+
+
+def _collate(rows: list[tuple[np.ndarray, int, int]]) -> tuple[Any, Any, Any]:
+    torch = require("torch", "training")
+    x = torch.from_numpy(np.stack([r[0] for r in rows]))
+    y = torch.tensor([r[1] for r in rows], dtype=torch.int64)
+    ok = torch.tensor([r[2] for r in rows], dtype=torch.bool)
+    return x, y, ok
+
+
+# ---------------------------------------------------------------- the model
+
+
+def _build_model(spec: Any, weights: str, n: int, size: int, log: Log) -> tuple[Any, Preprocess, str, bool]:
+    """(model with an n-class head, the preprocessing its weights expect, what they are, pretrained)."""
+    torch = require("torch", "training")
+    from edgekit import weights as weights_mod
+
+    head = weights_mod.CLASSIFIER[spec.name]
+    if weights == "random":
+        torch.manual_seed(0)
+        return spec.builder(n, size), spec.preprocess(None, size), "random (untrained) weights", False
+    model, loaded = weights_mod.build(spec, weights, size)
+    layer = getattr(model, head)
+    if loaded.num_classes != n:
+        log(f"new classifier: {n} classes in place of the weights' {loaded.num_classes}")
+        torch.manual_seed(0)
+        setattr(model, head, torch.nn.Linear(layer.in_features, n))
+    return model, spec.preprocess(loaded.source, size), loaded.description, True
+
+
+def _param_groups(model: Any, head: str, lr: float, pretrained: bool) -> list[dict[str, Any]]:
+    """The new classifier learns at lr; pretrained layers at a tenth of it, to keep what they know."""
+    head_params = list(getattr(model, head).parameters())
+    ids = {id(p) for p in head_params}
+    body = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": head_params, "lr": lr, "base_lr": lr},
+            {"params": body, "lr": lr * (0.1 if pretrained else 1.0), "base_lr": lr * (0.1 if pretrained else 1.0)}]
+
+
+def _lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up, then a cosine to zero; ``progress`` in epochs done / epochs."""
+    if progress < warmup:
+        return max(progress / warmup, 0.01)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / max(1e-9, 1 - warmup))))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _state_dict_cpu(model: Any) -> dict[str, Any]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def _save_weights(path: Path, model: Any, meta: dict[str, str]) -> None:
+    st = require("safetensors.torch", "saving checkpoints")
+    bundle_mod.write_bytes_atomic(path, st.save(_state_dict_cpu(model), metadata=meta))
+
+
+def weights_meta(path: Path) -> dict[str, str]:
+    """The metadata saved with the best weights (which epoch, its validation accuracy)."""
+    st = require("safetensors", "reading checkpoints")
+    try:
+        with st.safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # a torn or foreign file: no best epoch on record
+        return {}
+
+
+def _save_resume(path: Path, state: dict[str, Any]) -> None:
+    torch = require("torch", "saving checkpoints")
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    bundle_mod.write_bytes_atomic(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(req: TrainRequest, log: Log = _noop, progress: Callable[[Progress], None] = _noop) -> TrainResult:
+    """Train (or resume) into ``req.out``; the best weights by validation accuracy are kept."""
+    torch = require("torch", "training")
+    require("safetensors", "training")
+    from edgekit.export import check_input_size
+
+    out = Path(req.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with bundle_mod.lock(out):
+        if req.resume:
+            info, spec, split, req = _resume_state(out, req)
+        else:
+            info, spec, split = _new_run(out, req, log)
+        pre = run_preprocess(info)
+        check_input_size(spec, pre.height)
+        return _loop(out, req, info, spec, split, pre, log, progress, torch)
+
+
+def _new_run(out: Path, req: TrainRequest, log: Log) -> tuple[dict[str, Any], Any, Split]:
+    from edgekit.export import check_input_size
+    from edgekit.zoo.registry import get_spec
+
+    if req.model is None or req.data is None:
+        raise UsageError("give --model NAME and --data DIR (a folder per class), or --resume to continue a run")
+    spec = get_spec(req.model)
+    size = req.input_size or spec.input_size
+    check_input_size(spec, size)
+    for name, v, lo, hi in (("--epochs", req.epochs, 1, 10000), ("--batch", req.batch or 1, 1, 4096)):
+        if not lo <= v <= hi:
+            raise UsageError(f"{name} must be between {lo} and {hi}, got {v}")
+    if not 0 < req.min_crop <= 1:
+        raise UsageError(f"--min-crop must be in (0, 1], got {req.min_crop}")
+    if not 0 <= req.jitter < 1:
+        raise UsageError(f"--jitter must be in [0, 1), got {req.jitter}")
+    if not req.lr > 0:
+        raise UsageError(f"--lr must be positive, got {req.lr}")
+    if out.exists():
+        if is_run(out):
+            if not req.force:
+                old = read_run(out)
+                done = old.get("epochs_done", 0)
+                what = ("a finished run" if old.get("state") != "training"
+                        else f"an unfinished run ({done} of {old.get('config', {}).get('epochs')} epochs)")
+                raise UsageError(f"{out} holds {what}; pass --resume to continue it, --force to train anew "
+                                 "in its place, or choose another -o")
+        elif out.is_dir() and any(out.iterdir()):
+            raise UsageError(f"{out} exists and is not a training run; choose another -o (edgekit never deletes "
+                             "a folder it did not make)")
+        elif not out.is_dir():
+            raise UsageError(f"{out} exists and is not a folder; choose another -o")
+    data = scan(Path(req.data), what="--data")
+    val = scan(Path(req.val), data.classes, what="--val") if req.val is not None else None
+    if req.val is not None and Path(req.val).resolve() == Path(req.data).resolve():
+        raise UsageError("--val is the --data folder; validation images must not be trained on (drop --val to "
+                         "hold out a share of --data)")
+    split = make_split(data, req.holdout, req.seed, val)
+    _check_split(split, data)
+    log(f"data: {len(data.classes)} classes, {len(split.train)} training and {len(split.val)} validation images "
+        f"({'from ' + str(req.val) if req.val else f'{req.holdout:.0%} of each class held out, seed {req.seed}'})")
+    # a fresh run: only now, with every check passed, is an old run (ours) replaced
+    if out.exists() and is_run(out):
+        for p in list(out.iterdir()):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LABELS).write_text("\n".join(data.classes) + "\n", encoding="utf-8")
+    bundle_mod.write_text_atomic(out / SPLIT_FILE, split.to_json())
+    model, pre, what, pretrained = _build_model(spec, req.weights, len(data.classes), size, log)
+    del model  # built again in the loop; this checked the weights before anything was written
+    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()
+           if k not in ("out", "resume", "force")}
+    cfg.update(model=spec.name, input_size=size)
+    info = {
+        "schema": RUN_SCHEMA, "schema_version": 1, "edgekit_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": spec.name, "version": spec.version, "weights": what, "pretrained": pretrained,
+        "classes": list(data.classes), "labels": LABELS, "split": SPLIT_FILE,
+        "images": {"train": len(split.train), "val": len(split.val)},
+        "preprocess": pre.to_dict(), "config": cfg, "state": "training", "epochs_done": 0,
+        "history": [], "best": None,
+    }
+    _write_json(out / RUN_FILE, info)
+    return info, spec, split
+
+
+def _check_split(split: Split, data: ImageFolder) -> None:
+    have = {c for _, c in split.train}
+    lacking = [data.classes[c] for c in range(len(data.classes)) if c not in have]
+    if lacking:
+        raise UsageError(f"class(es) {', '.join(lacking[:5])} have no training images left after holding out "
+                         "validation images; add images or lower --holdout")
+
+
+def _resume_state(out: Path, req: TrainRequest) -> tuple[dict[str, Any], Any, Split, TrainRequest]:
+    from edgekit.zoo.registry import get_spec
+
+    if not is_run(out):
+        raise UsageError(f"{out} holds no training run to resume (no {RUN_FILE}); start one with "
+                         "edgekit train --model NAME --data DIR -o DIR")
+    info = read_run(out)
+    cfg = info["config"]
+    given = {"--model": (req.model, cfg["model"]), "--data": (req.data, cfg["data"])}
+    for flag, (mine, theirs) in given.items():
+        if mine is not None and str(mine) != str(theirs) and not (flag == "--model" and get_spec(str(mine)).name
+                                                                   == theirs):
+            raise UsageError(f"{flag} {mine} differs from the run's ({theirs}); --resume continues a run as it was "
+                             "started (drop the flag), --force starts anew")
+    if info.get("state") != "training":
+        raise UsageError(f"{out} is a finished run ({info.get('stop_reason', '')}); build it with edgekit build {out}, "
+                         "or pass --force to train anew")
+    split = Split.read(out / SPLIT_FILE)
+    epochs = req.epochs if req.epochs != TrainRequest.epochs else int(cfg["epochs"])
+    new = replace(req, model=cfg["model"], data=Path(cfg["data"]), weights=cfg["weights"],
+                  val=Path(cfg["val"]) if cfg.get("val") else None, holdout=cfg["holdout"], epochs=epochs,
+                  batch=req.batch or cfg.get("batch"), lr=cfg["lr"], input_size=cfg["input_size"], flip=cfg["flip"],
+                  min_crop=cfg["min_crop"], jitter=cfg["jitter"], patience=cfg["patience"], seed=cfg["seed"],
+                  workers=req.workers if req.workers is not None else cfg.get("workers"))
+    info["config"]["epochs"] = epochs
+    return info, get_spec(cfg["model"]), split, new
+
+
+def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: Split, pre: Preprocess, log: Log,
+          progress: Callable[[Progress], None], torch: Any) -> TrainResult:
+    from edgekit import weights as weights_mod
+    from edgekit.export import wrap
+
+    missing = split.missing()
+    if missing:
+        raise UsageError(f"{len(missing)} image(s) of the run's split are gone (e.g. {missing[0]}); put them back, "
+                         "or train anew with --force")
+    device = _device(req.device)
+    jetson = _is_jetson()
+    amp = device == "cuda"
+    head = weights_mod.CLASSIFIER[spec.name]
+    model, _, _, pretrained = _build_model(spec, info["config"]["weights"], len(split.classes), pre.height, _noop)
+    resume = out / RESUME
+    state: dict[str, Any] | None = None
+    if req.resume and resume.is_file():
+        try:
+            state = torch.load(resume, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UsageError(f"{resume} is not readable ({str(exc).splitlines()[0][:120]}); train anew with "
+                             "--force") from exc
+        model.load_state_dict(state["model"])
+    net = wrap(model, pre, float_input=False).to(device)
+    if req.batch:
+        batch, why = req.batch, f"batch {req.batch}"
+    else:
+        memory = (torch.cuda.mem_get_info()[0] / 2**20 if device == "cuda" and not jetson else _mem_total_mib())
+        batch, why = default_batch(spec.name, pre.height, spec.input_size, device, jetson, memory, amp)
+    workers = req.workers if req.workers is not None else default_workers(jetson)
+    info["config"].update(batch=batch, workers=workers)
+    where = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    log(f"training {spec.name} at {pre.height} px on {where}{', mixed precision' if amp else ''}: {why}, "
+        f"{workers} image-reading process{'es' if workers != 1 else ''}")
+    info["device"] = where
+    opt = torch.optim.AdamW(_param_groups(model, head, req.lr, bool(pretrained)), weight_decay=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    start = 0
+    history: list[dict[str, Any]] = []
+    bad = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        if amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start, history, bad = int(state["epoch"]), list(state["history"]), int(state["bad_epochs"])
+        log(f"resuming after epoch {start} of {req.epochs}")
+    meta = weights_meta(out / WEIGHTS) if (out / WEIGHTS).is_file() else {}
+    best = (float(meta["val_accuracy"]), int(meta["epoch"])) if "val_accuracy" in meta else (-1.0, 0)
+    train_files = [(split.train_root / r, c) for r, c in split.train]
+    val_files = [(split.val_root / r, c) for r, c in split.val]
+    loader_args = {"batch_size": batch, "num_workers": workers, "collate_fn": _collate,
+                   "persistent_workers": False, "pin_memory": device == "cuda"}
+    val_loader = torch.utils.data.DataLoader(_Images(val_files, pre, False, req), shuffle=False, **loader_args)
+    steps = max(1, math.ceil(len(train_files) / batch))
+    t_run = time.perf_counter()
+    seen_at_start = 0
+    stop_reason = ""
+    if req.patience and bad >= req.patience:  # killed while writing the report of an early stop
+        start = req.epochs
+        stop_reason = (f"stopped early after epoch {len(history)}: no better validation accuracy for "
+                       f"{req.patience} epochs")
+    try:
+        for epoch in range(start, req.epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(req.seed * 100003 + epoch)  # dropout and the shuffle: the same after a resume
+            gen = torch.Generator().manual_seed(req.seed * 100003 + epoch)
+            loader = torch.utils.data.DataLoader(_Images(train_files, pre, True, req, epoch), shuffle=True,
+                                                 generator=gen, drop_last=len(train_files) > batch, **loader_args)
+            net.train()
+            tot_loss, correct, count, unreadable = 0.0, 0, 0, 0
+            for i, (x, y, ok) in enumerate(loader):
+                for g in opt.param_groups:
+                    g["lr"] = g["base_lr"] * _lr_factor((epoch + i / steps) / req.epochs, 1.0 / req.epochs
+                                                        if req.epochs > 1 else 0.0)
+                unreadable += int((~ok).sum())
+                x, y = x[ok].to(device, non_blocking=True), y[ok].to(device, non_blocking=True)
+                if len(y) < 2:
+                    continue
+                try:
+                    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+                        logits = net(x)
+                        loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                except torch.cuda.OutOfMemoryError as exc:
+                    raise TrainError(
+                        f"out of GPU memory at batch {batch} ({spec.name}, {pre.height} px); resume with a smaller "
+                        f"batch: edgekit train --resume -o {out} --batch {max(1, batch // 2)}") from exc
+                if not math.isfinite(float(loss.detach())):
+                    raise TrainError(f"the loss became {float(loss.detach())} in epoch {epoch + 1}: training "
+                                     f"diverged; train anew with a lower --lr (now {req.lr:g}), e.g. "
+                                     f"--lr {req.lr / 10:g} --force")
+                tot_loss += float(loss.detach()) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                count += len(y)
+                elapsed = time.perf_counter() - t_run
+                seen_at_start += len(y)
+                rate = seen_at_start / max(elapsed, 1e-9)
+                left = (req.epochs - epoch) * len(train_files) - (i + 1) * batch
+                progress(Progress(epoch + 1, req.epochs, min((i + 1) * batch, len(train_files)), len(train_files),
+                                  tot_loss / max(count, 1), correct / max(count, 1), rate,
+                                  max(0.0, left / max(rate, 1e-9)) * 1.2))
+            if count == 0:
+                raise UsageError(f"no readable training images in {split.train_root}; check the files")
+            if unreadable and epoch == start:
+                log(f"warning: {unreadable} training image(s) could not be read and were left out")
+            vloss, vacc, _ = _validate(net, val_loader, device, amp, len(split.classes), torch)
+            seconds = time.perf_counter() - t0
+            row = {"epoch": epoch + 1, "train_loss": round(tot_loss / count, 5),
+                   "train_accuracy": round(correct / count, 5),
+                   "val_loss": round(vloss, 5), "val_accuracy": round(vacc, 5), "seconds": round(seconds, 2),
+                   "images_per_s": round(count / seconds, 2)}
+            history.append(row)
+            improved = vacc > best[0]
+            if improved:
+                best = (vacc, epoch + 1)
+                _save_weights(out / WEIGHTS, model, {"epoch": str(epoch + 1), "val_accuracy": repr(vacc),
+                                                     "model": spec.name, "classes": str(len(split.classes))})
+                bad = 0
+            else:
+                bad += 1
+            _save_resume(out / RESUME, {"model": _state_dict_cpu(model), "optimizer": opt.state_dict(),
+                                        "scaler": scaler.state_dict() if amp else {}, "epoch": epoch + 1,
+                                        "history": history, "bad_epochs": bad})
+            info.update(epochs_done=epoch + 1, history=history,
+                        best={"epoch": best[1], "val_accuracy": best[0]})
+            _write_json(out / RUN_FILE, info)
+            log(f"epoch {epoch + 1}/{req.epochs}: loss {row['train_loss']:.3f}, train {row['train_accuracy']:.1%}, "
+                f"validation {vacc:.1%} (loss {vloss:.3f}){' best' if improved else ''}, {seconds:.0f} s, "
+                f"{row['images_per_s']:.0f} images/s")
+            if req.patience and bad >= req.patience and epoch + 1 < req.epochs:
+                stop_reason = (f"stopped early after epoch {epoch + 1}: no better validation accuracy for "
+                               f"{req.patience} epochs")
+                log(stop_reason)
+                break
+    except KeyboardInterrupt:
+        done = info["epochs_done"]
+        raise Interrupted(f"interrupted; the run is saved after epoch {done} of {req.epochs}: "
+                          f"edgekit train --resume -o {out} continues it") from None
+    if best[1] == 0:
+        raise TrainError("no epoch finished with a validation accuracy; nothing to keep")
+    return _finish(out, info, model, net, val_loader, device, amp, split, stop_reason or
+                   f"trained {info['epochs_done']} epochs", log, torch)
+
+
+def _validate(net: Any, loader: Any, device: str, amp: bool, n: int, torch: Any) -> tuple[float, float, np.ndarray]:
+    """(loss, accuracy, confusion matrix [true, predicted]) on the validation images."""
+    net.eval()
+    conf = np.zeros((n, n), np.int64)
+    tot = 0.0
+    with torch.no_grad():
+        for x, y, ok in loader:
+            x, y = x[ok].to(device), y[ok].to(device)
+            if len(y) == 0:
+                continue
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+                logits = net(x).float()
+            tot += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            np.add.at(conf, (y.cpu().numpy(), logits.argmax(1).cpu().numpy()), 1)
+    count = int(conf.sum())
+    if count == 0:
+        raise UsageError("no readable validation images; check the files of the validation split")
+    return tot / count, float(np.trace(conf)) / count, conf
+
+
+def _finish(out: Path, info: dict[str, Any], model: Any, net: Any, val_loader: Any, device: str, amp: bool,
+            split: Split, reason: str, log: Log, torch: Any) -> TrainResult:
+    """The report, on the best weights: per-class accuracy, the confusion matrix, the curves."""
+    st = require("safetensors.torch", "reading checkpoints")
+    model.load_state_dict(st.load_file(str(out / WEIGHTS)))
+    net.to(device)
+    _, acc, conf = _validate(net, val_loader, device, amp, len(split.classes), torch)
+    per = [{"class": name, "images": int(conf[c].sum()), "correct": int(conf[c, c]),
+            "accuracy": round(float(conf[c, c]) / max(1, int(conf[c].sum())), 5)}
+           for c, name in enumerate(split.classes)]
+    from edgekit.train_report import write_report
+
+    rep = out / REPORT
+    rep.mkdir(exist_ok=True)
+    write_report(rep, info["history"], conf, list(split.classes), per)
+    info.update(state="finished", stop_reason=reason, seconds=round(sum(h["seconds"] for h in info["history"]), 1),
+                report={"val_accuracy": round(acc, 5), "per_class": per, "confusion": conf.tolist(),
+                        "pictures": [f"{REPORT}/confusion.png", f"{REPORT}/curves.png"]},
+                weights_sha256=bundle_mod.sha256(out / WEIGHTS))
+    _write_json(out / RUN_FILE, info)
+    (out / RESUME).unlink(missing_ok=True)  # a finished run is built, not continued
+    log(f"best: epoch {info['best']['epoch']}, validation accuracy {acc:.1%}; report in {rep}")
+    return TrainResult(out, info)
+
+
+# ---------------------------------------------------------------- from a run to a bundle
+
+
+def finished_run(run: Path) -> dict[str, Any]:
+    info = read_run(run)
+    if info.get("state") != "finished":
+        raise UsageError(f"{run} is a training run that has not finished ({info.get('epochs_done', 0)} epochs done); "
+                         f"let it finish, or continue it: edgekit train --resume -o {run}")
+    if not (Path(run) / WEIGHTS).is_file():
+        raise UsageError(f"{run} has no {WEIGHTS}; train again with edgekit train --force -o {run}")
+    return info
+
+
+def bundle_for_run(run: Path, out: Path | None, force: bool, log: Log = _noop, batch: int | None = None,
+                   float_input: bool = False) -> Path:
+    """The bundle of a finished run (``RUN/bundle`` unless ``out``): exported from its best weights with
+    its own preprocessing and labels, or reused when it already holds exactly those weights."""
+    from edgekit import manifest as mf
+    from edgekit.export import ExportRequest, export
+
+    run = Path(run)
+    info = finished_run(run)
+    sha = bundle_mod.sha256(run / WEIGHTS)
+    target = Path(out) if out is not None else run / "bundle"
+    if target.exists() and not force:
+        try:
+            man = mf.read(target)
+        except EdgekitError:
+            man = None
+        made = (man.validation.get("training") or {}) if man is not None else {}
+        if made.get("weights_sha256") == sha and not float_input and batch is None:
+            log(f"{target} already holds this run's best weights")
+            return target
+        if not made or out is not None:
+            raise UsageError(f"{target} already exists; pass --force to replace it, or choose another -o")
+        log(f"{target} holds an earlier training of this run: exporting it again")
+        force = True
+    training = {"run": str(run.resolve()), "weights_sha256": sha, "best_epoch": info["best"]["epoch"],
+                "val_accuracy": info["report"]["val_accuracy"], "images": info["images"],
+                "weights": info["weights"]}
+    req = ExportRequest(info["model"], target, str(run / WEIGHTS), run / LABELS, int(info["config"]["input_size"]),
+                        batch, float_input, None, None, force, preprocess=run_preprocess(info), training=training)
+    return export(req, log=log).bundle
+
+
+def run_split(run: Path) -> Split:
+    return Split.read(Path(run) / SPLIT_FILE)
