@@ -576,11 +576,13 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
                 _save_weights(out / WEIGHTS, model, {"epoch": str(epoch + 1), "val_accuracy": repr(vacc),
                                                      "model": spec.name, "classes": str(len(split.classes))})
                 bad = 0
+                bundle_mod.pause_point("train.weights_saved")
             else:
                 bad += 1
             _save_resume(out / RESUME, {"model": _state_dict_cpu(model), "optimizer": opt.state_dict(),
                                         "scaler": scaler.state_dict() if amp else {}, "epoch": epoch + 1,
                                         "history": history, "bad_epochs": bad})
+            bundle_mod.pause_point("train.resume_saved")
             info.update(epochs_done=epoch + 1, history=history,
                         best={"epoch": best[1], "val_accuracy": best[0]})
             _write_json(out / RUN_FILE, info)
