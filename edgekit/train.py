@@ -48,16 +48,17 @@ RESUME = "resume.pt"
 LABELS = "labels.txt"
 REPORT = "report"
 
-# Training memory per image (MiB, float32 activations and their gradients) at each model's own
-# input size, measured on an H100 at batch 16 (benchmarks/device/train-memory-*.json); scaled
-# by the input area. Mixed precision roughly halves it.
+# Training memory per image (MiB) at each model's own input size with mixed precision, as
+# edgekit trains on a GPU: peak at batch 16 minus peak at batch 8, over 8, measured on an H100
+# (benchmarks/train_speed.py --memory; benchmarks/device/h100-2026-11-28-train-googlenet-gpu.json).
+# Scaled by the input area; float32 (CPU) takes about 1.7 times as much (an estimate).
 TRAIN_MIB_PER_IMAGE = {
-    "googlenet": 60.0,
-    "bn_inception": 90.0,
-    "inception_v3": 150.0,
-    "inception_v4": 260.0,
-    "inception_resnet_v1": 170.0,
-    "inception_resnet_v2": 320.0,
+    "googlenet": 35.6,
+    "bn_inception": 34.9,
+    "inception_v3": 53.2,
+    "inception_v4": 91.1,
+    "inception_resnet_v1": 76.1,
+    "inception_resnet_v2": 96.5,
 }
 # What CUDA, cuDNN and PyTorch themselves take on a Jetson's shared memory before any batch.
 JETSON_CUDA_OVERHEAD_MIB = 1536
@@ -181,7 +182,7 @@ def _read(path: str) -> str:
 def default_batch(model: str, size: int, native: int, device: str, jetson: bool, memory_mib: float,
                   amp: bool) -> tuple[int, str]:
     """A batch that fits, and why: a share of the memory over each image's training footprint."""
-    per = TRAIN_MIB_PER_IMAGE.get(model, 200.0) * (size / native) ** 2 * (0.6 if amp else 1.0)
+    per = TRAIN_MIB_PER_IMAGE.get(model, 100.0) * (size / native) ** 2 * (1.0 if amp else 1.7)
     if jetson:
         usable = 0.35 * memory_mib - JETSON_CUDA_OVERHEAD_MIB
         lo, hi, where = 2, 32, f"{memory_mib / 1024:.1f} GB shared by CPU and GPU"
@@ -339,6 +340,7 @@ def train(req: TrainRequest, log: Log = _noop, progress: Callable[[Progress], No
     """Train (or resume) into ``req.out``; the best weights by validation accuracy are kept."""
     torch = require("torch", "training")
     require("safetensors", "training")
+    require("matplotlib", "the training report")  # before any work, not after the last epoch
     from edgekit.export import check_input_size
 
     out = Path(req.out)
