@@ -64,4 +64,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/suite.py
 
 clean:
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache $(FLOORS) $(FLOORS).txt
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache $(FLOORS) $(FLOORS).txt .venv-keras
