@@ -252,13 +252,17 @@ def _remove(path: Path) -> None:
 
 
 def _is_bundle_dir(path: Path) -> bool:
-    """A real directory (not a symlink) holding a manifest.json: something edgekit made."""
-    try:
-        st = os.lstat(path)
-        mst = os.lstat(path / mf.MANIFEST)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and stat.S_ISREG(mst.st_mode)
+    """A real directory (not a symlink) holding a manifest.json, or the run.json of an edgekit train run:
+    something edgekit made."""
+    for name in (mf.MANIFEST, "run.json"):
+        try:
+            st = os.lstat(path)
+            mst = os.lstat(path / name)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and stat.S_ISREG(mst.st_mode):
+            return True
+    return False
 
 
 def _is_plain_file(path: Path) -> bool:

@@ -895,8 +895,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
-from edgekit.cli_train import train_cmd  # noqa: E402  (the stage's command lives beside its library)
+from edgekit.cli_import import import_cmd  # noqa: E402  (each stage's command lives in its own module)
+from edgekit.cli_train import train_cmd  # noqa: E402
 
 cli.add_command(train_cmd)
+cli.add_command(import_cmd)
 
 __all__ = ["cli", "main", "UsageError"]

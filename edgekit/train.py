@@ -25,7 +25,6 @@ import io
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -132,8 +131,20 @@ def read_run(path: Path) -> dict[str, Any]:
         info: dict[str, Any] = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{f} is not readable ({exc}); train again with edgekit train --force -o {path}") from exc
-    if info.get("schema") != RUN_SCHEMA:
-        raise UsageError(f"{f} is not an edgekit training run (schema {info.get('schema')!r})")
+    if not isinstance(info, dict) or info.get("schema") != RUN_SCHEMA:
+        raise UsageError(f"{f} is not an edgekit training run (schema "
+                         f"{info.get('schema') if isinstance(info, dict) else None!r})")
+    try:
+        for key, kind in (("model", str), ("classes", list), ("preprocess", dict), ("config", dict),
+                          ("state", str), ("history", list)):
+            if not isinstance(info.get(key), kind):
+                raise ValueError(f"'{key}' is missing or not a {kind.__name__}")
+        for key in ("model", "weights", "input_size", "epochs"):
+            if key not in info["config"]:
+                raise ValueError(f"'config.{key}' is missing")
+        Preprocess.from_dict(info["preprocess"])
+    except (ValueError, KeyError, TypeError, AssertionError, EdgekitError) as exc:
+        raise UsageError(f"{f} is damaged ({exc}); train again with edgekit train --force -o {path}") from exc
     return info
 
 
@@ -259,6 +270,14 @@ class _Images:
         return augment(img, self.pre, rng, self.req.min_crop, self.req.flip, self.req.jitter), c, 1
 
 
+def _quiet_worker(_: int) -> None:
+    """Ctrl-C is the main process's to handle (it saves nothing mid-epoch and says how to resume);
+    image readers ignore it instead of each printing a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _collate(rows: list[tuple[np.ndarray, int, int]]) -> tuple[Any, Any, Any]:
     torch = require("torch", "training")
     x = torch.from_numpy(np.stack([r[0] for r in rows]))
@@ -364,6 +383,9 @@ def _new_run(out: Path, req: TrainRequest, log: Log) -> tuple[dict[str, Any], An
     spec = get_spec(req.model)
     size = req.input_size or spec.input_size
     check_input_size(spec, size)
+    if req.weights == "imagenet" and spec.weight_source("imagenet") is None:
+        raise UsageError(f"{spec.name} has no published ImageNet weights to start from; pass --weights random "
+                         "(training from scratch needs more images and epochs) or --weights PATH")
     for name, v, lo, hi in (("--epochs", req.epochs, 1, 10000), ("--batch", req.batch or 1, 1, 4096)):
         if not lo <= v <= hi:
             raise UsageError(f"{name} must be between {lo} and {hi}, got {v}")
@@ -396,18 +418,13 @@ def _new_run(out: Path, req: TrainRequest, log: Log) -> tuple[dict[str, Any], An
     _check_split(split, data)
     log(f"data: {len(data.classes)} classes, {len(split.train)} training and {len(split.val)} validation images "
         f"({'from ' + str(req.val) if req.val else f'{req.holdout:.0%} of each class held out, seed {req.seed}'})")
-    # a fresh run: only now, with every check passed, is an old run (ours) replaced
-    if out.exists() and is_run(out):
-        for p in list(out.iterdir()):
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / LABELS).write_text("\n".join(data.classes) + "\n", encoding="utf-8")
-    bundle_mod.write_text_atomic(out / SPLIT_FILE, split.to_json())
     model, pre, what, pretrained = _build_model(spec, req.weights, len(data.classes), size, log)
     del model  # built again in the loop; this checked the weights before anything was written
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()
            if k not in ("out", "resume", "force")}
-    cfg.update(model=spec.name, input_size=size)
+    cfg.update(model=spec.name, input_size=size, data=str(Path(req.data).resolve()),
+               val=str(Path(req.val).resolve()) if req.val else None,
+               weights=str(Path(req.weights).resolve()) if Path(req.weights).is_file() else req.weights)
     info = {
         "schema": RUN_SCHEMA, "schema_version": 1, "edgekit_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -417,7 +434,11 @@ def _new_run(out: Path, req: TrainRequest, log: Log) -> tuple[dict[str, Any], An
         "preprocess": pre.to_dict(), "config": cfg, "state": "training", "epochs_done": 0,
         "history": [], "best": None,
     }
-    _write_json(out / RUN_FILE, info)
+    # only now, every check passed, does the new run replace an old one (ours) or an empty folder, in one step
+    with bundle_mod.staging(out, force=True) as tmp:
+        (tmp / LABELS).write_text("\n".join(data.classes) + "\n", encoding="utf-8")
+        (tmp / SPLIT_FILE).write_text(split.to_json(), encoding="utf-8")
+        _write_json(tmp / RUN_FILE, info)
     return info, spec, split
 
 
@@ -439,8 +460,9 @@ def _resume_state(out: Path, req: TrainRequest) -> tuple[dict[str, Any], Any, Sp
     cfg = info["config"]
     given = {"--model": (req.model, cfg["model"]), "--data": (req.data, cfg["data"])}
     for flag, (mine, theirs) in given.items():
-        if mine is not None and str(mine) != str(theirs) and not (flag == "--model" and get_spec(str(mine)).name
-                                                                   == theirs):
+        same = (get_spec(str(mine)).name == theirs if flag == "--model"
+                else str(Path(str(mine)).resolve()) == str(theirs)) if mine is not None else True
+        if not same:
             raise UsageError(f"{flag} {mine} differs from the run's ({theirs}); --resume continues a run as it was "
                              "started (drop the flag), --force starts anew")
     if info.get("state") != "training":
@@ -470,7 +492,6 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
     jetson = _is_jetson()
     amp = device == "cuda"
     head = weights_mod.CLASSIFIER[spec.name]
-    model, _, _, pretrained = _build_model(spec, info["config"]["weights"], len(split.classes), pre.height, _noop)
     resume = out / RESUME
     state: dict[str, Any] | None = None
     if req.resume and resume.is_file():
@@ -479,7 +500,12 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
         except Exception as exc:
             raise UsageError(f"{resume} is not readable ({str(exc).splitlines()[0][:120]}); train anew with "
                              "--force") from exc
+        # the starting weights are not needed again (no download, no checkpoint file): the state has them all
+        model, pretrained = spec.builder(len(split.classes), pre.height), bool(info.get("pretrained"))
         model.load_state_dict(state["model"])
+    else:
+        model, _, _, pretrained = _build_model(spec, info["config"]["weights"], len(split.classes), pre.height,
+                                               _noop)
     net = wrap(model, pre, float_input=False).to(device)
     if req.batch:
         batch, why = req.batch, f"batch {req.batch}"
@@ -493,7 +519,9 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
         f"{workers} image-reading process{'es' if workers != 1 else ''}")
     info["device"] = where
     opt = torch.optim.AdamW(_param_groups(model, head, req.lr, bool(pretrained)), weight_decay=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    # torch.amp.GradScaler is 2.3+; NVIDIA's wheels for JetPack 5 (Python 3.8) stop at torch 2.1
+    scaler = (torch.amp.GradScaler("cuda", enabled=amp) if hasattr(torch.amp, "GradScaler")
+              else torch.cuda.amp.GradScaler(enabled=amp))
     start = 0
     history: list[dict[str, Any]] = []
     bad = 0
@@ -508,12 +536,14 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
     train_files = [(split.train_root / r, c) for r, c in split.train]
     val_files = [(split.val_root / r, c) for r, c in split.val]
     loader_args = {"batch_size": batch, "num_workers": workers, "collate_fn": _collate,
+                   "worker_init_fn": _quiet_worker if workers else None,
                    "persistent_workers": False, "pin_memory": device == "cuda"}
     val_loader = torch.utils.data.DataLoader(_Images(val_files, pre, False, req), shuffle=False, **loader_args)
     steps = max(1, math.ceil(len(train_files) / batch))
     t_run = time.perf_counter()
     seen_at_start = 0
     stop_reason = ""
+    stop = _StopOnSignal()
     if req.patience and bad >= req.patience:  # killed while writing the report of an early stop
         start = req.epochs
         stop_reason = (f"stopped early after epoch {len(history)}: no better validation accuracy for "
@@ -528,6 +558,8 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
             net.train()
             tot_loss, correct, count, unreadable = 0.0, 0, 0, 0
             for i, (x, y, ok) in enumerate(loader):
+                if stop.asked:
+                    break
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * _lr_factor((epoch + i / steps) / req.epochs, 1.0 / req.epochs
                                                         if req.epochs > 1 else 0.0)
@@ -561,6 +593,9 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
                 progress(Progress(epoch + 1, req.epochs, min((i + 1) * batch, len(train_files)), len(train_files),
                                   tot_loss / max(count, 1), correct / max(count, 1), rate,
                                   max(0.0, left / max(rate, 1e-9)) * 1.2))
+            del loader  # its readers end here, in the normal way, never from inside a signal handler
+            if stop.asked:
+                raise KeyboardInterrupt
             if count == 0:
                 raise UsageError(f"no readable training images in {split.train_root}; check the files")
             if unreadable and epoch == start:
@@ -591,6 +626,8 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
             log(f"epoch {epoch + 1}/{req.epochs}: loss {row['train_loss']:.3f}, train {row['train_accuracy']:.1%}, "
                 f"validation {vacc:.1%} (loss {vloss:.3f}){' best' if improved else ''}, {seconds:.0f} s, "
                 f"{row['images_per_s']:.0f} images/s")
+            if stop.asked:  # asked during validation: this epoch is saved, then stop
+                raise KeyboardInterrupt
             if req.patience and bad >= req.patience and epoch + 1 < req.epochs:
                 stop_reason = (f"stopped early after epoch {epoch + 1}: no better validation accuracy for "
                                f"{req.patience} epochs")
@@ -598,12 +635,47 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
                 break
     except KeyboardInterrupt:
         done = info["epochs_done"]
-        raise Interrupted(f"interrupted; the run is saved after epoch {done} of {req.epochs}: "
+        raise Interrupted(f"{stop.what()}; the run is saved after epoch {done} of {req.epochs}: "
                           f"edgekit train --resume -o {out} continues it") from None
+    finally:
+        stop.restore()
     if best[1] == 0:
         raise TrainError("no epoch finished with a validation accuracy; nothing to keep")
     return _finish(out, info, model, net, val_loader, device, amp, split, stop_reason or
                    f"trained {info['epochs_done']} epochs", log, torch)
+
+
+class _StopOnSignal:
+    """Ctrl-C and SIGTERM (systemd, docker stop) end training at the next step, not at whatever instant
+    the signal lands: a KeyboardInterrupt inside the data loader's machinery can leave a lock held and
+    the process hung at exit. A second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.asked = 0
+        self._old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():  # signals are the main thread's only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = signum
+
+    def what(self) -> str:
+        import signal
+
+        return "stopped by SIGTERM" if self.asked == signal.SIGTERM else "interrupted"
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 def _validate(net: Any, loader: Any, device: str, amp: bool, n: int, torch: Any) -> tuple[float, float, np.ndarray]:
