@@ -130,7 +130,8 @@ def float_front(model: Any, drop_normalisation: bool, name: str = "input") -> tu
     for n in g.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    # walk the layout prefix: Cast -> Transpose -> [Gather]
+    # walk the layout prefix: Cast -> Transpose -> [Gather] (export, and imports of NCHW models), or
+    # Cast -> [Gather] (imports of NHWC models, e.g. Keras through tf2onnx: no Transpose of ours)
     tensor = old_in.name
     prefix = []
     for op in ("Cast", "Transpose", "Gather"):
@@ -138,9 +139,10 @@ def float_front(model: Any, drop_normalisation: bool, name: str = "input") -> tu
         if len(nxt) == 1 and nxt[0].op_type == op:
             prefix.append(nxt[0])
             tensor = nxt[0].output[0]
-        elif op != "Gather":
-            raise UsageError(f"unexpected graph front ({op} missing after {tensor}); re-export the bundle with "
+        elif op == "Cast":
+            raise UsageError(f"unexpected graph front (Cast missing after {tensor}); re-export the bundle with "
                              "this edgekit version")
+    nhwc = not any(n.op_type == "Transpose" for n in prefix)
     removed_norm = False
     if drop_normalisation:
         # the normalisation: Mul then Add by constants (a Mul by 1 may have been simplified away)
@@ -153,10 +155,17 @@ def float_front(model: Any, drop_normalisation: bool, name: str = "input") -> tu
     batch = dims[0].dim_param or dims[0].dim_value
     h, w, c = (d.dim_value for d in dims[1:])
     new_in = helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, c, h, w])
+    feed = name
+    if nhwc:
+        # nvinfer fills NCHW planes (network-input-order 0, its common path); the model wants NHWC:
+        # one Transpose of ours in front, which TensorRT folds into its input reformat
+        feed = f"{name}_nhwc"
     for n in g.node:
         for k, i in enumerate(n.input):
             if i == tensor:
-                n.input[k] = name
+                n.input[k] = feed
+    if nhwc:
+        g.node.insert(0, helper.make_node("Transpose", [name], [feed], perm=[0, 2, 3, 1], name="edgekit_to_nhwc"))
     g.input.remove(old_in)
     g.input.insert(0, new_in)
     # drop nodes no output depends on any more (the old front)

@@ -54,9 +54,11 @@ def describe(path: Path) -> str:
                          f"{e.get('device')}")
     lines.append("validation")
     par: dict[str, Any] | None = man.validation.get("parity")
+    imp = man.validation.get("import")
     if par:
+        against = "the imported model" if isinstance(imp, dict) else "PyTorch"
         lines.append(
-            f"  parity (ONNX Runtime vs PyTorch): max relative error {par['max_rel_error']:.2e} "
+            f"  parity (ONNX Runtime vs {against}): max relative error {par['max_rel_error']:.2e} "
             f"(limit {par['tolerance']:.0e}), top-1 equal {par['top1_equal']}/{par['inputs']} "
             f"({par['random_inputs']} random, {par['photographs']} photographs): "
             f"{'passed' if par['passed'] else 'FAILED'}"
@@ -71,8 +73,24 @@ def describe(path: Path) -> str:
                 lines.append(f"    {form}: {_figures(int8[form])}")
     if isinstance(man.validation.get("fp16"), dict):
         lines.append(f"  fp16: {_figures(man.validation['fp16'])}")
+    if isinstance(imp, dict):
+        how = f"preset {imp.get('preset')}" if imp.get("preset") else "flags"
+        given = ", ".join(f"{k} {v}" for k, v in (imp.get("flags") or {}).items()) if isinstance(
+            imp.get("flags"), dict) else ""
+        lines.append(f"  import: {imp.get('file')} ({imp.get('producer_name') or 'unknown producer'} "
+                     f"{imp.get('producer_version') or ''}".rstrip() + f", opset {imp.get('opset')}), "
+                     f"{(imp.get('input') or {}).get('layout', '?')} input, {how}{': ' + given if given else ''}"
+                     f"{'; its Softmax removed (logits out)' if imp.get('softmax_removed') else ''}")
+    tr = man.validation.get("training")
+    if isinstance(tr, dict):
+        acc = tr.get("val_accuracy")
+        imgs: dict[str, Any] = tr["images"] if isinstance(tr.get("images"), dict) else {}
+        lines.append(f"  training: edgekit train run {tr.get('run')}, best epoch {tr.get('best_epoch')}, validation "
+                     f"accuracy {format(acc, '.1%') if isinstance(acc, (int, float)) else '?'} "
+                     f"({imgs.get('train', '?')} training, {imgs.get('val', '?')} validation images), from "
+                     f"{tr.get('weights')}")
     for key, val in man.validation.items():
-        if key not in ("parity", "int8", "fp16"):
+        if key not in ("parity", "int8", "fp16", "import", "training"):
             lines.append(f"  {key}: {val}")
     return "\n".join(lines)
 

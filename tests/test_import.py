@@ -195,15 +195,17 @@ def test_opset_above_17_is_noted(tmp_path):
     assert onnx.load(str(tmp_path / "b" / "model.onnx")).opset_import[0].version == 18
 
 
-@pytest.mark.parametrize("preset,norm", [("caffe", "nvinfer"), ("torch-imagenet", "graph")])
-def test_deepstream_and_triton_exports_of_an_nchw_import(tmp_path, preset, norm):
-    """export-deepstream finds the front end (it is export's), gives nvinfer the input, and the rewritten
-    model answers as the bundle does; export-triton writes its model."""
+@pytest.mark.parametrize("preset,norm,layout", [("caffe", "nvinfer", "NCHW"), ("torch-imagenet", "graph", "NCHW"),
+                                                ("keras-inception", "nvinfer", "NHWC")])
+def test_deepstream_and_triton_exports_of_an_import(tmp_path, preset, norm, layout):
+    """export-deepstream finds the front end (export's for NCHW models; Cast, Gather for NHWC ones, which get a
+    Transpose of ours so nvinfer feeds NCHW planes as for any bundle), and the rewritten model answers as the
+    bundle does; export-triton writes its model."""
     from edgekit.deepstream import DeepStreamRequest, export_deepstream, validate_nvinfer
     from edgekit.triton import TritonRequest, export_triton
     from tests.test_deploy import bundle_probs, nvinfer_input, prop
 
-    b = import_model(ImportRequest(tiny(tmp_path / "m.onnx"), tmp_path / "b", preset=preset)).bundle
+    b = import_model(ImportRequest(tiny(tmp_path / "m.onnx", layout=layout), tmp_path / "b", preset=preset)).bundle
     res = export_deepstream(DeepStreamRequest(b, tmp_path / "ds", "fp32", "desktop-ada"))
     assert res.normalisation == norm
     validate_nvinfer((tmp_path / "ds" / "config_infer_primary.txt").read_text(), tmp_path / "ds")
@@ -504,3 +506,14 @@ def test_cli_explicit_flags_equal_the_keras_preset(keras_inception, tmp_path):
     a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("flags", "preset"))
     assert a["preprocess"] == b["preprocess"]
     assert a["validation"]["import"]["preset"] is None and b["validation"]["import"]["preset"] == "keras-inception"
+
+
+def test_inspect_says_what_was_imported(tmp_path):
+    from edgekit.inspect import describe
+
+    b = import_model(ImportRequest(tiny(tmp_path / "m.onnx", layout="NHWC", softmax_out=True), tmp_path / "b",
+                                   preset="keras-inception")).bundle
+    text = describe(b)
+    assert "parity (ONNX Runtime vs the imported model)" in text
+    assert "import: m.onnx (" in text and "NHWC input, preset keras-inception" in text
+    assert "its Softmax removed (logits out)" in text

@@ -91,6 +91,9 @@ def test_train_then_int8_build_then_eval_on_unseen_images(trained: Path, camera_
     assert rows["fp32"] > 80.0, res.stdout  # chance is 10%
     assert abs(rows["int8"] - rows["fp32"]) <= 1.0, res.stdout
 
+    res = _edgekit("inspect", str(bundle))
+    assert f"training: edgekit train run {trained.resolve()}, best epoch {info['best']['epoch']}" in res.stdout
+
     # built again: the bundle already holds the run's weights, nothing is exported twice
     res = _edgekit("build", str(trained), "--int8")
     assert res.returncode == 0 and "already holds this run's best weights" in res.stderr
