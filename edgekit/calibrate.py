@@ -174,7 +174,18 @@ def _gather_split(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
             log(f"warning: {warn}")
     if len(calib.items) == 0 or len(val.items) == 0:
         raise UsageError("no readable images in the training run's split; check its files")
-    return _Data(calib, val, _labels_of(val, split.val_root, man, req.bundle, log), len(val_items))
+    if req.num_images is not None and len(calib.items) < req.num_images:
+        raise UsageError(f"asked for {req.num_images} calibration images but the run has only {len(calib.items)} "
+                         "usable training images; lower --num-images")
+    # the labels are the split's own class indices (the bundle's labels are the run's classes): no folder-name
+    # matching, which a stray folder (.ipynb_checkpoints) would defeat
+    names = bundle_mod.read_labels(req.bundle, man)
+    if list(names) != list(split.classes):
+        raise UsageError(f"{req.bundle}'s labels are not the training run's classes; export the run again "
+                         "(edgekit export RUN --force)")
+    cls = {(split.val_root / rel).as_posix(): c for rel, c in split.val}
+    labels = np.array([cls[it.path.as_posix()] for it in val.items], np.int64)
+    return _Data(calib, val, labels, len(val_items))
 
 
 def _check(req: CalibrateRequest) -> None:

@@ -53,10 +53,11 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
               help="The model input's layout.")
 @click.option("--color", type=click.Choice(["rgb", "bgr"], case_sensitive=False), default=None,
               help="The channel order the model was trained on.")
-@click.option("--mean", callback=_values, default=None, metavar="R,G,B",
-              help="Normalisation mean (or one number for all three), as the model was trained.")
-@click.option("--std", callback=_values, default=None, metavar="R,G,B",
-              help="Normalisation std (or one number for all three).")
+@click.option("--mean", callback=_values, default=None, metavar="C1,C2,C3",
+              help="Normalisation mean in the model's channel order (--color rgb: R,G,B; bgr: B,G,R), "
+                   "or one number for all three, as the model was trained.")
+@click.option("--std", callback=_values, default=None, metavar="C1,C2,C3",
+              help="Normalisation std in the model's channel order, or one number for all three.")
 @click.option("--scale", type=click.Choice(["1", "255"]), default=None,
               help="The pixel range mean/std apply to: 1 (pixels 0..1) or 255 (0..255) "
                    "[default: 255 if any mean/std value is over 1, else 1].")

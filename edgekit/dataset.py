@@ -131,8 +131,8 @@ class Split:
 def make_split(data: ImageFolder, holdout: float, seed: int = 0, val: ImageFolder | None = None) -> Split:
     """A seeded split that holds out the same share of every class (or ``val``'s own images).
 
-    Which image validates depends only on its name within its class folder and the seed, so
-    adding images later moves no existing image between the sets.
+    Which image validates depends only on the names within its class folder and the seed: the same
+    data gives the same split wherever it lives (adding images may move a few between the sets).
     """
     rel = {p: p.relative_to(data.root).as_posix() for p, _ in data.files}
     if val is not None:

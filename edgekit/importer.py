@@ -10,11 +10,11 @@ with ONNX Runtime. Needs onnx and onnxruntime only (cpu tier), no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,14 @@ from edgekit.preprocess import Preprocess, fit_frame, graph_constants
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 PARITY_TOLERANCE = 1e-4
-JETPACK5_MAX_OPSET = 17  # TensorRT 8.5's parser
+JETPACK5_MAX_OPSET = 17  # TensorRT 8.5's and 8.6's parsers
+MIN_OPSET = 13  # per-channel DequantizeLinear (the INT8 form's weights)
 MAX_INPUT_SIZE = 1024  # as export's --input-size
 LAYOUTS = ("NCHW", "NHWC")
 SCALES = (1.0, 255.0)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Preset:
     """A common preprocessing convention; explicit flags override its fields."""
 
@@ -59,7 +60,7 @@ PRESETS = {  # edgekit/cli_import.py describes them for --help; a test keeps the
 }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ImportRequest:
     model: Path
     out: Path | None = None
@@ -78,7 +79,7 @@ class ImportRequest:
     parity_random: int = 8
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ImportResult:
     bundle: Path
     manifest: mf.Manifest
@@ -86,7 +87,7 @@ class ImportResult:
     softmax_removed: bool
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Foreign:
     """What the imported file says about itself."""
 
@@ -125,9 +126,8 @@ def import_model(req: ImportRequest, log: Log = _noop) -> ImportResult:
     range_note = " (from the mean/std values; --scale 1|255 sets it)" if scale_inferred else ""
     log(f"preprocessing: centre crop {pre.crop_fraction:g}, {pre.interpolation} resize to {pre.height}x{pre.width}; "
         f"{pre.color_order} pixels 0..{pre.input_range:g}{range_note}, mean {_vec(pre.mean)}, std {_vec(pre.std)}")
-    if foreign.opset > JETPACK5_MAX_OPSET:
-        log(f"note: the model is opset {foreign.opset}; TensorRT 8.5 (JetPack 5) parses opset "
-            f"{JETPACK5_MAX_OPSET} at most, so build its engines on JetPack 6 or re-export it with opset 17")
+    original_opset = foreign.opset
+    foreign = _to_supported_opset(foreign, log)
     wrapped = wrap(foreign.proto, layout, pre, batch, classes)
     stripped = wrapped.softmax_removed
     if stripped:
@@ -153,7 +153,7 @@ def import_model(req: ImportRequest, log: Log = _noop) -> ImportResult:
                 "inputs; no bundle written. Please report it with the command you ran and the model's producer"
             )
         (tmp / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
-        record = _record(req, src, foreign, layout, batch, classes, wrapped, scale_inferred)
+        record = _record(req, src, foreign, layout, batch, classes, wrapped, scale_inferred, original_opset)
         man = _manifest(name, foreign, pre, batch, classes, tmp, parity, record, time.perf_counter() - te, src)
         (tmp / mf.MANIFEST).write_text(man.to_json(), encoding="utf-8")
     log(f"bundle written: {out}")
@@ -161,6 +161,34 @@ def import_model(req: ImportRequest, log: Log = _noop) -> ImportResult:
 
 
 # ------------------------------------------------------------------ reading the foreign model
+
+
+def _to_supported_opset(foreign: _Foreign, log: Log) -> _Foreign:
+    """The model at an opset every target parses and edgekit's INT8 can use: 13 at least (per-channel
+    DequantizeLinear, the INT8 form's weights, is opset 13), 17 at most (TensorRT 8.5 and 8.6, JetPack 5
+    and 6.0, parse 17 at most, and read opset 18's ReduceMean without its axes input). The parity check
+    that follows compares the converted model with the file as given."""
+    target = (MIN_OPSET if foreign.opset < MIN_OPSET else JETPACK5_MAX_OPSET if foreign.opset > JETPACK5_MAX_OPSET
+              else None)
+    if target is None:
+        return foreign
+    onnx = require("onnx", "edgekit import")
+    version_converter = require("onnx.version_converter", "edgekit import")
+    try:
+        proto = version_converter.convert_version(foreign.proto, target)
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # the converter raises bare RuntimeErrors and others per adapter
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        if foreign.opset < MIN_OPSET:
+            raise UsageError(f"the model is opset {foreign.opset}; edgekit's INT8 needs opset {MIN_OPSET} or later "
+                             f"and ONNX's converter cannot raise it ({why}); re-export it with opset 13 to 17 "
+                             "(tf2onnx --opset 17, torch.onnx.export(opset_version=17))") from None
+        log(f"note: the model is opset {foreign.opset} and ONNX's converter cannot lower it to "
+            f"{JETPACK5_MAX_OPSET} ({why}): TensorRT 8.5/8.6 (JetPack 5, 6.0) cannot parse it; TensorRT 10 can")
+        return foreign
+    log(f"opset {foreign.opset} converted to {target} (TensorRT 8.5 to 10 parse it; INT8 needs 13 or later); "
+        "parity below checks the conversion")
+    return dataclasses.replace(foreign, proto=proto, opset=target)
 
 
 def _load(src: Path) -> _Foreign:
@@ -381,7 +409,7 @@ def _softmax_tail(graph: Any) -> tuple[list[Any], str] | None:
     return tail, node.input[0]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Wrapped:
     proto: Any
     softmax_removed: bool
@@ -544,7 +572,7 @@ def check_parity(original: Path, wrapped: Path, layout: str, pre: Preprocess, ba
 
 
 def _record(req: ImportRequest, src: Path, foreign: _Foreign, layout: str, batch: int | None, classes: int,
-            wrapped: Wrapped, scale_inferred: bool) -> dict[str, Any]:
+            wrapped: Wrapped, scale_inferred: bool, original_opset: int) -> dict[str, Any]:
     """What was imported and how: the file, its producer, and the preset and flags given."""
     proto = foreign.proto
     flags = {k: v for k, v in (
@@ -559,6 +587,7 @@ def _record(req: ImportRequest, src: Path, foreign: _Foreign, layout: str, batch
         "producer_name": _plain(proto.producer_name),
         "producer_version": _plain(proto.producer_version),
         "opset": foreign.opset,
+        "opset_original": original_opset,
         "ir_version": int(proto.ir_version),
         "input": {"name": _plain(foreign.input_name), "layout": layout, "shape": [_dim(d) for d in foreign.input_dims]},
         "output": {"name": _plain(foreign.output_name), "classes": classes},

@@ -21,6 +21,7 @@ epoch resumable.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import io
 import json
 import math
@@ -37,7 +38,7 @@ from edgekit import bundle as bundle_mod
 from edgekit.callbacks import Log
 from edgekit.dataset import SPLIT_FILE, ImageFolder, Split, make_split, scan
 from edgekit.deps import require
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.errors import BundleError, EdgekitError, UsageError
 from edgekit.preprocess import Preprocess, _resize, crop_box, fit_frame
 
 RUN_FILE = "run.json"
@@ -169,18 +170,26 @@ def _device(want: str) -> str:
     return "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
 
 
-def _mem_total_mib() -> float:
+def _meminfo_mib(key: str) -> float:
+    """A /proc/meminfo figure (MemTotal, MemAvailable) in MiB; 8 GiB when unreadable."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError, IndexError):
         pass
     return 8192.0
 
 
-def _is_jetson() -> bool:
-    return Path("/etc/nv_tegra_release").exists() or "tegra" in _read("/proc/device-tree/compatible")
+def _is_jetson(torch: Any = None) -> bool:
+    """A Jetson, also inside a container that hides the device tree: the GPU shares the CPU's memory."""
+    if Path("/etc/nv_tegra_release").exists() or "tegra" in _read("/proc/device-tree/compatible"):
+        return True
+    try:
+        return bool(torch is not None and torch.cuda.is_available()
+                    and torch.cuda.get_device_properties(0).is_integrated)
+    except (RuntimeError, AttributeError):
+        return False
 
 
 def _read(path: str) -> str:
@@ -190,20 +199,44 @@ def _read(path: str) -> str:
         return ""
 
 
+def cuda_overhead_mib(cuda_version: str | None) -> int:
+    """What CUDA, cuDNN and PyTorch take on a Jetson before any tensor: over 1 GB without lazy module
+    loading (CUDA before 11.7: JetPack 5's 11.4), about half that with it (JetPack 6's 12.x)."""
+    try:
+        major, minor = (int(p) for p in (cuda_version or "").split(".")[:2])
+    except ValueError:
+        return JETSON_CUDA_OVERHEAD_MIB
+    return JETSON_CUDA_OVERHEAD_MIB if (major, minor) < (11, 7) else 1024
+
+
 def default_batch(model: str, size: int, native: int, device: str, jetson: bool, memory_mib: float,
-                  amp: bool) -> tuple[int, str]:
-    """A batch that fits, and why: a share of the memory over each image's training footprint."""
+                  amp: bool, params: int = 0, overhead_mib: float = JETSON_CUDA_OVERHEAD_MIB
+                  ) -> tuple[int, str, str | None]:
+    """A batch that fits, why, and a warning when even the smallest may not.
+
+    ``memory_mib``: what is free (a Jetson's MemAvailable, shared by CPU and GPU; a desktop GPU's free
+    memory; the RAM). The model's own state comes off first: weights, gradients and AdamW's two
+    moments, about 18 bytes a parameter with mixed precision's copies.
+    """
     per = TRAIN_MIB_PER_IMAGE.get(model, 100.0) * (size / native) ** 2 * (1.0 if amp else 1.7)
+    state = params * 18 / 2**20
     if jetson:
-        usable = 0.35 * memory_mib - JETSON_CUDA_OVERHEAD_MIB
-        lo, hi, where = 2, 32, f"{memory_mib / 1024:.1f} GB shared by CPU and GPU"
+        usable = 0.5 * memory_mib - overhead_mib - state
+        lo, hi, where = 2, 32, f"{memory_mib / 1024:.1f} GB available, shared by CPU and GPU"
     elif device == "cuda":
-        usable, lo, hi, where = 0.5 * memory_mib, 8, 64, f"{memory_mib / 1024:.1f} GB of GPU memory free"
+        usable, lo, hi = 0.5 * memory_mib - state, 8, 64
+        where = f"{memory_mib / 1024:.1f} GB of GPU memory free"
     else:
-        usable, lo, hi, where = 0.25 * memory_mib, 4, 32, f"{memory_mib / 1024:.1f} GB of memory"
+        usable, lo, hi, where = 0.25 * memory_mib - state, 4, 32, f"{memory_mib / 1024:.1f} GB of memory available"
     n = max(1, int(usable // per)) if usable > 0 else 1
     b = max(lo, min(hi, 1 << (n.bit_length() - 1)))
-    return b, f"batch {b}: about {per:.0f} MiB per image against {where} (--batch N to choose)"
+    warn = None
+    if usable < lo * per:
+        warn = (f"memory is short for training {model} at {size} px: {where}, the model's state takes "
+                f"{state:.0f} MiB and each image about {per:.0f} MiB; batch {b} may not fit. Free memory (on a "
+                "Jetson stop the desktop: sudo systemctl isolate multi-user.target; add swap), lower --input-size, "
+                "or train on a desktop GPU and copy the bundle")
+    return b, f"batch {b}: about {per:.0f} MiB per image against {where} (--batch N to choose)", warn
 
 
 def default_workers(jetson: bool) -> int:
@@ -248,16 +281,18 @@ def augment(img: np.ndarray, pre: Preprocess, rng: np.random.Generator, min_crop
 class _Images:
     """A torch Dataset of (uint8 BGR HWC at model size, class); images are read in the worker."""
 
-    def __init__(self, files: list[tuple[Path, int]], pre: Preprocess, train: bool, req: TrainRequest,
-                 epoch: int = 0) -> None:
-        self.files, self.pre, self.train, self.req, self.epoch = files, pre, train, req, epoch
+    def __init__(self, files: list[tuple[Path, int]], pre: Preprocess, train: bool, req: TrainRequest) -> None:
+        self.files, self.pre, self.train, self.req = files, pre, train, req
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int, int]:
+    def __getitem__(self, code: int) -> tuple[np.ndarray, int, int]:
         from edgekit.images import read_image
 
+        # training: the sampler sends epoch * len + index, so readers that live across epochs
+        # (persistent: started once) still draw each epoch's own views
+        epoch, i = divmod(code, len(self.files)) if self.train else (0, code)
         path, c = self.files[i]
         try:
             img = read_image(path)
@@ -266,7 +301,7 @@ class _Images:
         if not self.train:
             return fit_frame(img, self.pre), c, 1
         # seeded by (seed, epoch, image): a resumed run sees the same views
-        rng = np.random.default_rng([self.req.seed, self.epoch, i])
+        rng = np.random.default_rng([self.req.seed, epoch, i])
         return augment(img, self.pre, rng, self.req.min_crop, self.req.flip, self.req.jitter), c, 1
 
 
@@ -278,12 +313,27 @@ def _quiet_worker(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _collate(rows: list[tuple[np.ndarray, int, int]]) -> tuple[Any, Any, Any]:
+class _EpochSampler:
+    """A seeded shuffle per epoch, sent as epoch * n + index (see _Images.__getitem__)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Any:
+        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.n)
+        return iter((self.epoch * self.n + order).tolist())
+
+
+def _collate(rows: list[tuple[np.ndarray, int, int]]) -> tuple[Any, Any, int]:
+    """(images, classes, how many were unreadable); unreadable images are left out here, before any pinning."""
     torch = require("torch", "training")
-    x = torch.from_numpy(np.stack([r[0] for r in rows]))
-    y = torch.tensor([r[1] for r in rows], dtype=torch.int64)
-    ok = torch.tensor([r[2] for r in rows], dtype=torch.bool)
-    return x, y, ok
+    good = [r for r in rows if r[2]]
+    x = torch.from_numpy(np.stack([r[0] for r in good])) if good else torch.zeros((0, 1, 1, 3), dtype=torch.uint8)
+    y = torch.tensor([r[1] for r in good], dtype=torch.int64)
+    return x, y, len(rows) - len(good)
 
 
 # ---------------------------------------------------------------- the model
@@ -489,7 +539,7 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
         raise UsageError(f"{len(missing)} image(s) of the run's split are gone (e.g. {missing[0]}); put them back, "
                          "or train anew with --force")
     device = _device(req.device)
-    jetson = _is_jetson()
+    jetson = _is_jetson(torch if device == "cuda" else None)
     amp = device == "cuda"
     head = weights_mod.CLASSIFIER[spec.name]
     resume = out / RESUME
@@ -510,10 +560,15 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
     if req.batch:
         batch, why = req.batch, f"batch {req.batch}"
     else:
-        memory = (torch.cuda.mem_get_info()[0] / 2**20 if device == "cuda" and not jetson else _mem_total_mib())
-        batch, why = default_batch(spec.name, pre.height, spec.input_size, device, jetson, memory, amp)
+        memory = (torch.cuda.mem_get_info()[0] / 2**20 if device == "cuda" and not jetson
+                  else _meminfo_mib("MemAvailable"))
+        params = sum(int(p.numel()) for p in model.parameters())
+        batch, why, warn = default_batch(spec.name, pre.height, spec.input_size, device, jetson, memory, amp,
+                                         params, cuda_overhead_mib(torch.version.cuda))
+        if warn:
+            log(f"warning: {warn}")
     workers = req.workers if req.workers is not None else default_workers(jetson)
-    info["config"].update(batch=batch, workers=workers)
+    info["sizing"] = {"batch": batch, "workers": workers}  # what this machine chose; a resume elsewhere re-sizes
     where = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     log(f"training {spec.name} at {pre.height} px on {where}{', mixed precision' if amp else ''}: {why}, "
         f"{workers} image-reading process{'es' if workers != 1 else ''}")
@@ -535,10 +590,16 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
     best = (float(meta["val_accuracy"]), int(meta["epoch"])) if "val_accuracy" in meta else (-1.0, 0)
     train_files = [(split.train_root / r, c) for r, c in split.train]
     val_files = [(split.val_root / r, c) for r, c in split.val]
+    # readers start once and live across epochs: each start forks this process (CUDA and all), which is
+    # where boards run out of memory (errno 12 at fork). Pinned memory only on a desktop GPU: on a Jetson
+    # it is RAM that cannot be swapped, for a copy that unified memory does not need.
     loader_args = {"batch_size": batch, "num_workers": workers, "collate_fn": _collate,
                    "worker_init_fn": _quiet_worker if workers else None,
-                   "persistent_workers": False, "pin_memory": device == "cuda"}
+                   "persistent_workers": workers > 0, "pin_memory": device == "cuda" and not jetson}
     val_loader = torch.utils.data.DataLoader(_Images(val_files, pre, False, req), shuffle=False, **loader_args)
+    sampler = _EpochSampler(len(train_files), req.seed)
+    loader = torch.utils.data.DataLoader(_Images(train_files, pre, True, req), sampler=sampler,
+                                         drop_last=len(train_files) > batch, **loader_args)
     steps = max(1, math.ceil(len(train_files) / batch))
     t_run = time.perf_counter()
     seen_at_start = 0
@@ -551,20 +612,18 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
     try:
         for epoch in range(start, req.epochs):
             t0 = time.perf_counter()
-            torch.manual_seed(req.seed * 100003 + epoch)  # dropout and the shuffle: the same after a resume
-            gen = torch.Generator().manual_seed(req.seed * 100003 + epoch)
-            loader = torch.utils.data.DataLoader(_Images(train_files, pre, True, req, epoch), shuffle=True,
-                                                 generator=gen, drop_last=len(train_files) > batch, **loader_args)
+            torch.manual_seed(req.seed * 100003 + epoch)  # dropout: the same after a resume
+            sampler.epoch = epoch  # the shuffle and the views: the same after a resume
             net.train()
             tot_loss, correct, count, unreadable = 0.0, 0, 0, 0
-            for i, (x, y, ok) in enumerate(loader):
+            for i, (x, y, bad_images) in enumerate(loader):
                 if stop.asked:
                     break
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * _lr_factor((epoch + i / steps) / req.epochs, 1.0 / req.epochs
                                                         if req.epochs > 1 else 0.0)
-                unreadable += int((~ok).sum())
-                x, y = x[ok].to(device, non_blocking=True), y[ok].to(device, non_blocking=True)
+                unreadable += bad_images
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if len(y) < 2:
                     continue
                 try:
@@ -593,7 +652,6 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
                 progress(Progress(epoch + 1, req.epochs, min((i + 1) * batch, len(train_files)), len(train_files),
                                   tot_loss / max(count, 1), correct / max(count, 1), rate,
                                   max(0.0, left / max(rate, 1e-9)) * 1.2))
-            del loader  # its readers end here, in the normal way, never from inside a signal handler
             if stop.asked:
                 raise KeyboardInterrupt
             if count == 0:
@@ -633,8 +691,21 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
                                f"{req.patience} epochs")
                 log(stop_reason)
                 break
+    except OSError as exc:
+        if exc.errno != errno.ENOMEM:
+            raise
+        raise TrainError(_out_of_memory(out, workers, batch, f"cannot start an image-reading process ({exc})")) from exc
+    except RuntimeError as exc:  # a reader died: SIGKILL is the kernel's OOM killer, anything else is not memory
+        text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        if "DataLoader worker" not in text:
+            raise
+        if "Killed" in text:
+            raise TrainError(_out_of_memory(out, workers, batch, text)) from exc
+        raise TrainError(f"an image-reading process ended ({text.rstrip(' .')}); the run is saved after its last "
+                         f"finished epoch: edgekit train --resume -o {out} continues it") from exc
     except KeyboardInterrupt:
         done = info["epochs_done"]
+        del loader, val_loader  # readers end now, in the normal way, not at the interpreter's exit
         raise Interrupted(f"{stop.what()}; the run is saved after epoch {done} of {req.epochs}: "
                           f"edgekit train --resume -o {out} continues it") from None
     finally:
@@ -643,6 +714,13 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
         raise TrainError("no epoch finished with a validation accuracy; nothing to keep")
     return _finish(out, info, model, net, val_loader, device, amp, split, stop_reason or
                    f"trained {info['epochs_done']} epochs", log, torch)
+
+
+def _out_of_memory(out: Path, workers: int, batch: int, what: str) -> str:
+    return (f"out of memory: {what}; the run is saved after its last finished epoch: resume with fewer readers and "
+            f"a smaller batch, e.g. edgekit train --resume -o {out} --workers {max(0, min(1, workers - 1))} "
+            f"--batch {max(1, batch // 2)} (on a Jetson also add swap and stop the desktop: sudo systemctl "
+            "isolate multi-user.target)")
 
 
 class _StopOnSignal:
@@ -684,8 +762,8 @@ def _validate(net: Any, loader: Any, device: str, amp: bool, n: int, torch: Any)
     conf = np.zeros((n, n), np.int64)
     tot = 0.0
     with torch.no_grad():
-        for x, y, ok in loader:
-            x, y = x[ok].to(device), y[ok].to(device)
+        for x, y, _ in loader:
+            x, y = x.to(device), y.to(device)
             if len(y) == 0:
                 continue
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
@@ -712,7 +790,13 @@ def _finish(out: Path, info: dict[str, Any], model: Any, net: Any, val_loader: A
 
     rep = out / REPORT
     rep.mkdir(exist_ok=True)
-    write_report(rep, info["history"], conf, list(split.classes), per)
+    try:
+        write_report(rep, info["history"], conf, list(split.classes), per)
+    except Exception as exc:  # the pictures are a convenience: a plotting library's quirk must not strand a run
+        if isinstance(exc, BundleError):  # a full disk: say so, the run stays resumable
+            raise
+        log(f"warning: the report's pictures were not drawn ({type(exc).__name__}: {str(exc)[:160]}); the "
+            "figures are in run.json")
     info.update(state="finished", stop_reason=reason, seconds=round(sum(h["seconds"] for h in info["history"]), 1),
                 report={"val_accuracy": round(acc, 5), "per_class": per, "confusion": conf.tolist(),
                         "pictures": [f"{REPORT}/confusion.png", f"{REPORT}/curves.png"]},

@@ -32,9 +32,11 @@ def write_report(folder: Path, history: list[dict[str, Any]], conf: np.ndarray, 
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     ticks = [c if len(c) <= 18 else c[:17] + "…" for c in classes]
-    if n <= 60:
-        ax.set_xticks(range(n), ticks, rotation=90 if n > 6 else 0, fontsize=8 if n > 20 else 10)
-        ax.set_yticks(range(n), ticks, fontsize=8 if n > 20 else 10)
+    if n <= 60:  # set_xticks(ticks, labels) is matplotlib 3.5+; JetPack 5's Ubuntu 20.04 has 3.1
+        ax.set_xticks(range(n))
+        ax.set_xticklabels(ticks, rotation=90 if n > 6 else 0, fontsize=8 if n > 20 else 10)
+        ax.set_yticks(range(n))
+        ax.set_yticklabels(ticks, fontsize=8 if n > 20 else 10)
     if n <= 25:
         for t in range(n):
             for p in range(n):

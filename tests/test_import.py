@@ -188,11 +188,21 @@ def test_a_model_failing_strict_shape_inference_itself_is_checked_without_it(tmp
     assert any(line.startswith("note: the imported model fails ONNX's strict shape inference itself") for line in lines)
 
 
-def test_opset_above_17_is_noted(tmp_path):
+@pytest.mark.parametrize("opset, target", [(18, 17), (20, 17), (11, 13)])
+def test_opset_is_brought_to_what_every_target_parses(tmp_path, opset, target):
+    """Above 17 TensorRT 8.5/8.6 (JetPack 5, 6.0) cannot parse it; below 13 the INT8 form's per-channel
+    DequantizeLinear cannot exist (calibration failed on an opset-11 import). Parity checks the conversion."""
     lines: list[str] = []
-    import_model(ImportRequest(tiny(tmp_path / "m.onnx", opset=18), tmp_path / "b", **flags()), log=lines.append)
-    assert any("opset 18; TensorRT 8.5 (JetPack 5) parses opset 17 at most" in line for line in lines)
-    assert onnx.load(str(tmp_path / "b" / "model.onnx")).opset_import[0].version == 18
+    res = import_model(ImportRequest(tiny(tmp_path / "m.onnx", opset=opset), tmp_path / "b", **flags()),
+                       log=lines.append)
+    assert any(f"opset {opset} converted to {target}" in line for line in lines)
+    assert onnx.load(str(tmp_path / "b" / "model.onnx")).opset_import[0].version == target
+    assert res.manifest.validation["import"]["opset_original"] == opset
+    assert res.manifest.validation["parity"]["passed"]
+    if opset < 13:
+        from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+
+        calibrate_bundle(CalibrateRequest(res.bundle, min_agreement=0.0, max_drop=1.0))
 
 
 @pytest.mark.parametrize("preset,norm,layout", [("caffe", "nvinfer", "NCHW"), ("torch-imagenet", "graph", "NCHW"),

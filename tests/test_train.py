@@ -293,16 +293,18 @@ def test_finished_run_refuses_retraining_and_a_moved_dataset_at_calibration(tmp_
 
 
 def test_default_batch_fits_the_device() -> None:
-    from edgekit.train import default_batch
+    from edgekit.train import cuda_overhead_mib, default_batch
 
-    # a Jetson Orin Nano (7.4 GB shared): what CUDA takes first, then a third of the rest
-    b_small, why = default_batch("googlenet", 224, 224, "cuda", True, 7.4 * 1024, True)
-    b_big, _ = default_batch("inception_v4", 299, 299, "cuda", True, 7.4 * 1024, True)
-    assert 4 <= b_big < b_small <= 32 and "shared by CPU and GPU" in why
-    # a 4 GB board gets the smallest batch, not an out-of-memory error at the first step
-    assert default_batch("inception_v3", 299, 299, "cuda", True, 3.9 * 1024, True)[0] == 2
-    assert default_batch("googlenet", 224, 224, "cuda", False, 70_000, True)[0] == 64
-    assert default_batch("googlenet", 112, 224, "cpu", False, 2048, False)[0] >= 4
+    assert cuda_overhead_mib("11.4") > cuda_overhead_mib("12.6")  # JetPack 5's CUDA has no lazy loading
+    # an Orin Nano 8 GB on JetPack 6 with 6 GB available: CUDA's share and the model's state come off first
+    b_small, why, warn = default_batch("googlenet", 224, 224, "cuda", True, 6144, True, 6_600_000, 1024)
+    b_big, _, _ = default_batch("inception_v4", 299, 299, "cuda", True, 6144, True, 42_700_000, 1024)
+    assert 2 <= b_big < b_small <= 32 and "shared by CPU and GPU" in why and warn is None
+    # a 4 GB board on JetPack 5: the smallest batch, and a warning saying what to do, not a silent guess
+    b, _, warn = default_batch("inception_v3", 299, 299, "cuda", True, 2800, True, 23_800_000, 2048)
+    assert b == 2 and warn is not None and "multi-user.target" in warn and "desktop GPU" in warn
+    assert default_batch("googlenet", 224, 224, "cuda", False, 70_000, True, 6_600_000)[0] == 64
+    assert default_batch("googlenet", 112, 224, "cpu", False, 2048, False, 6_600_000)[0] >= 4
 
 
 def test_augmentations_keep_the_model_size_and_follow_the_seed() -> None:
