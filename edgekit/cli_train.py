@@ -40,7 +40,7 @@ class _TrainBar:
               help="Validation images in the same class folders [default: hold out --holdout of --data].")
 @click.option("--holdout", default=0.2, show_default=True, type=float,
               help="Share of each class held out for validation (seeded, the same every run).")
-@click.option("--epochs", default=15, show_default=True, type=int)
+@click.option("--epochs", default=None, type=int, help="Epochs to train [default: 15; with --resume the run's own].")
 @click.option("--batch", type=int, default=None, help="Images per step [default: sized to the device's memory].")
 @click.option("--lr", default=1e-3, show_default=True, type=float,
               help="Learning rate of the new classifier (pretrained layers: a tenth of it).")
@@ -60,7 +60,7 @@ class _TrainBar:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished epoch.")
 @click.option("--force", is_flag=True, help="Train anew in --out, replacing the run there.")
 def train_cmd(model: str | None, data: Path | None, out: Path, weights: str, val: Path | None, holdout: float,
-              epochs: int, batch: int | None, lr: float, input_size: int | None, flip: bool, min_crop: float,
+              epochs: int | None, batch: int | None, lr: float, input_size: int | None, flip: bool, min_crop: float,
               jitter: float, patience: int, workers: int | None, device: str, seed: int, resume: bool,
               force: bool) -> None:
     """Fine-tune a zoo model on your own classes; the run directory builds like a bundle.
@@ -82,7 +82,7 @@ def train_cmd(model: str | None, data: Path | None, out: Path, weights: str, val
 
     if resume and force:
         raise UsageError("--resume continues the run in --out and --force replaces it: give one")
-    res = train(TrainRequest(out, model, data, weights, val, holdout, epochs, batch, lr, input_size, flip,
+    res = train(TrainRequest(out, model, data, weights, val, holdout, epochs or 0, batch, lr, input_size, flip,
                              min_crop, jitter, patience, workers, seed, device, resume, force),
                 log=_echo_err, progress=_TrainBar())
     info = res.info

@@ -58,6 +58,10 @@ def scan(root: Path, classes: tuple[str, ...] | None = None, what: str = "--data
     if loose:
         raise UsageError(f"{len(loose)} images lie directly in {root} (e.g. {loose[0].name}), outside any class "
                          "folder; move each into the folder of its class, or out of the data folder")
+    odd = [n for n in per if any(ord(ch) < 32 or ord(ch) == 127 for ch in n)]
+    if odd:
+        raise UsageError(f"class folder {odd[0]!r} in {root} has a control character (a newline, a tab) in its "
+                         "name, which a labels file cannot hold; rename it")
     if classes is None:
         names = tuple(sorted(per))
         if len(names) < 2:

@@ -626,7 +626,9 @@ def _manifest(name: str, foreign: _Foreign, pre: Preprocess, batch: int | None, 
 
 def _plain(text: str) -> str:
     """Text from a foreign file, safe to print and to keep in the manifest."""
-    return mf.CONTROL.sub("?", text)[:200]
+    from edgekit.redact import redact
+
+    return mf.CONTROL.sub("?", redact(text))[:200]  # a producer string can carry a URL with its password
 
 
 def _dim(d: int | str | None) -> int | str:

@@ -82,7 +82,7 @@ class TrainRequest:
     weights: str = "imagenet"
     val: Path | None = None
     holdout: float = 0.2
-    epochs: int = 15
+    epochs: int = 0  # 0: 15, or the run's own on --resume
     batch: int | None = None  # None: sized to the device's memory
     lr: float = 1e-3
     input_size: int | None = None
@@ -306,11 +306,18 @@ class _Images:
 
 
 def _quiet_worker(_: int) -> None:
-    """Ctrl-C is the main process's to handle (it saves nothing mid-epoch and says how to resume);
-    image readers ignore it instead of each printing a traceback."""
+    """Ctrl-C and SIGTERM are the main process's to handle (it saves nothing mid-epoch and says how to
+    resume); image readers ignore them instead of each printing a traceback or dying first."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # systemd signals the whole group: the main process stops them
+    try:  # one thread per reader: the readers are the parallelism, the training step owns the other cores
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
 
 
 class _EpochSampler:
@@ -415,9 +422,14 @@ def train(req: TrainRequest, log: Log = _noop, progress: Callable[[Progress], No
     out = Path(req.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with bundle_mod.lock(out):
+        # what a killed write left: .FILE.tmp-PID-* in the run, a .RUN.tmp-* staging beside it
+        bundle_mod.recover(out.parent, only=out.name, mine=out.name)
+        if out.is_dir():
+            bundle_mod.recover(out, inside=True)
         if req.resume:
             info, spec, split, req = _resume_state(out, req)
         else:
+            req = replace(req, epochs=req.epochs or DEFAULT_EPOCHS)
             info, spec, split = _new_run(out, req, log)
         pre = run_preprocess(info)
         check_input_size(spec, pre.height)
@@ -436,15 +448,7 @@ def _new_run(out: Path, req: TrainRequest, log: Log) -> tuple[dict[str, Any], An
     if req.weights == "imagenet" and spec.weight_source("imagenet") is None:
         raise UsageError(f"{spec.name} has no published ImageNet weights to start from; pass --weights random "
                          "(training from scratch needs more images and epochs) or --weights PATH")
-    for name, v, lo, hi in (("--epochs", req.epochs, 1, 10000), ("--batch", req.batch or 1, 1, 4096)):
-        if not lo <= v <= hi:
-            raise UsageError(f"{name} must be between {lo} and {hi}, got {v}")
-    if not 0 < req.min_crop <= 1:
-        raise UsageError(f"--min-crop must be in (0, 1], got {req.min_crop}")
-    if not 0 <= req.jitter < 1:
-        raise UsageError(f"--jitter must be in [0, 1), got {req.jitter}")
-    if not req.lr > 0:
-        raise UsageError(f"--lr must be positive, got {req.lr}")
+    _check_request(req)
     if out.exists():
         if is_run(out):
             if not req.force:
@@ -459,6 +463,7 @@ def _new_run(out: Path, req: TrainRequest, log: Log) -> tuple[dict[str, Any], An
                              "a folder it did not make)")
         elif not out.is_dir():
             raise UsageError(f"{out} exists and is not a folder; choose another -o")
+    _check_places(out, req)
     data = scan(Path(req.data), what="--data")
     val = scan(Path(req.val), data.classes, what="--val") if req.val is not None else None
     if req.val is not None and Path(req.val).resolve() == Path(req.data).resolve():
@@ -492,6 +497,42 @@ def _new_run(out: Path, req: TrainRequest, log: Log) -> tuple[dict[str, Any], An
     return info, spec, split
 
 
+DEFAULT_EPOCHS = 15
+
+
+def _check_request(req: TrainRequest) -> None:
+    """The numbers of a request, new or read back from a run.json (where anything may have been typed)."""
+    def number(flag: str, v: Any, lo: float, hi: float, kind: type = int) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
+                or not lo <= v <= hi:
+            raise UsageError(f"{flag} must be {'a whole number ' if kind is int else ''}from {lo:g} to {hi:g}, "
+                             f"got {v!r}")
+
+    number("--epochs", req.epochs, 1, 10000)
+    if req.batch is not None:  # batch norm learns nothing from one image a step
+        number("--batch", req.batch, 2, 4096)
+    if req.workers is not None:
+        number("--workers", req.workers, 0, 64)
+    number("--min-crop", req.min_crop, 0.05, 1, float)
+    number("--jitter", req.jitter, 0, 0.99, float)
+    number("--lr", req.lr, 1e-9, 10, float)
+    number("--patience", req.patience, 0, 10000)
+    number("--seed", req.seed, 0, 2**32 - 1)
+    number("--holdout", req.holdout, 0, 1, float)
+
+
+def _check_places(out: Path, req: TrainRequest) -> None:
+    """-o must not hold, or be held by, the images or the starting weights: --force replaces it whole."""
+    o = out.resolve()
+    for flag, p in (("--data", req.data), ("--val", req.val), ("--weights", req.weights)):
+        if p is None or (flag == "--weights" and not Path(str(p)).exists()):
+            continue
+        q = Path(str(p)).resolve()
+        if q == o or o in q.parents or q in o.parents:
+            raise UsageError(f"{flag} {p} and -o {out} overlap: a run directory is replaced whole (--force) and "
+                             f"its files would be trained on; put the run elsewhere (e.g. -o runs/NAME)")
+
+
 def _check_split(split: Split, data: ImageFolder) -> None:
     have = {c for _, c in split.train}
     lacking = [data.classes[c] for c in range(len(data.classes)) if c not in have]
@@ -519,12 +560,19 @@ def _resume_state(out: Path, req: TrainRequest) -> tuple[dict[str, Any], Any, Sp
         raise UsageError(f"{out} is a finished run ({info.get('stop_reason', '')}); build it with edgekit build {out}, "
                          "or pass --force to train anew")
     split = Split.read(out / SPLIT_FILE)
-    epochs = req.epochs if req.epochs != TrainRequest.epochs else int(cfg["epochs"])
-    new = replace(req, model=cfg["model"], data=Path(cfg["data"]), weights=cfg["weights"],
-                  val=Path(cfg["val"]) if cfg.get("val") else None, holdout=cfg["holdout"], epochs=epochs,
-                  batch=req.batch or cfg.get("batch"), lr=cfg["lr"], input_size=cfg["input_size"], flip=cfg["flip"],
-                  min_crop=cfg["min_crop"], jitter=cfg["jitter"], patience=cfg["patience"], seed=cfg["seed"],
-                  workers=req.workers if req.workers is not None else cfg.get("workers"))
+    epochs = req.epochs if req.epochs else cfg["epochs"]
+    try:
+        new = replace(req, model=cfg["model"], data=Path(cfg["data"]), weights=cfg["weights"],
+                      val=Path(cfg["val"]) if cfg.get("val") else None, holdout=cfg["holdout"], epochs=epochs,
+                      batch=req.batch or cfg.get("batch"), lr=cfg["lr"], input_size=cfg["input_size"],
+                      flip=bool(cfg["flip"]), min_crop=cfg["min_crop"], jitter=cfg["jitter"],
+                      patience=cfg["patience"], seed=cfg["seed"],
+                      workers=req.workers if req.workers is not None else cfg.get("workers"))
+        _check_request(new)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{out / RUN_FILE} is damaged (config: {exc}); train anew with --force") from exc
+    except UsageError as exc:
+        raise UsageError(f"{exc} (read from the run's {RUN_FILE} or given with --resume)") from exc
     info["config"]["epochs"] = epochs
     return info, get_spec(cfg["model"]), split, new
 
@@ -544,16 +592,20 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
     head = weights_mod.CLASSIFIER[spec.name]
     resume = out / RESUME
     state: dict[str, Any] | None = None
-    if req.resume and resume.is_file():
+    if req.resume and (resume.is_file() or resume.is_symlink()):
         try:
             state = torch.load(resume, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UsageError(f"{resume} is not readable ({str(exc).splitlines()[0][:120]}); train anew with "
-                             "--force") from exc
-        # the starting weights are not needed again (no download, no checkpoint file): the state has them all
-        model, pretrained = spec.builder(len(split.classes), pre.height), bool(info.get("pretrained"))
-        model.load_state_dict(state["model"])
+            # the starting weights are not needed again (no download, no checkpoint file): the state has them all
+            model, pretrained = spec.builder(len(split.classes), pre.height), bool(info.get("pretrained"))
+            model.load_state_dict(state["model"])
+            int(state["epoch"]), list(state["history"]), int(state["bad_epochs"]), dict(state["optimizer"])
+        except Exception as exc:  # torch.load and load_state_dict raise many kinds; an empty file, an odd one
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise UsageError(f"{resume} is damaged ({why}); train anew with edgekit train --force -o {out}") from exc
     else:
+        if req.resume and info.get("epochs_done"):
+            log(f"warning: {resume} is missing, so the {info['epochs_done']} finished epoch(s) cannot be continued: "
+                "training starts again from the first epoch")
         model, _, _, pretrained = _build_model(spec, info["config"]["weights"], len(split.classes), pre.height,
                                                _noop)
     net = wrap(model, pre, float_input=False).to(device)
@@ -585,9 +637,18 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
         if amp and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, history, bad = int(state["epoch"]), list(state["history"]), int(state["bad_epochs"])
+        if not 0 <= start <= len(history) + 1:
+            raise UsageError(f"{resume} is damaged (epoch {start}, {len(history)} epochs of history); train anew "
+                             "with --force")
         log(f"resuming after epoch {start} of {req.epochs}")
     meta = weights_meta(out / WEIGHTS) if (out / WEIGHTS).is_file() else {}
-    best = (float(meta["val_accuracy"]), int(meta["epoch"])) if "val_accuracy" in meta else (-1.0, 0)
+    try:
+        best = (float(meta["val_accuracy"]), int(meta["epoch"])) if "val_accuracy" in meta else (-1.0, 0)
+    except (ValueError, KeyError):
+        best = (-1.0, 0)
+    # the resume state, not run.json, says what is done: a kill between the two writes leaves run.json behind
+    info.update(epochs_done=start, history=history,
+                best={"epoch": best[1], "val_accuracy": best[0]} if best[1] else None)
     train_files = [(split.train_root / r, c) for r, c in split.train]
     val_files = [(split.val_root / r, c) for r, c in split.val]
     # readers start once and live across epochs: each start forks this process (CUDA and all), which is
@@ -665,7 +726,9 @@ def _loop(out: Path, req: TrainRequest, info: dict[str, Any], spec: Any, split: 
                    "val_loss": round(vloss, 5), "val_accuracy": round(vacc, 5), "seconds": round(seconds, 2),
                    "images_per_s": round(count / seconds, 2)}
             history.append(row)
-            improved = vacc > best[0]
+            # a kill after this epoch's best weights were written but before its state was: the same epoch again
+            # is the same best, not a worse one
+            improved = vacc > best[0] or best[1] == epoch + 1
             if improved:
                 best = (vacc, epoch + 1)
                 _save_weights(out / WEIGHTS, model, {"epoch": str(epoch + 1), "val_accuracy": repr(vacc),
@@ -817,6 +880,11 @@ def finished_run(run: Path) -> dict[str, Any]:
                          f"let it finish, or continue it: edgekit train --resume -o {run}")
     if not (Path(run) / WEIGHTS).is_file():
         raise UsageError(f"{run} has no {WEIGHTS}; train again with edgekit train --force -o {run}")
+    try:
+        int(info["best"]["epoch"]), float(info["report"]["val_accuracy"]), dict(info["images"]), str(info["weights"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{Path(run) / RUN_FILE} is damaged (no {exc} of a finished run); train again with "
+                         f"edgekit train --force -o {run}") from exc
     return info
 
 

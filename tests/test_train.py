@@ -159,13 +159,13 @@ SMALL = ["--model", "googlenet", "--weights", "random", "--input-size", "32", "-
          "--no-flip"]
 
 
-@pytest.mark.parametrize("step", ["train.weights_saved", "train.resume_saved"])
-def test_kill_9_at_a_checkpoint_write_then_resume(tmp_path: Path, step: str) -> None:
-    """kill -9 between the best weights and the resume state (or the resume state and run.json): the resumed
-    run's best epoch and accuracy are those of the weights on disk."""
+@pytest.mark.parametrize("step, epochs", [("train.weights_saved", 3), ("train.resume_saved", 1)])
+def test_kill_9_at_a_checkpoint_write_then_resume(tmp_path: Path, step: str, epochs: int) -> None:
+    """kill -9 between the best weights and the resume state (or, in the last epoch, the resume state and
+    run.json): the resumed run's history, best epoch and accuracy are those of the files on disk."""
     data = _small(tmp_path)
     run = tmp_path / "run"
-    proc = _popen(["train", *SMALL, "--data", str(data), "--epochs", "3", "-o", str(run)],
+    proc = _popen(["train", *SMALL, "--data", str(data), "--epochs", str(epochs), "-o", str(run)],
                   env={"EDGEKIT_TEST_PAUSE_AT": step})
     _wait_for(lambda: proc.poll() is not None or "paused at" in _peek(proc), proc)
     proc.kill()
@@ -175,7 +175,9 @@ def test_kill_9_at_a_checkpoint_write_then_resume(tmp_path: Path, step: str) -> 
     res = _edgekit("train", "--resume", "-o", str(run))
     assert res.returncode == 0, res.stderr
     info = json.loads((run / "run.json").read_text())
-    assert info["state"] == "finished" and [h["epoch"] for h in info["history"]] == [1, 2, 3]
+    assert info["state"] == "finished" and [h["epoch"] for h in info["history"]] == list(range(1, epochs + 1))
+    assert info["stop_reason"] == f"trained {epochs} epochs"
+    assert _edgekit("export", str(run)).returncode == 0
     from edgekit.train import weights_meta
 
     meta = weights_meta(run / "model.safetensors")
@@ -252,7 +254,29 @@ def test_bad_data_folders_are_refused_before_anything_is_written(tmp_path: Path,
     assert not (tmp_path / "run").exists()
 
 
+def test_force_never_deletes_the_images_or_the_starting_weights(tmp_path: Path) -> None:
+    """--force replaces the run directory whole: data, validation images or --weights inside it (or it
+    inside them) are refused before anything is touched."""
+    data = _small(tmp_path, per_class=6)
+    run = tmp_path / "run"
+    assert _edgekit("train", *SMALL, "--data", str(data), "--epochs", "1", "-o", str(run)).returncode == 0
+    inside = run / "images"
+    import shutil
+
+    shutil.copytree(data, inside)
+    before = sorted(p.name for p in inside.rglob("*"))
+    for args in (["--data", str(inside)], ["--data", str(data), "--weights", str(run / "model.safetensors")]):
+        res = _edgekit("train", "--model", "googlenet", "--input-size", "32", "--batch", "8", "--workers", "0", *args,
+                       "--epochs", "1", "--force", "-o", str(run))
+        assert res.returncode == 2 and "overlap" in res.stderr, res.stderr
+    assert sorted(p.name for p in inside.rglob("*")) == before and (run / "model.safetensors").is_file()
+    res = _edgekit("train", *SMALL, "--data", str(data), "--epochs", "1", "-o", str(data / "run"))
+    assert res.returncode == 2 and "overlap" in res.stderr
+
+
 def test_refusals_name_the_fix(tmp_path: Path) -> None:
+    import shutil
+
     data = _small(tmp_path, per_class=4)
     other = tmp_path / "mine"
     other.mkdir()
@@ -273,6 +297,13 @@ def test_refusals_name_the_fix(tmp_path: Path) -> None:
     assert res.returncode == 2 and "give one" in res.stderr
     res = _edgekit("export", str(data))
     assert res.returncode == 2 and "not an edgekit train run" in res.stderr
+    res = _edgekit("train", *SMALL, "--batch", "1", "--data", str(data), "-o", str(tmp_path / "b1"))
+    assert res.returncode == 2 and "--batch must be a whole number from 2" in res.stderr
+    odd = tmp_path / "odd"
+    shutil.copytree(data, odd)
+    (odd / "0").rename(odd / "bl\nue")
+    res = _edgekit("train", *SMALL, "--data", str(odd), "-o", str(tmp_path / "r2"))
+    assert res.returncode == 2 and "control character" in res.stderr
 
 
 def test_finished_run_refuses_retraining_and_a_moved_dataset_at_calibration(tmp_path: Path) -> None:
