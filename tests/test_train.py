@@ -67,8 +67,12 @@ def _edgekit(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(camera_digits: Path) -> Path:
     run = camera_digits / "runs" / "digits"
-    res = _edgekit("train", "--model", "googlenet", "--weights", "random", "--data", str(camera_digits / "data"),
-                   "--input-size", "64", "--epochs", "3", "--no-flip", "-o", str(run))
+    # a real process: training with image-reading processes forks, and forking this test process (threads of
+    # ONNX Runtime and torch from earlier tests, their locks held) can hang the child
+    res = subprocess.run([sys.executable, "-m", "edgekit", "train", "--model", "googlenet", "--weights", "random",
+                          "--data", str(camera_digits / "data"), "--input-size", "64", "--epochs", "3", "--no-flip",
+                          "-o", str(run)], capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_OFFLINE": "1"})
     assert res.returncode == 0, res.stderr
     assert "validation accuracy" in res.stdout and "edgekit build" in res.stdout
     return run
@@ -238,7 +242,8 @@ def test_ctrl_c_keeps_the_finished_epochs_and_says_how_to_resume(tmp_path: Path,
     res = _edgekit("build", str(run))
     assert res.returncode == 2 and "has not finished" in res.stderr and "--resume" in res.stderr
     done = info["epochs_done"]
-    res = _edgekit("train", "--resume", "--epochs", str(done + 1), "-o", str(run))
+    # in-process, so no reader processes: forking this threaded test process can hang
+    res = _edgekit("train", "--resume", "--workers", "0", "--epochs", str(done + 1), "-o", str(run))
     assert res.returncode == 0, res.stderr
     assert f"resuming after epoch {done} of {done + 1}" in res.stderr
     info = json.loads((run / "run.json").read_text())
