@@ -25,16 +25,24 @@ def _echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float, float] | None:
+def parse_triple(value: str | None, one_for_all: bool = False) -> tuple[float, float, float] | None:
+    """R,G,B (or, with ``one_for_all``, one number for the three channels) from an option's text."""
     if value is None:
         return None
     try:
         parts = tuple(float(x) for x in value.split(","))
     except ValueError:
         parts = ()
+    if one_for_all and len(parts) == 1:
+        parts = parts * 3
     if len(parts) != 3:
-        raise click.BadParameter(f"expected three comma-separated numbers (R,G,B), got {value!r}")
+        raise click.BadParameter(f"expected R,G,B or one number for all three, got {value!r}" if one_for_all
+                                 else f"expected three comma-separated numbers (R,G,B), got {value!r}")
     return parts  # type: ignore[return-value]
+
+
+def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float, float] | None:
+    return parse_triple(value)
 
 
 # ---------------------------------------------------------------- shared options

@@ -20,17 +20,9 @@ _PRESETS = {
 
 def _values(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float, float] | None:
     """R,G,B or one number for all three."""
-    if value is None:
-        return None
-    try:
-        parts = tuple(float(x) for x in value.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) == 1:
-        parts = parts * 3
-    if len(parts) != 3:
-        raise click.BadParameter(f"expected R,G,B or one number for all three, got {value!r}")
-    return parts  # type: ignore[return-value]
+    from edgekit.cli import parse_triple  # here, not at the top: edgekit.cli imports this module
+
+    return parse_triple(value, one_for_all=True)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:

@@ -26,6 +26,7 @@ from edgekit import manifest as mf
 from edgekit.callbacks import Log
 from edgekit.deps import require
 from edgekit.errors import ExportError, UsageError
+from edgekit.export import PARITY_TOLERANCE, parity_figures  # one parity measure and limit for every bundle
 from edgekit.gate import run_all
 from edgekit.hashing import sha256_file
 from edgekit.images import read_image, sample_images
@@ -33,7 +34,6 @@ from edgekit.preprocess import Preprocess, fit_frame, graph_constants
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
-PARITY_TOLERANCE = 1e-4
 JETPACK5_MAX_OPSET = 17  # TensorRT 8.5's and 8.6's parsers
 MIN_OPSET = 13  # per-channel DequantizeLinear (the INT8 form's weights)
 MAX_INPUT_SIZE = 1024  # as export's --input-size
@@ -549,19 +549,8 @@ def check_parity(original: Path, wrapped: Path, layout: str, pre: Preprocess, ba
         got = run_all(r, frames, step, static).astype(np.float64)
     if softmax_removed:
         got = softmax(got)
-    rel = np.linalg.norm(got - ref, axis=1) / np.maximum(np.linalg.norm(ref, axis=1), 1e-12)
-    top1 = int((got.argmax(1) == ref.argmax(1)).sum())
-    max_rel = float(rel.max())
     return {
-        "inputs": int(len(frames)),
-        "random_inputs": n_random,
-        "photographs": int(len(frames) - n_random),
-        "max_rel_error": max_rel,
-        "mean_rel_error": float(rel.mean()),
-        "max_abs_error": float(np.abs(got - ref).max()),
-        "top1_equal": top1,
-        "tolerance": PARITY_TOLERANCE,
-        "passed": bool(max_rel <= PARITY_TOLERANCE and top1 == len(frames)),
+        **parity_figures(got, ref, n_random),
         "reference": "the imported model on preprocessing computed in numpy (ONNX Runtime)",
         "compared": "probabilities (softmax of the logits; the model's Softmax removed)" if softmax_removed
         else "logits",
