@@ -215,7 +215,7 @@ def test_cli_calibrate_eval_and_build(trained, tmp_path):
     assert "\r" not in res.stderr  # not a terminal: a line per stage, no redrawn bar in the log
     assert "95% interval" in res.stdout and "dla" in res.stdout
     res = runner.invoke(cli, ["inspect", str(b)])
-    assert res.exit_code == 0 and "tensorrt: top-1 agreement" in res.stdout and "dla: top-1 agreement" in res.stdout
+    assert res.exit_code == 0 and "\n  int8 (TensorRT) " in res.stdout and "\n  int8 (DLA, cache) " in res.stdout
     res = runner.invoke(cli, ["eval", str(b), "--data", str(root / "val")])
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
