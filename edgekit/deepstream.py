@@ -61,6 +61,24 @@ NVINFER_ENUMS: dict[str, tuple[int, ...] | None] = {
 }
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
 
+
+def onnx_file_name(model: str, qdq: bool) -> str:
+    """The ONNX file is named by what it is, not by the engine's precision: the float graph (FP32
+    weights) serves FP32, FP16 and implicit INT8 (DLA), as network-mode chooses; only the Q/DQ graph
+    is INT8 itself."""
+    return f"{model}.int8-qdq.onnx" if qdq else f"{model}.float.onnx"
+
+
+def precision_note(onnx_name: str, precision: str, dla: int | None) -> str:
+    """One line: the ONNX file and the engine nvinfer builds from it, so the two never seem to disagree."""
+    mode = f"network-mode {NETWORK_MODE[precision]}"
+    if precision == "int8" and dla is None:
+        return f"{onnx_name} is the Q/DQ INT8 graph (its scales inside); nvinfer builds it as INT8 ({mode})"
+    what = f"{onnx_name} is the FP32 graph; nvinfer builds it as {precision.upper()} ({mode})"
+    if precision == "int8":
+        what += " with calibration.cache's scales"
+    return what + (f" on DLA core {dla}" if dla is not None else "")
+
 # deepstream-app configuration groups edgekit writes, with their keys (DeepStream reference app docs)
 APP_KEYS: dict[str, frozenset[str]] = {
     "application": frozenset({"enable-perf-measurement", "perf-measurement-interval-sec", "gie-kitti-output-dir"}),
@@ -103,6 +121,7 @@ class DeepStreamExport:
     files: tuple[str, ...]
     normalisation: str  # "nvinfer" or "graph"
     network_mode: int
+    note: str = ""  # one line: what the ONNX file is and what nvinfer builds from it (the CLI prints it)
 
 
 # ------------------------------------------------------------------ the ONNX front
@@ -337,7 +356,8 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
     labels = bundle_mod.read_labels(req.bundle, man)
     h, w = man.preprocess.height, man.preprocess.width
     with bundle_mod.staging(req.out, req.force) as tmp:
-        onnx_name = f"{man.model.name}.{onnx_prec}.float.onnx"
+        onnx_name = onnx_file_name(man.model.name, qdq=onnx_prec == "int8")
+        note = precision_note(onnx_name, precision, req.dla)
         onnx.save(model, str(bundle_mod.child(tmp, onnx_name, "ONNX file name")))
         (tmp / "labels.txt").write_text(labels_line(labels), encoding="utf-8")
         prop: dict[str, Any] = {
@@ -389,7 +409,7 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
             prop.update({"enable-dla": 1, "use-dla-core": req.dla})
         where = "nvinfer (one scale for all channels)" if removed else "in the ONNX graph (per-channel std)"
         header = (f"Gst-nvinfer config for {man.model.name} ({precision}), written by edgekit from {req.bundle}.\n"
-                  f"Preprocessing: {where}."
+                  f"Preprocessing: {where}.\n{note}."
                   "\nDeepStream builds the engine on first start and reuses model-engine-file afterwards.")
         infer_text = ini([("property", prop)], header)
         validate_nvinfer(infer_text, tmp)
@@ -398,13 +418,13 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
         validate_app(app_text)
         (tmp / "deepstream_app_config.txt").write_text(app_text, encoding="utf-8")
         (tmp / "README.txt").write_text(
-            f"{man.model.name} for DeepStream, {precision}, batch {batch}, {req.sources} sources.\n\n"
+            f"{man.model.name} for DeepStream, {precision}, batch {batch}, {req.sources} sources.\n{note}.\n\n"
             "Run (on the Jetson or a DeepStream container):\n"
             "  deepstream-app -c deepstream_app_config.txt\n\n"
             "Or in your own pipeline: nvinfer config-file-path=config_infer_primary.txt\n"
             "Edit [source*] uri= for your cameras (type=1 V4L2, type=5 CSI, type=4 RTSP).\n", encoding="utf-8")
     log(f"wrote {req.out}: {', '.join(files)}")
-    return DeepStreamExport(req.out, tuple(files), "nvinfer" if removed else "graph", NETWORK_MODE[precision])
+    return DeepStreamExport(req.out, tuple(files), "nvinfer" if removed else "graph", NETWORK_MODE[precision], note)
 
 
 def app_config(req: DeepStreamRequest, batch: int, profile: prof_mod.Profile) -> str:

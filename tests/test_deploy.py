@@ -184,6 +184,37 @@ def test_deepstream_refusals_and_atomic_output(googlenet_bundle, int8_bundle, tm
     assert "deepstream-app -c" in out and (tmp_path / "y" / "README.txt").is_file()
 
 
+@pytest.mark.parametrize("precision, dla, mode, name, built_as", [
+    ("fp32", None, 0, "googlenet.float.onnx", "FP32"),
+    ("fp16", None, 2, "googlenet.float.onnx", "FP16"),
+    ("int8", None, 1, "googlenet.int8-qdq.onnx", "INT8"),
+    ("int8", 0, 1, "googlenet.float.onnx", "INT8"),  # DLA: implicit INT8 from the float graph and the cache
+])
+def test_deepstream_file_name_and_network_mode_agree(int8_bundle, tmp_path, precision, dla, mode, name, built_as):
+    """The ONNX file is named by what it is (the float graph, or the Q/DQ INT8 one), never by a precision the
+    engine will not have; a one-line note says what nvinfer builds from it (issue 17: a '...fp32.float.onnx'
+    with network-mode 2)."""
+    profile = "jetson-agx-orin" if dla is not None else "jetson-orin-nano"
+    res = export_deepstream(DeepStreamRequest(int8_bundle, tmp_path / "ds", precision, profile, dla=dla,
+                                              trt_version="8.6.2"))
+    p = prop(tmp_path / "ds")
+    assert res.network_mode == mode and p["network-mode"] == str(mode) and p["onnx-file"] == name
+    assert (tmp_path / "ds" / name).is_file() and name in res.files
+    claimed = {w for w in ("fp32", "fp16", "int8") if w in name}
+    assert claimed <= {precision}, f"{name} claims {claimed} for a {precision} engine"
+    assert "\n" not in res.note and res.note.startswith(f"{name} is the ")
+    assert f"nvinfer builds it as {built_as} (network-mode {mode})" in res.note
+    assert ("Q/DQ INT8 graph" in res.note) == (name.endswith("int8-qdq.onnx"))
+    assert ("FP32 graph" in res.note) == (name.endswith("float.onnx"))
+    if dla is not None:
+        assert res.note.endswith(f"on DLA core {dla}") and "calibration.cache" in res.note
+    # the engine nvinfer writes beside it says the same: <onnx-file>_b<batch>_<gpu0|dlaN>_<precision>.engine
+    assert p["model-engine-file"].startswith(name + "_b") and p["model-engine-file"].endswith(f"_{precision}.engine")
+    # and the files a person opens say it too
+    assert res.note in (tmp_path / "ds" / "README.txt").read_text()
+    assert f"# {res.note}." in (tmp_path / "ds" / "config_infer_primary.txt").read_text()
+
+
 def test_deepstream_validation_catches_mistakes(tmp_path):
     good = "[property]\nnet-scale-factor=1\ninfer-dims=3;224;224\nnetwork-mode=2\n"
     validate_nvinfer(good, tmp_path)
