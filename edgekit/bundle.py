@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import manifest as mf
-from edgekit.errors import BundleError, EdgekitError, UsageError
+from edgekit.errors import BundleBusyError, BundleError, EdgekitError, UsageError
 from edgekit.hashing import sha256_file
 
 DEFAULT_ROOT = "build"
@@ -193,7 +193,7 @@ def lock(target: Path) -> Iterator[None]:
                 holder = os.read(fd, 64).decode("ascii", "replace").strip()
             os.close(fd)
             who = f"PID {holder}" if holder.isdigit() else "another process"
-            raise BundleError(
+            raise BundleBusyError(
                 f"{target} is being changed by {who} (edgekit export, build or calibrate); wait for it to "
                 f"finish and run again, or stop that process (its lock is {path})"
             ) from None

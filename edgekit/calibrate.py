@@ -7,6 +7,7 @@ failed run (a full disk too) leaves the bundle as it was. The bundle is locked m
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from edgekit import bundle as bundle_mod
-from edgekit import calibcache, calibdata, gate, quantize, sensitivity
+from edgekit import calibcache, calibdata, gate, quantize, sensitivity, stats
 from edgekit import manifest as mf
 from edgekit.callbacks import Log, Progress
-from edgekit.errors import BundleError, EdgekitError, UsageError
+from edgekit.errors import GATE_FAILED, BundleError, EdgekitError, UsageError
 
 DEFAULT_IMAGES = 500
+MIN_CALIB_IMAGES = 16  # fewer give ranges from a handful of activations: INT8 would be refused, not guessed
+FEW_CALIB_IMAGES = 100  # below it a warning (TensorRT's guidance is about 500 for ImageNet-like data)
 DEFAULT_VAL_IMAGES = 1000
 # The TensorRT version written into calibration.cache; JetPack 6.1/6.2 ship 10.3. TensorRT
 # ignores a cache of another version, so the engine builder rewrites it for the running one.
@@ -30,6 +33,8 @@ DEFAULT_CACHE_TRT = "10.3.0"
 
 class GateError(EdgekitError):
     """A reduced-precision model strays from FP32 on the validation images, as the data show."""
+
+    exit_code = GATE_FAILED
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,12 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
             f"no validation images: {source} is too small to hold out {req.holdout:.0%}; "
             "add images or pass --val-data DIR"
         )
+    _enough(req, len(calib.items), len(val.items), len(val_items) - len(val.skipped), str(source),
+            "add images" + (f" (about {_total_needed(req)} or more in all with --holdout {req.holdout:g})"
+                            if req.val_data is None else " to --calib-data and --val-data"))
+    if req.data is not None and len(calib.items) < FEW_CALIB_IMAGES:
+        log(f"warning: calibrating on {len(calib.items)} images; ranges from fewer than {FEW_CALIB_IMAGES} can clip "
+            "what the camera shows (a few hundred of its own frames calibrate best)")
     return _Data(calib, val, _labels_of(val, val_root, man, req.bundle, log), len(val_items))
 
 
@@ -177,6 +188,8 @@ def _gather_split(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
     if req.num_images is not None and len(calib.items) < req.num_images:
         raise UsageError(f"asked for {req.num_images} calibration images but the run has only {len(calib.items)} "
                          "usable training images; lower --num-images")
+    _enough(req, len(calib.items), len(val.items), len(val_items), "the training run",
+            "train on more images per class (or give --calib-data DIR and --val-data DIR)")
     # the labels are the split's own class indices (the bundle's labels are the run's classes): no folder-name
     # matching, which a stray folder (.ipynb_checkpoints) would defeat
     names = bundle_mod.read_labels(req.bundle, man)
@@ -186,6 +199,32 @@ def _gather_split(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
     cls = {(split.val_root / rel).as_posix(): c for rel, c in split.val}
     labels = np.array([cls[it.path.as_posix()] for it in val.items], np.int64)
     return _Data(calib, val, labels, len(val_items))
+
+
+def _val_needed(req: CalibrateRequest) -> int:
+    """Validation images the agreement gate needs to be able to fail (0: --min-agreement switches it off)."""
+    return stats.images_to_fail(req.min_agreement) or 0
+
+
+def _total_needed(req: CalibrateRequest) -> int:
+    """Images in one folder that hold both enough to calibrate and, held out, enough to validate."""
+    return max(math.ceil(MIN_CALIB_IMAGES / (1 - req.holdout)), math.ceil(_val_needed(req) / req.holdout))
+
+
+def _enough(req: CalibrateRequest, n_calib: int, n_val: int, val_there: int, where: str, more: str) -> None:
+    """Too few images to calibrate, or for the gate to be able to fail: one line with the numbers needed."""
+    need_val = _val_needed(req)
+    if n_calib >= MIN_CALIB_IMAGES and n_val >= need_val:
+        return
+    if req.num_images is not None and req.num_images < MIN_CALIB_IMAGES:
+        raise UsageError(f"--num-images {req.num_images}: INT8 needs at least {MIN_CALIB_IMAGES} calibration images")
+    if n_calib >= MIN_CALIB_IMAGES and val_there >= need_val:
+        raise UsageError(f"--num-val-images {n_val}: the gate needs at least {need_val} validation images to be able "
+                         f"to fail at --min-agreement {req.min_agreement:g}")
+    gate_why = (f" and {need_val} to validate (with fewer the gate cannot fail an INT8 model that disagrees with FP32 "
+                f"on one image in ten more than --min-agreement {req.min_agreement:g} allows)" if need_val else "")
+    raise UsageError(f"too few images: {where} gives {n_calib} usable to calibrate and {n_val} to validate; INT8 needs "
+                     f"at least {MIN_CALIB_IMAGES} to calibrate{gate_why}: {more}")
 
 
 def _check(req: CalibrateRequest) -> None:
@@ -301,14 +340,14 @@ def _calibrate_locked(req: CalibrateRequest, log: Log, progress: Progress | None
         if not any(j.failed for j in judged.values()):
             break
         if req.fallback != "auto" or len(excluded) >= req.max_fallback:
-            raise GateError(_gate_message(req, judged, excluded))
+            raise GateError(_gate_message(req, man, judged, excluded))
         if ranking is None:
             log("finding the layers most sensitive to quantization")
             ranking = sensitivity.rank(model, cal.amax, [], val_feed, ref, max(batch, 32) if not static
                                        else batch, static, max(8, 2 * req.max_fallback), log)
         remaining = [n for n in ranking if n not in excluded]
         if not remaining:
-            raise GateError(_gate_message(req, judged, excluded))
+            raise GateError(_gate_message(req, man, judged, excluded))
         excluded.append(remaining[0])
         log(f"keeping {remaining[0]} in FP32")
     import onnx
@@ -325,7 +364,7 @@ def _calibrate_locked(req: CalibrateRequest, log: Log, progress: Progress | None
                 judged["fp16"] = judge("fp16", gate.run_all(half, val_feed, batch, static))
             log(f"FP16 vs FP32: {judged['fp16'].summary()}")
             if judged["fp16"].failed:
-                raise GateError(_gate_message(req, judged, excluded, "fp16"))
+                raise GateError(_gate_message(req, man, judged, excluded, "fp16"))
         # implicit INT8 from calibration.cache (TensorRT < 11, DLA): gated when a DLA engine is built
         judged["dla"] = simulated("dla", quantize.implicit_model(fp32, cal))
         log(f"implicit INT8 from calibration.cache (DLA, TensorRT < 11), simulated: {judged['dla'].summary()}")
@@ -359,7 +398,7 @@ def _cpu_kernels_here(path: Path, ref: np.ndarray, images: np.ndarray, batch: in
             "cosine": round(fig.cosine, 6)}
 
 
-def _gate_message(req: CalibrateRequest, judged: dict[str, gate.Judgement], excluded: list[str],
+def _gate_message(req: CalibrateRequest, man: mf.Manifest, judged: dict[str, gate.Judgement], excluded: list[str],
                   which: str | None = None) -> str:
     failed = [j for j in judged.values() if j.failed and (which is None or j.precision == which)]
     tried = f" after keeping {len(excluded)} layer(s) in FP32" if excluded else ""
@@ -372,7 +411,11 @@ def _gate_message(req: CalibrateRequest, judged: dict[str, gate.Judgement], excl
     else:
         hint = (f"raise --max-fallback (now {req.max_fallback}), calibrate on more images from your camera, "
                 "or try --method percentile")
-    return f"accuracy gate failed{tried}: {what}. Nothing was written. {hint}"
+    if man.model.weights.startswith("random"):
+        hint = ("The reason is the random weights (--weights random): their outputs are nearly equal for every class, "
+                "so any rounding changes the top-1; the gate is meant for trained weights: use --weights imagenet or "
+                "your checkpoint (--min-agreement 0 builds anyway, for a trial of the pipeline).")
+    return f"accuracy gate failed{tried}: {what}. The bundle is unchanged. {hint}"
 
 
 _FILES = (("model.int8.onnx", "onnx", "int8"), ("model.int8-cpu.onnx", "onnx", "int8-cpu"),

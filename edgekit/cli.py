@@ -10,6 +10,7 @@ import os
 import sys
 import typing
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -202,11 +203,10 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
     Example:
       edgekit inspect build/inception_v4
     """
-    from edgekit import bundle as bundle_mod
     from edgekit import manifest as mf
     from edgekit.inspect import describe
 
-    path = bundle or bundle_mod.find_latest()
+    path = _bundle_or_latest(bundle)
     if as_json:
         click.echo(mf.read(path).to_json(), nl=False)
     else:
@@ -214,22 +214,29 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("args", nargs=-1, type=click.Path(path_type=Path), metavar="[BUNDLE] [IMAGES]...")
 @click.option("--topk", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image.")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
               help="auto: the bundle's TensorRT engine where it fits this device, else ONNX Runtime (says why).")
 @click.option("--precision", default="auto", show_default=True, help="auto, fp32, fp16, int8, int8-cpu.")
-def classify(bundle: Path, images: tuple[Path, ...], topk: int, as_json: bool, backend: str, precision: str) -> None:
+def classify(args: tuple[Path, ...], topk: int, as_json: bool, backend: str, precision: str) -> None:
     """Classify image files with a bundle (the shipped sample photographs when none are given).
 
+    BUNDLE is a directory; when the first argument is not one, every argument is an image and
+    the most recently built bundle classifies them.
+
     \b
-    Example:
+    Examples:
       edgekit classify build/inception_v4 cat.jpg dog.png
+      edgekit classify cat.jpg
     """
     from edgekit.classifier import load
     from edgekit.images import read_image, sample_images
+
+    first_is_bundle = bool(args) and (args[0].is_dir() or (not args[0].exists() and not args[0].suffix))
+    bundle = _bundle_or_latest(args[0] if first_is_bundle else None)
+    images = args[1:] if first_is_bundle else args
 
     paths = list(images) or sample_images()
     with load(bundle, backend=backend, precision=precision) as clf:
@@ -330,18 +337,18 @@ def _calibrate(bundle: Path, data: Path | None, method: str, num_images: int | N
 
 
 @cli.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Calibration images: folder (recursive), video or .npy [default: edgekit's photographs].")
 @calibration_options
-def calibrate(bundle: Path, data: Path | None, **opts: Any) -> None:
+def calibrate(bundle: Path | None, data: Path | None, **opts: Any) -> None:
     """INT8 calibration: Q/DQ ONNX for TensorRT and for CPUs, FP16, TensorRT cache, accuracy gate.
 
     \b
     Example:
       edgekit calibrate build/inception_v4 --data ./images --method entropy --num-images 500
     """
-    _calibrate(bundle, data, **opts)
+    _calibrate(_bundle_or_latest(bundle), data, **opts)
 
 
 @cli.command()
@@ -350,9 +357,10 @@ def calibrate(bundle: Path, data: Path | None, **opts: Any) -> None:
 @weights_option
 @out_option
 @force_option
-@click.option("--int8", "precision", flag_value="int8", help="INT8 engine (calibrates first if needed).")
-@click.option("--fp16", "precision", flag_value="fp16", help="FP16 engine.")
-@click.option("--fp32", "precision", flag_value="fp32", help="FP32 engine.")
+@click.option("--int8", is_flag=True, help="INT8 engine (calibrates first if needed; layers left in float may "
+              "run FP16).")
+@click.option("--fp16", is_flag=True, help="FP16 engine.")
+@click.option("--fp32", is_flag=True, help="FP32 engine.")
 @click.option("--profile", "profile", default=None, metavar="NAME|PATH",
               help="Device profile [default: detect this machine] (edgekit profiles lists them).")
 @click.option("--dla", type=int, default=None, metavar="CORE", help="Build for a DLA core, with GPU fallback.")
@@ -368,7 +376,7 @@ def calibrate(bundle: Path, data: Path | None, **opts: Any) -> None:
 @model_input_options
 @calibration_options
 def build(bundle: Path | None, model: str | None, weights: str, out: Path | None, force: bool,
-          precision: str | None, profile: str | None, dla: int | None, batch_text: str | None,
+          int8: bool, fp16: bool, fp32: bool, profile: str | None, dla: int | None, batch_text: str | None,
           workspace: int | None, opt_level: int | None, version_compatible: bool, hardware_compatible: bool,
           rebuild: bool, calib_data: Path | None, labels: Path | None, input_size: int | None, float_input: bool,
           mean: tuple[float, float, float] | None, std: tuple[float, float, float] | None, **opts: Any) -> None:
@@ -392,9 +400,11 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
     from edgekit.engine import EngineRequest, parse_batch
     from edgekit.engine import build as build_engine
 
-    if (bundle is None) == (model is None):
-        raise UsageError("give either a BUNDLE directory (or an .onnx file, or an edgekit train run) or --model NAME "
-                         "(edgekit build --help)")
+    precision = _one_precision(int8, fp16, fp32)
+    if bundle is not None and model is not None:
+        raise UsageError(f"give either a BUNDLE ({bundle}) or --model {model}, not both (edgekit build --help)")
+    if model is None:
+        bundle = _bundle_or_latest(bundle)
     from edgekit import train as train_mod
 
     run = bundle if train_mod.is_run(bundle or Path("-")) else None
@@ -419,14 +429,30 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
     batch = parse_batch(batch_text) if batch_text else None
     if prof.kind != "cpu":
         prof_mod.check_request(prof, precision or prof.default_precision, dla, batch, workspace)
+    else:
+        _no_engine_options(prof, profile, dla=dla, batch=batch_text, workspace=workspace, opt_level=opt_level,
+                           version_compatible=version_compatible, hardware_compatible=hardware_compatible,
+                           rebuild=rebuild)
+    exported = False
     if model is not None:
-        from edgekit.export import ExportRequest
+        from edgekit.export import ExportRequest, reuse_check
         from edgekit.export import export as do_export
+        from edgekit.zoo import get_spec
 
-        name = model.strip().lower().replace("-", "_")
-        target = out or bundle_mod.default_dir(name, precision or "fp32")
-        bundle = do_export(ExportRequest(model, target, weights, labels, input_size, None, float_input, mean, std,
-                                         force), log=_echo_err).bundle
+        req = ExportRequest(get_spec(model).name, None, weights, labels, input_size, None, float_input, mean, std,
+                            force)
+        target = out or bundle_mod.default_dir(req.model, precision or "fp32")
+        why_not = reuse_check(req, target) if target.exists() and not force else "-"
+        if why_not is None:
+            _echo_err(f"{target}: going on from the bundle exported earlier with the same model, weights and options "
+                      "(--force exports again)")
+            bundle = target
+        elif target.exists() and not force:
+            raise UsageError(f"{target} already exists and is another export ({why_not}); pass --force to replace "
+                             "it, or choose another -o")
+        else:
+            bundle = do_export(replace(req, out=target), log=_echo_err).bundle
+            exported = True
     split = None
     if run is not None:
         bundle = train_mod.bundle_for_run(run, out, force, log=_echo_err)
@@ -447,7 +473,16 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         click.echo(str(kit.out))
         return
     if want in ("int8", "fp16") and man.artifact("onnx", want) is None:
-        _calibrate(bundle, calib_data, split=split, **opts)
+        from edgekit.calibrate import GateError
+
+        try:
+            _calibrate(bundle, calib_data, split=split, **opts)
+        except GateError as exc:
+            if model is None:
+                raise
+            when = "just exported" if exported else "exported earlier"
+            raise GateError(f"{str(exc).rstrip('.')}. The FP32 bundle {bundle} ({when}, parity checked) is kept: "
+                            "this command run again goes on from it without exporting") from None
     if prof.kind == "cpu" and profile is None:
         _echo_err("no NVIDIA GPU or Jetson detected: no TensorRT engine built; the bundle runs on ONNX Runtime "
                   "(edgekit build BUNDLE on the device, or --profile NAME to build ahead of time with TensorRT-RTX)")
@@ -466,6 +501,40 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
                                      version_compatible, hardware_compatible, rebuild), log=_echo_err)
     click.echo(f"{res.path}  ({res.entry['precision']}, {res.entry['trt_flavour']} {res.entry['trt_version']}, "
                f"{res.entry['device']}{', reused' if res.reused else ''})")
+
+
+def _one_precision(int8: bool, fp16: bool, fp32: bool) -> str | None:
+    given = [name for name, on in (("int8", int8), ("fp16", fp16), ("fp32", fp32)) if on]
+    if len(given) > 1:
+        why = (" (an INT8 engine already lets TensorRT run the layers it leaves in float as FP16)"
+               if "int8" in given and "fp16" in given else "")
+        raise UsageError(f"{' and '.join('--' + g for g in given)} both given: an engine has one precision{why}; "
+                         "keep one")
+    return given[0] if given else None
+
+
+def _no_engine_options(prof: Any, named: str | None, **given: Any) -> None:
+    """No TensorRT engine is built for the CPU profile: options that only shape one are refused, not ignored."""
+    flags = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None and v is not False]
+    if not flags:
+        return
+    where = (f"--profile {named} is the CPU" if named else
+             "no NVIDIA GPU or Jetson was detected here, so the bundle runs on ONNX Runtime")
+    dla = "; DLA cores are on Jetson AGX Xavier, Xavier NX, AGX Orin and Orin NX" if "--dla" in flags else ""
+    raise UsageError(f"{', '.join(flags)} shape{'s' if len(flags) == 1 else ''} a TensorRT engine, and none is built: "
+                     f"{where}{dla}; drop {'it' if len(flags) == 1 else 'them'}, or build ahead of time for a "
+                     "device with --profile NAME (edgekit profiles lists them)")
+
+
+def _bundle_or_latest(bundle: Path | None) -> Path:
+    """Every command that takes a BUNDLE may leave it out: the most recently built one under build/, named."""
+    if bundle is not None:
+        return bundle
+    from edgekit import bundle as bundle_mod
+
+    found = bundle_mod.find_latest()
+    _echo_err(f"bundle: {found} (the most recently built; name a bundle to choose another)")
+    return found
 
 
 @cli.group(invoke_without_command=True)
@@ -514,13 +583,13 @@ def profiles_show(name: str) -> None:
 
 
 @cli.command(name="eval")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="Labelled images: DATA/<class>/<images>, folders named as the labels or by index.")
 @click.option("--class-map", type=click.Path(path_type=Path), default=None,
               help="File mapping folder names to class indices ('folder index' per line).")
 @click.option("--limit", type=int, default=None, help="Use at most this many images.")
-def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None) -> None:
+def eval_cmd(bundle: Path | None, data: Path, class_map: Path | None, limit: int | None) -> None:
     """Top-1/top-5 accuracy of every precision in a bundle, side by side.
 
     \b
@@ -529,7 +598,7 @@ def eval_cmd(bundle: Path, data: Path, class_map: Path | None, limit: int | None
     """
     from edgekit.evaluate import evaluate
 
-    rows = evaluate(bundle, data, class_map, limit)
+    rows = evaluate(_bundle_or_latest(bundle), data, class_map, limit)
     click.echo(f"{'precision':<10} {'top-1':>7} {'top-5':>7}  ({rows[0].images} images)")
     for r in rows:
         click.echo(f"{r.precision:<10} {r.top1:>7.2%} {r.top5:>7.2%}  {r.how}")
@@ -579,7 +648,6 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
     """
     import signal
 
-    from edgekit import bundle as bundle_mod
     from edgekit import sinks
     from edgekit.classifier import load
     from edgekit.sources import Reconnect
@@ -595,9 +663,7 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
         raise UsageError(f"--output {output} is the source itself; write the annotated video elsewhere")
     host_port = _host_port(serve) if serve is not None else None  # a bad --serve fails before any work
     video = sinks.VideoOutput(output, 0.0) if output else None  # a bad --output fails before the model loads
-    if bundle is None:
-        bundle = bundle_mod.find_latest()
-        _echo_err(f"bundle: {bundle} (the most recently built)")
+    bundle = _bundle_or_latest(bundle)
     clf = load(bundle, backend=backend, precision=precision)
     _echo_err(f"backend: {clf.runner.description}, {clf.precision} ({clf.why})")
     from edgekit.streaming import camera_settings
@@ -742,12 +808,9 @@ def bench(bundle: Path | None, precision: str | None, backend: str, batch_text: 
       edgekit bench build/v4-int8 --compare torch
     """
     from edgekit import bench as bench_mod
-    from edgekit import bundle as bundle_mod
     from edgekit import manifest as mf
 
-    if bundle is None:
-        bundle = bundle_mod.find_latest()
-        _echo_err(f"bundle: {bundle} (the most recently built)")
+    bundle = _bundle_or_latest(bundle)
     precisions = [p.strip() for p in precision.split(",")] if precision else None
     rows, notes = bench_mod.bench_bundle(
         bundle, precisions, backend, _int_list(batch_text), threads, compare == "torch", weights,
@@ -765,7 +828,7 @@ def bench(bundle: Path | None, precision: str | None, backend: str, batch_text: 
 
 
 @cli.command("export-deepstream")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Folder to write (atomically).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="Default: the profile's (fp16 where no device is detected).")
@@ -779,7 +842,7 @@ def bench(bundle: Path | None, precision: str | None, backend: str, batch_text: 
               help="TensorRT of the target DeepStream (INT8 cache header; int8 weights from 10) [default: the "
                    "profile's, when it lists one; --dla --int8 needs it where JetPacks differ].")
 @click.option("--force", is_flag=True, help="Replace the output folder.")
-def export_deepstream_cmd(bundle: Path, out: Path, precision: str | None, profile: str | None, dla: int | None,
+def export_deepstream_cmd(bundle: Path | None, out: Path, precision: str | None, profile: str | None, dla: int | None,
                           sources: int, batch: int | None, source_uri: str | None, threshold: float,
                           trt_version: str | None, force: bool) -> None:
     """An nvinfer config, labels and a deepstream-app config with N sources, from a bundle.
@@ -791,8 +854,8 @@ def export_deepstream_cmd(bundle: Path, out: Path, precision: str | None, profil
     """
     from edgekit.deepstream import DeepStreamRequest, export_deepstream
 
-    req = DeepStreamRequest(bundle, out, precision, profile, dla, batch, sources, threshold=threshold, force=force,
-                            trt_version=trt_version)
+    req = DeepStreamRequest(_bundle_or_latest(bundle), out, precision, profile, dla, batch, sources,
+                            threshold=threshold, force=force, trt_version=trt_version)
     if source_uri:
         from dataclasses import replace
 
@@ -804,7 +867,7 @@ def export_deepstream_cmd(bundle: Path, out: Path, precision: str | None, profil
 
 
 @cli.command("export-triton")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="The model repository folder.")
 @click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 64))
@@ -814,7 +877,7 @@ def export_deepstream_cmd(bundle: Path, out: Path, precision: str | None, profil
 @click.option("--no-engine", is_flag=True, help="Leave out the bundle's TensorRT engines.")
 @click.option("--name", default=None, help="Model name prefix (default: the model's name).")
 @click.option("--force", is_flag=True, help="Replace models of the same name in the repository.")
-def export_triton_cmd(bundle: Path, out: Path, max_batch: int, instances: int, kind: str, precision: str | None,
+def export_triton_cmd(bundle: Path | None, out: Path, max_batch: int, instances: int, kind: str, precision: str | None,
                       no_engine: bool, name: str | None, force: bool) -> None:
     """Triton model repository entries (config.pbtxt, model, labels) from a bundle.
 
@@ -825,8 +888,8 @@ def export_triton_cmd(bundle: Path, out: Path, max_batch: int, instances: int, k
     """
     from edgekit.triton import TritonRequest, export_triton
 
-    models = export_triton(TritonRequest(bundle, out, max_batch, instances, kind, precision, not no_engine, name,
-                                         force=force), log=_echo_err)
+    models = export_triton(TritonRequest(_bundle_or_latest(bundle), out, max_batch, instances, kind, precision,
+                                         not no_engine, name, force=force), log=_echo_err)
     for m in models:
         click.echo(f"{m.name}\t{m.platform}\t{m.path}")
 

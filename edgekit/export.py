@@ -16,7 +16,7 @@ from edgekit import labels as labels_mod
 from edgekit import manifest as mf
 from edgekit.callbacks import Log
 from edgekit.deps import require
-from edgekit.errors import ExportError, UsageError
+from edgekit.errors import EdgekitError, ExportError, UsageError
 from edgekit.gate import run_all
 from edgekit.images import read_image, sample_images
 from edgekit.preprocess import Preprocess, fit_frame, graph_constants, to_model_input
@@ -121,6 +121,54 @@ def export(req: ExportRequest, log: Log = _noop) -> ExportResult:
         (tmp / mf.MANIFEST).write_text(man.to_json(), encoding="utf-8")
     log(f"bundle written: {out}")
     return ExportResult(out, man, time.perf_counter() - t0)
+
+
+def reuse_check(req: ExportRequest, out: Path) -> str | None:
+    """Why the bundle at ``out`` is not what ``req`` would export (None: it is, and can be reused).
+
+    ``edgekit build --model`` reruns after a failed calibration gate go on from the exported bundle
+    instead of stopping at "already exists"; anything that differs is named."""
+    from edgekit.hashing import sha256_file
+
+    try:
+        man = mf.read(out)
+    except EdgekitError as exc:
+        return str(exc)
+    spec = get_spec(req.model)
+    size = req.input_size if req.input_size is not None else spec.input_size
+    if man.model.name != spec.name:
+        return f"it holds {man.model.name}, not {spec.name}"
+    src = spec.weight_source(req.weights) if req.weights != "random" else None
+    if req.weights == "random":
+        same, want = man.model.weights.startswith("random"), "random weights"
+    elif src is not None:
+        same, want = man.model.weights == f"{src.provider}:{src.ident}", f"the {req.weights} weights"
+    else:
+        path = Path(req.weights)
+        same = path.is_file() and man.model.weights_sha256 == sha256_file(path)
+        want = f"the weights in {path}"
+        src = spec.weight_source("imagenet")  # a checkpoint's assumed normalisation (as export assumes it)
+    default = spec.preprocess(src, size)
+    if not same:
+        return f"it was exported from {man.model.weights}, not {want}"
+    if (man.preprocess.height, man.preprocess.width) != (size, size):
+        return f"its input is {man.preprocess.height}x{man.preprocess.width}, not {size}x{size}"
+    if (man.input.dtype != "uint8") != req.float_input:
+        return f"its input is {man.input.dtype} {man.input.layout}" + (", not float NCHW (--float-input)"
+                                                                          if req.float_input else "")
+    batch = man.input.shape[0]
+    if (req.batch or "batch") != batch:
+        return f"its batch is {batch}, not {req.batch or 'dynamic'}"
+    for name, given, have in (("mean", req.mean or default.mean, man.preprocess.mean),
+                              ("std", req.std or default.std, man.preprocess.std)):
+        if not np.allclose(given, have, rtol=1e-6, atol=0):
+            return f"its --{name} is {','.join(f'{v:g}' for v in have)}, not {','.join(f'{v:g}' for v in given)}"
+    names = bundle.read_labels(out, man)
+    wanted = labels_mod.read(req.labels, man.model.num_classes) if req.labels else \
+        labels_mod.default_for(man.model.num_classes)
+    if list(names) != list(wanted):
+        return "its labels differ" + (f" from {req.labels}" if req.labels else " (it was given --labels)")
+    return None
 
 
 def normalisation_note(spec: ModelSpec, pre: Preprocess, req: ExportRequest, what: str) -> str:

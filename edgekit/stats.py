@@ -121,6 +121,21 @@ def fails_below(n: int, threshold: float) -> int:
     return lo
 
 
+def images_to_fail(threshold: float, margin: float = 0.1, floor: int = 10, limit: int = 100_000) -> int | None:
+    """The fewest images (at least ``floor``) with which the one-sided test fails a rate ``margin``
+    below ``threshold``, and goes on failing it with every number of images up to ten more (the
+    binomial's steps make single counts jump); None when the threshold is too low for that to mean
+    anything (``threshold - margin <= 0``)."""
+    if threshold - margin <= 0:
+        return None
+    run = 0
+    for n in range(floor, limit):
+        run = run + 1 if fails_below(n, threshold) >= math.floor((threshold - margin) * n) else 0
+        if run == 10:
+            return n - 9
+    return limit
+
+
 def proportion_test(k: int, n: int, threshold: float) -> Proportion:
     if n <= 0:
         raise ValueError("no observations")

@@ -72,8 +72,8 @@ def test_default_output_dir_and_latest(tmp_path, monkeypatch):
     (["export", "-m", "inception_resnet_v1"], 2, "no published ImageNet weights"),
     (["export", "-m", "googlenet", "--mean", "1,2"], 2, "three comma-separated numbers"),
     (["export", "-m", "googlenet", "-w", "random", "--labels", "nope.txt"], 2, "labels file nope.txt does not exist"),
-    (["inspect", "/nonexistent/bundle"], 1, "is not a bundle"),
-    (["classify", "/nonexistent/bundle"], 1, "is not a bundle"),
+    (["inspect", "/nonexistent/bundle"], 2, "is not a bundle"),
+    (["classify", "/nonexistent/bundle"], 2, "is not a bundle"),
 ])
 def test_bad_input_is_one_clear_line(args, code, needle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

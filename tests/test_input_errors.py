@@ -183,7 +183,7 @@ def test_preprocess_size_disagreeing_with_the_model(googlenet_bundle, tmp_path, 
     bundle = _edited_copy(googlenet_bundle, tmp_path, lambda m: edit(m, 200))
     with pytest.raises(BundleError, match=f"makes 200x200 images but {needle}"):
         edgekit.load(bundle, backend="onnxruntime")
-    res = run(["classify", str(bundle)], expect=1)
+    res = run(["classify", str(bundle)], expect=2)
     assert "re-export the bundle" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -219,7 +219,7 @@ def test_zero_class_checkpoint_is_a_weights_error(googlenet_state_dict, tmp_path
     torch.save(sd, path)
     with pytest.raises(WeightsError, match=r"classifier 'fc.weight' has 0 outputs.*torch.nn.Linear\(1024, N\)"):
         build(get_spec("googlenet"), str(path))
-    res = run(["export", "-m", "googlenet", "-w", str(path), "-o", str(tmp_path / "x")], expect=1)
+    res = run(["export", "-m", "googlenet", "-w", str(path), "-o", str(tmp_path / "x")], expect=2)
     assert "has 0 outputs" in res.stderr and "Traceback" not in res.stderr
     sd["fc.weight"] = torch.zeros(())
     torch.save(sd, path)

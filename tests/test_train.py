@@ -19,6 +19,7 @@ pytest.importorskip("torch")
 from edgekit import dataset  # noqa: E402
 from edgekit.errors import UsageError  # noqa: E402
 from tests import digits  # noqa: E402
+from tests.inproc import edgekit as _edgekit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,24 +45,6 @@ def camera_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     digits.write_folder(root / "data", frames[:1500], y[:1500])
     digits.write_folder(root / "held", frames[1500:], y[1500:])
     return root
-
-
-def _edgekit(*args: str) -> subprocess.CompletedProcess:
-    """The command line in this process (a new Python costs seconds of torch import per call): the same
-    main(), its exit code and its stdout/stderr. Kills and signals use real processes (_popen)."""
-    import contextlib
-    import io
-
-    from edgekit.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")

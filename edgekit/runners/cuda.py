@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, MissingDependencyError
+from edgekit.errors import DeviceError, MissingDependencyError
 
 BINDINGS = ("pycuda", "cuda-python")
 
 
-class CudaError(EdgekitError):
+class CudaError(DeviceError):
     """A CUDA driver call failed."""
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.errors import BundleError, UsageError
+from edgekit.errors import BundleError, DeviceError, UsageError
 from edgekit.runners.cuda import Cuda, open_cuda
 from edgekit.trt import compat
 from edgekit.trt.parse import load_trt
@@ -202,7 +202,7 @@ class TrtRunner:
         with self._cond:
             while True:
                 if self._closed:
-                    raise BundleError(f"{self.plan.name}: the TensorRT runner was closed")
+                    raise DeviceError(f"{self.plan.name}: the TensorRT runner was closed")
                 if self._free:
                     return self._free.pop()
                 if self.max_contexts is None or len(self._slots) < self.max_contexts:
@@ -222,13 +222,13 @@ class TrtRunner:
         context = self.engine.create_execution_context()
         if context is None:
             self.cuda.destroy(stream)
-            raise BundleError(f"TensorRT could not create an execution context for {self.plan.name} "
+            raise DeviceError(f"TensorRT could not create an execution context for {self.plan.name} "
                               "(out of GPU memory?)")
         profile = 0 if self.sharing else index
         if not self.sharing:
             if not context.set_optimization_profile_async(profile, self.cuda.handle(stream)):
                 self.cuda.destroy(stream)
-                raise BundleError(f"{self.plan.name}: TensorRT refused optimisation profile {profile} for a new "
+                raise DeviceError(f"{self.plan.name}: TensorRT refused optimisation profile {profile} for a new "
                                   "execution context; rebuild the engine here (edgekit build --rebuild)")
             self.cuda.synchronize(stream)
         return _Slot(context, profile, stream, (self.cuda.event(), self.cuda.event()))
@@ -290,7 +290,7 @@ class TrtRunner:
         self.cuda.to_device(st.device[inp.name], host_in, st.stream)
         sh = self.cuda.handle(st.stream)
         if not st.context.execute_async_v3(sh):
-            raise BundleError(f"TensorRT failed to run {self.plan.name} (see the lines above)")
+            raise DeviceError(f"TensorRT failed to run {self.plan.name} (see the lines above)")
         for t in self.outputs:
             self.cuda.to_host(st.host[t.name][:n], st.device[t.name], st.stream)
         self.cuda.record(st.events[1], st.stream)

@@ -1,0 +1,181 @@
+"""What a new user trips over in the first hour (issue 17), each as the user meets it on the command
+line: a failed gate keeps the export and the rerun goes on from it, too few images are refused with
+the numbers needed, requests this machine cannot honour fail before any work, every command that
+takes a bundle may leave it out (and says which it took), and one table of exit codes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+cv2 = pytest.importorskip("cv2")
+
+from edgekit import errors  # noqa: E402
+from tests.inproc import edgekit  # noqa: E402
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _one_line_error(res) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+def _photos(root: Path, n: int, size: int = 72) -> Path:
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True)
+    for k in range(n):
+        cv2.imwrite(str(root / f"{k:03d}.png"), rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    return root
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """This machine as one without an NVIDIA GPU (as CI's is), wherever the test runs."""
+    from edgekit import profiles
+
+    monkeypatch.setattr(profiles, "detect", lambda root=None: (profiles.get("cpu"), profiles.Device()))
+
+
+def test_a_failed_gate_keeps_the_export_and_the_rerun_goes_on_from_it(tmp_path, monkeypatch, cpu_only):
+    monkeypatch.chdir(tmp_path)
+    cmd = ["build", "--model", "googlenet", "--weights", "random", "--input-size", "96", "--int8", "-o", "build/gi"]
+    first = edgekit(*cmd)
+    assert first.returncode == errors.GATE_FAILED, first.stderr
+    line = _one_line_error(first)
+    assert "accuracy gate failed" in line and "random weights" in line and "--weights imagenet" in line
+    assert "build/gi (just exported, parity checked) is kept" in line
+    assert sorted(p.name for p in (tmp_path / "build" / "gi").iterdir()) == ["labels.txt", "manifest.json",
+                                                                             "model.onnx"]
+    before = (tmp_path / "build" / "gi" / "model.onnx").stat().st_mtime_ns
+    # the same command again: no "already exists", no second export
+    again = edgekit(*cmd, "--min-agreement", "0")
+    assert again.returncode == 0, again.stderr
+    assert "going on from the bundle exported earlier" in again.stderr and "exporting to ONNX" not in again.stderr
+    assert (tmp_path / "build" / "gi" / "model.onnx").stat().st_mtime_ns == before
+    assert (tmp_path / "build" / "gi" / "model.int8.onnx").is_file()
+    # another export to the same place is not silently reused
+    other = edgekit(*cmd[:6], "128", *cmd[7:])
+    assert other.returncode == errors.USAGE
+    assert "already exists and is another export (its input is 96x96, not 128x128)" in _one_line_error(other)
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--int8", "--fp16"], "--int8 and --fp16 both given"),
+    (["--fp16", "--fp32"], "--fp16 and --fp32 both given"),
+    (["--fp16", "--dla", "0"], "--dla shapes a TensorRT engine, and none is built"),
+    (["--int8", "--workspace", "512", "--rebuild"], "--workspace, --rebuild shape a TensorRT engine"),
+])
+def test_what_this_machine_cannot_do_fails_before_any_work(googlenet_bundle, tmp_path, cpu_only, args, said):
+    b = tmp_path / "b"
+    shutil.copytree(googlenet_bundle, b)
+    before = sorted(p.name for p in b.iterdir())
+    res = edgekit("build", b, *args)
+    assert res.returncode == errors.USAGE and said in _one_line_error(res)
+    assert "calibrat" not in res.stderr.replace(said, "")  # nothing started
+    assert sorted(p.name for p in b.iterdir()) == before
+
+
+def test_too_few_images_are_refused_with_the_numbers_needed(googlenet_bundle, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(googlenet_bundle, b)
+    res = edgekit("calibrate", b, "--data", _photos(tmp_path / "three", 3))
+    assert res.returncode == errors.USAGE
+    line = _one_line_error(res)
+    assert "too few images" in line and "at least 16 to calibrate" in line and "10 to validate" in line
+    assert "(about 50 or more in all with --holdout 0.2)" in line
+    # a laxer gate needs more images to be able to fail, and says so
+    res = edgekit("calibrate", b, "--data", _photos(tmp_path / "forty", 40), "--min-agreement", "0.9")
+    assert res.returncode == errors.USAGE and "36 to validate" in _one_line_error(res)
+    assert sorted(p.name for p in b.iterdir()) == sorted(p.name for p in googlenet_bundle.iterdir())
+
+
+def test_every_command_that_takes_a_bundle_may_leave_it_out_and_says_which(googlenet_bundle, tmp_path, monkeypatch,
+                                                                            cpu_only):
+    monkeypatch.setenv("EDGEKIT_BUILD_DIR", str(tmp_path / "build"))
+    shutil.copytree(googlenet_bundle, tmp_path / "build" / "older")
+    shutil.copytree(googlenet_bundle, tmp_path / "build" / "newest")
+    newest = tmp_path / "build" / "newest"
+    (newest / "manifest.json").touch()
+    photo = sorted((Path(__file__).resolve().parents[1] / "edgekit" / "data" / "samples").glob("*.jpg"))[0]
+    labelled = tmp_path / "labelled" / "0"
+    labelled.mkdir(parents=True)
+    shutil.copy(photo, labelled / photo.name)
+    said = f"bundle: {newest} (the most recently built"
+    for args in (["inspect"], ["classify", photo], ["classify"], ["eval", "--data", labelled.parent, "--class-map",
+                                                                   _class_map(tmp_path)],
+                 ["run", "--source", labelled, "--max-frames", "1"],
+                 ["bench", "--runs", "1", "--seconds", "0", "--warmup", "0", "--precision", "fp32"],
+                 ["export-triton", "-o", tmp_path / "triton"], ["export-deepstream", "-o", tmp_path / "ds"],
+                 ["calibrate", "--data", _photos(tmp_path / "few", 3)],
+                 ["build", "--int8", "--calib-data", tmp_path / "few"]):
+        res = edgekit(*args)
+        assert said in res.stderr, (args, res.stderr)
+        if args[0] in ("inspect", "classify", "eval", "run", "bench", "export-triton", "export-deepstream"):
+            assert res.returncode == 0, (args, res.stderr)
+    # a first argument that is not a directory is an image, not a bundle
+    res = edgekit("classify", photo)
+    assert res.returncode == 0 and photo.name in res.stdout
+    # with nothing built yet, the error says how to make one
+    monkeypatch.setenv("EDGEKIT_BUILD_DIR", str(tmp_path / "empty"))
+    res = edgekit("inspect")
+    assert res.returncode == errors.USAGE and "edgekit export --model NAME" in _one_line_error(res)
+
+
+def _class_map(tmp_path: Path) -> Path:
+    p = tmp_path / "map.txt"
+    p.write_text("0 0\n")
+    return p
+
+
+def _table(text: str) -> list[tuple[int, str]]:
+    return [(int(m.group(1)), m.group(2).strip()) for m in re.finditer(r"^\|? *`?(\d+)`? *\| *([^|\n]+)", text, re.M)]
+
+
+def test_one_table_of_exit_codes_documented_and_used(googlenet_bundle, tmp_path):
+    readme = README.read_text(encoding="utf-8")
+    section = readme[readme.index("## Exit codes"):]
+    section = section[:section.index("\n## ", 4)] if "\n## " in section[4:] else section
+    documented = {code for code, _ in _table(section)}
+    assert documented == {0, errors.FAILED, errors.USAGE, errors.MISSING_DEPENDENCY, errors.GATE_FAILED,
+                          errors.INTERRUPTED}
+    doc = errors.__doc__ or ""
+    assert {int(c) for c in re.findall(r"^(\d+) ", doc, re.M)} == documented
+    ckpt = tmp_path / "bad.pth"
+    ckpt.write_bytes(b"")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cases = [
+        (["inspect", folder], errors.USAGE),  # not a bundle
+        (["export", "--model", "inceptoin_v3"], errors.USAGE),  # unknown model
+        (["classify", googlenet_bundle, tmp_path / "missing.jpg"], errors.USAGE),  # missing image
+        (["classify", googlenet_bundle, ckpt], errors.USAGE),  # unreadable image
+        (["export", "--model", "googlenet", "--weights", tmp_path / "missing.pth"], errors.USAGE),
+        (["export", "--model", "googlenet", "--weights", ckpt, "-o", tmp_path / "x"], errors.USAGE),
+        (["profiles", "show", "jetson-orin-nanoo"], errors.USAGE),
+    ]
+    for args, code in cases:
+        res = edgekit(*args)
+        assert res.returncode == code, (args, res.stderr)
+        assert len(res.stderr.strip().splitlines()) >= 1 and res.stderr.count("Traceback") == 0
+    # nothing is wrong with a bundle another process is changing: 1, run again later
+    b = tmp_path / "b"
+    shutil.copytree(googlenet_bundle, b)
+    code = ("import sys; from edgekit import bundle as b\n"
+            "with b.lock(b.Path(sys.argv[1])):\n print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(b)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        res = edgekit("calibrate", b, "--data", _photos(tmp_path / "photos", 60))
+    finally:
+        holder.communicate("", timeout=60)
+    assert res.returncode == errors.FAILED and "is being changed by" in _one_line_error(res)
