@@ -401,6 +401,9 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
     from edgekit.engine import build as build_engine
 
     precision = _one_precision(int8, fp16, fp32)
+    for flag, path in (("--calib-data", calib_data), ("--val-data", opts.get("val_data"))):
+        if path is not None and not Path(path).exists():
+            raise UsageError(f"{flag} {path} does not exist; give a folder of images, a video or an .npy file")
     if bundle is not None and model is not None:
         raise UsageError(f"give either a BUNDLE ({bundle}) or --model {model}, not both (edgekit build --help)")
     if model is None:
@@ -473,16 +476,15 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         click.echo(str(kit.out))
         return
     if want in ("int8", "fp16") and man.artifact("onnx", want) is None:
-        from edgekit.calibrate import GateError
-
         try:
             _calibrate(bundle, calib_data, split=split, **opts)
-        except GateError as exc:
+        except EdgekitError as exc:
             if model is None:
                 raise
             when = "just exported" if exported else "exported earlier"
-            raise GateError(f"{str(exc).rstrip('.')}. The FP32 bundle {bundle} ({when}, parity checked) is kept: "
-                            "this command run again goes on from it without exporting") from None
+            kept = type(exc)(f"{str(exc).rstrip('.')}. The FP32 bundle {bundle} ({when}, parity checked) is kept: "
+                             "this command run again goes on from it without exporting")
+            raise kept from None
     if prof.kind == "cpu" and profile is None:
         _echo_err("no NVIDIA GPU or Jetson detected: no TensorRT engine built; the bundle runs on ONNX Runtime "
                   "(edgekit build BUNDLE on the device, or --profile NAME to build ahead of time with TensorRT-RTX)")
@@ -958,6 +960,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _echo_err("interrupted; nothing was left half-written")
         code = 130
+    except OSError as exc:  # a file the checks above missed: still one line, never a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        _echo_err(f"error: {where}{exc.strerror or exc}")
+        gone = isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError))
+        code = 2 if gone else 1
     _warn_profiles()
     failed = _flush_stdout()
     if failed and code == 0:

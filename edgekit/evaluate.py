@@ -25,12 +25,22 @@ class Accuracy:
 
 def class_map(root: Path, labels: list[str], mapping: Path | None) -> dict[str, int]:
     """Folder name -> class index: from a mapping file, the bundle's labels, or numeric names."""
+    if not root.is_dir():
+        raise UsageError(f"--data {root} is {'not a folder' if root.exists() else 'not there'}; give the folder of "
+                         f"labelled images: {root}/<class name>/<image files>")
+    if mapping is not None and not mapping.is_file():
+        raise UsageError(f"--class-map {mapping} is not a file; give one with a 'folder index' line per class folder")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not folders:
         raise UsageError(f"{root} has no class folders; expected {root}/<class name>/<image files>")
     if mapping is not None:
         table: dict[str, int] = {}
-        for n, line in enumerate(mapping.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = mapping.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --class-map {mapping} ({getattr(exc, 'strerror', None) or exc}); "
+                             "give a UTF-8 text file with a 'folder index' line per class folder") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.replace(",", " ").replace("\t", " ").split()

@@ -228,7 +228,7 @@ def _find(name: str, near: Path | None = None) -> Path:
     known = [p.name for p in all_profiles()]
     import difflib
 
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6) or [k for k in known if name.lower() in k][:3]
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     broken = f" ({skipped()[0]})" if _SKIPPED else ""
     raise UsageError(f"unknown profile {name!r}; {hint}edgekit profiles lists them: {', '.join(known)}{broken}")

@@ -161,11 +161,18 @@ def test_one_table_of_exit_codes_documented_and_used(googlenet_bundle, tmp_path)
         (["export", "--model", "googlenet", "--weights", tmp_path / "missing.pth"], errors.USAGE),
         (["export", "--model", "googlenet", "--weights", ckpt, "-o", tmp_path / "x"], errors.USAGE),
         (["profiles", "show", "jetson-orin-nanoo"], errors.USAGE),
+        (["eval", googlenet_bundle, "--data", tmp_path / "nothere"], errors.USAGE),  # was a traceback
+        (["eval", googlenet_bundle, "--data", folder, "--class-map", tmp_path / "nomap.txt"], errors.USAGE),
+        # a missing --calib-data is found before the export, not after it
+        (["build", "--model", "googlenet", "--weights", "random", "--int8", "--calib-data", tmp_path / "nothere",
+          "-o", tmp_path / "y"], errors.USAGE),
     ]
     for args, code in cases:
         res = edgekit(*args)
         assert res.returncode == code, (args, res.stderr)
         assert len(res.stderr.strip().splitlines()) >= 1 and res.stderr.count("Traceback") == 0
+    assert not (tmp_path / "y").exists()
+    assert "did you mean jetson-nano or jetson-orin-nano?" in edgekit("profiles", "show", "nano").stderr
     # nothing is wrong with a bundle another process is changing: 1, run again later
     b = tmp_path / "b"
     shutil.copytree(googlenet_bundle, b)
