@@ -168,7 +168,7 @@ class MultiStream:
                  opener: Callable[[src.SourceSpec], src.Reader] | None = None,
                  max_batch: int | None = None) -> None:
         if not sources:
-            raise src.SourceError("no source given: name at least one camera, stream, file or folder")
+            raise src.SourceInputError("no source given: name at least one camera, stream, file or folder")
         self.options = o = options or StreamOptions()
         self.clf = clf
         self._say = on_event or (lambda _: None)
@@ -184,8 +184,8 @@ class MultiStream:
         cams = [sp for sp in specs if sp.kind in ("v4l2", "csi")]
         twice = sorted({sp.display_name for sp in cams if sum(c.target == sp.target for c in cams) > 1})
         if twice:  # a V4L2 device streams to one reader, and Argus gives one session per sensor
-            raise src.SourceError(f"{', '.join(twice)} given twice: a camera streams to one reader; give each "
-                                  "camera once (files and stream URLs may repeat)")
+            raise src.SourceInputError(f"{', '.join(twice)} given twice: a camera streams to one reader; give "
+                                       "each camera once (files and stream URLs may repeat)")
         self.sources: list[Source] = []
         names = _unique([sp.display_name for sp in specs])
         # opened side by side: a stream URL that never answers costs its timeout once, not once per

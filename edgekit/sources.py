@@ -8,10 +8,15 @@ frame by frame instead (``every_frame``) for offline runs.
 from __future__ import annotations
 
 import glob
+import os
 import re
+import select
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,14 +26,22 @@ import numpy as np
 from edgekit.deps import require
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.images import IMAGE_SUFFIXES, read_image
-from edgekit.redact import protect, redact, redact_uri
+from edgekit.redact import protect, redact, redact_uri, secrets_of
 
-__all__ = ["Frame", "SourceSpec", "SourceError", "Reader", "LatestFrame", "Reconnect", "parse", "redact",
-           "every_frame"]
+__all__ = ["Frame", "SourceSpec", "SourceError", "SourceInputError", "Reader", "LatestFrame", "Reconnect", "parse",
+           "redact", "every_frame"]
 
 
 class SourceError(EdgekitError):
-    """A source cannot be opened, or was lost and did not come back."""
+    """A source cannot be opened, or was lost and did not come back (exit 1: a stream's network, a camera
+    lost on the way; running again may succeed)."""
+
+
+class SourceInputError(SourceError):
+    """What was given as a source is wrong: a camera, video file or folder that cannot be opened or holds no
+    images, an option the source cannot take. Fix the command (exit 2, as for any input)."""
+
+    exit_code = UsageError.exit_code
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,212 @@ def _quiet_opencv(cv2: Any) -> None:
         log.setLogLevel(log.LOG_LEVEL_WARNING)
 
 
+# Lines the video libraries write to stderr (C and C++, file descriptor 2), by how they start: OpenCV's log
+# ([ WARN:0@0.010] ...), FFmpeg's ([rtsp @ 0x5581...]), GLib/GStreamer's ((edgekit:123): GStreamer-WARNING),
+# GST_DEBUG's (0:00:00.01 123 0x55 WARN ...), OpenCV's VIDEOIO debug, libv4l, and Jetson's Argus/NvMM.
+_LIBRARY_LINE = re.compile(
+    r"^\s*(?:\[\s*(?:FATAL|ERROR|WARN|INFO|DEBUG|VERBOSE)\s*:\d"
+    r"|\[[\w:,./ -]+ @ (?:0x)?[0-9a-fA-F]+\]"
+    r"|\(\S+:\d+\): [\w-]+-(?:WARNING|CRITICAL|ERROR|INFO|DEBUG|Message)"
+    r"|(?:\x1b\[[\d;]*m)*\d+:\d\d:\d\d\.\d+ "
+    r"|VIDEOIO|OpenCV|GStreamer|libv4l|VIDIOC_|nvbuf|NvBuf|NvMM|Argus|\(Argus\)|SCF:|Opening in BLOCKING MODE)")
+_FAILURE = re.compile(r"(?i)can'?t|cannot|could ?n[o']t|fail|error|unable|refused|timed? ?out|not found|no such|"
+                      r"denied|unauthori[sz]ed|invalid|busy")
+_OPENCV_PREFIX = re.compile(r"^\s*\[[^\]]*\]\s+(?:global\s+)?(?:\S+\.\w+(?::\d+|\s\(\d+\))\s+\S+\s+)?")
+_FFMPEG_PREFIX = re.compile(r"^\s*\[([\w:,./ -]+) @ (?:0x)?[0-9a-fA-F]+\]\s*")
+
+
+class LibraryLog:
+    """While a source opens, file descriptor 2 goes into a pipe read by a thread: the lines the video
+    libraries write there (OpenCV's warnings, FFmpeg, GStreamer) are kept for the open's error message
+    and otherwise dropped; every other line (edgekit's own, from any thread; a status line) goes on to
+    stderr at once. Opens in several threads share one redirection (multistream opens its sources side by
+    side); the last one out restores fd 2. Where something else redirected fd 2 meanwhile (the credential
+    filter of :mod:`edgekit.redact`), the pipe stays and passes everything on, for good."""
+
+    KEEP = 256  # library lines remembered (only the newest matter: those of the opens under way)
+
+    def __init__(self) -> None:
+        self._gate = threading.Lock()  # starts and stops
+        self._cond = threading.Condition()  # the lines, the reader's progress
+        self._users = 0
+        self._seq = 0  # library lines seen so far
+        self._lines: deque[tuple[int, str]] = deque(maxlen=self.KEEP)
+        self._marks: set[str] = set()
+        self._pipe: tuple[int, int] | None = None  # (st_dev, st_ino) of the pipe fd 2 was pointed at
+        self._real = -1
+        self._thread: threading.Thread | None = None
+        self._passing = threading.Event()  # the running thread's: pass everything on
+        self._mark_no = 0
+
+    @contextmanager
+    def capture(self) -> Iterator[list[str]]:
+        """``with capture() as said:`` the library lines written inside the block are in ``said`` after it."""
+        said: list[str] = []
+        start = self._enter()
+        try:
+            yield said
+        finally:
+            if start is not None:
+                said.extend(self._leave(start))
+
+    def _enter(self) -> int | None:
+        with self._gate:
+            if self._users == 0 and not self._start():
+                return None
+            self._users += 1
+            with self._cond:
+                return self._seq
+
+    def _leave(self, start: int) -> list[str]:
+        self._sync()
+        with self._cond:
+            lines = [text for n, text in self._lines if n >= start]
+        with self._gate:
+            self._users -= 1
+            if self._users == 0:
+                self._stop()
+        return lines
+
+    def _ours(self) -> bool:
+        try:
+            st = os.fstat(2)
+        except OSError:
+            return False
+        return self._pipe == (st.st_dev, st.st_ino)
+
+    def _start(self) -> bool:
+        try:
+            os.fstat(2)
+        except OSError:  # no stderr: nothing is printed anyway
+            return False
+        _flush_stderr()
+        real = os.dup(2)
+        r, w = os.pipe()
+        st = os.fstat(w)
+        os.dup2(w, 2)
+        os.close(w)
+        self._pipe, self._real = (st.st_dev, st.st_ino), real
+        self._passing = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(r, real, self._passing), name="edgekit-library-log",
+                                        daemon=True)
+        self._thread.start()
+        return True
+
+    def _stop(self) -> None:
+        _flush_stderr()
+        if self._ours():
+            os.dup2(self._real, 2)  # the pipe's only writer closes: the thread passes on the rest, closes, ends
+            if self._thread is not None:
+                self._thread.join(timeout=1.0)  # a child holding the pipe must not delay the run
+        # whatever still comes through the pipe passes on: a child that inherited it, or fd 2 redirected on
+        # top of ours meanwhile (the pipe then carries all of stderr)
+        self._passing.set()
+        self._pipe, self._real, self._thread = None, -1, None
+
+    def _sync(self) -> None:
+        """Wait until the thread has read everything written to fd 2 so far (a mark through the pipe)."""
+        if not self._ours():
+            time.sleep(0.05)
+            return
+        _flush_stderr()
+        with self._cond:
+            self._mark_no += 1
+            mark = f"\x00edgekit-mark-{os.getpid()}-{self._mark_no}"
+        try:
+            os.write(2, (mark + "\n").encode())
+        except OSError:
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: mark in self._marks, timeout=2.0)
+            self._marks.discard(mark)
+
+    def _run(self, r: int, real: int, passing: threading.Event) -> None:
+        buf = b""
+        held: float | None = None
+        try:
+            while True:
+                ready, _, _ = select.select([r], [], [], 0.05)
+                if not ready:  # quiet: a partial line goes on now (a status line ends in \r), unless it is
+                    if buf:    # the start of a library line, which waits up to 1 s for its end
+                        now = time.monotonic()
+                        if not passing.is_set() and _LIBRARY_LINE.match(_text(buf)) and (
+                                held is None or now - held < 1.0):
+                            held = held or now
+                            continue
+                        self._line(buf, real, passing)
+                        buf, held = b"", None
+                    continue
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    if buf:
+                        self._line(buf, real, passing)
+                    return
+                buf += chunk
+                *whole, buf = re.split(rb"(?<=[\r\n])", buf)
+                for piece in whole:
+                    self._line(piece, real, passing)
+                if whole:
+                    held = None
+        finally:
+            os.close(r)
+            os.close(real)
+
+    def _line(self, data: bytes, real: int, passing: threading.Event) -> None:
+        text = _text(data).rstrip("\r\n")
+        if text.startswith("\x00edgekit-mark-"):
+            with self._cond:
+                self._marks.add(text)
+                self._cond.notify_all()
+            return
+        if not passing.is_set() and _LIBRARY_LINE.match(text):
+            with self._cond:
+                self._lines.append((self._seq, text))
+                self._seq += 1
+            return
+        try:
+            os.write(real, data)
+        except OSError:
+            pass
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _flush_stderr() -> None:
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+LIBRARY_LOG = LibraryLog()
+
+
+def library_reason(lines: list[str], spec: SourceSpec, limit: int = 150) -> str:
+    """The line of what the libraries said that best explains a failed open, shortened ('' if none):
+    one naming the source and saying it failed, else one that failed, else the last."""
+    if not lines:
+        return ""
+    names = [spec.display_name]
+    if spec.kind == "v4l2":
+        names.append(f"/dev/video{spec.target}")
+    elif spec.kind == "file":
+        names.append(Path(spec.target).name)
+
+    def score(line: str) -> int:
+        return 2 * any(n and n in line for n in names) + bool(_FAILURE.search(line))
+
+    best = max(reversed(lines), key=score)  # ties: the last (the libraries' conclusion)
+    text = _FFMPEG_PREFIX.sub(lambda m: f"[{m.group(1)}] ", _OPENCV_PREFIX.sub("", best)).strip()
+    for secret in secrets_of(spec.target):
+        text = text.replace(secret, "***")
+    text = redact(text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 class Reader:
     """Reads frames from one source in order; reopen() after a failure."""
 
@@ -126,7 +345,8 @@ class Reader:
             else:
                 files = sorted(Path(f) for f in glob.glob(spec.target) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
             if not files:
-                raise SourceError(f"no images in {spec.display_name}")
+                raise SourceInputError(f"no images in {spec.display_name}: give a folder or glob of "
+                                       f"{', '.join(sorted(IMAGE_SUFFIXES))} files")
             self._images = files
             return
         cv2 = require("cv2", "reading cameras and video")
@@ -137,28 +357,36 @@ class Reader:
                 "csi:// cameras need OpenCV built with GStreamer, and this cv2 has none (pip's OpenCV wheels lack "
                 "it); on a Jetson use JetPack's OpenCV: pip uninstall opencv-python opencv-python-headless"
             )
-        if spec.kind == "v4l2":
-            cap = cv2.VideoCapture(int(spec.target), cv2.CAP_V4L2)
-            w, h, fps = self.size
-            if w and h:
-                cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
-                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
-            if fps:
-                cap.set(cv2.CAP_PROP_FPS, fps)
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # often ignored (opencv #10671): the thread keeps the newest
-        elif spec.kind == "csi":
-            with _ARGUS:  # one Argus session opened at a time (cameras reconnecting together after a restart)
-                cap = cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
-        else:
-            cap = cv2.VideoCapture(spec.target)
-        if not cap.isOpened():
-            cap.release()
+        # what OpenCV, FFmpeg and GStreamer print while opening goes into the error, not before it
+        with LIBRARY_LOG.capture() as said:
+            if spec.kind == "v4l2":
+                cap = cv2.VideoCapture(int(spec.target), cv2.CAP_V4L2)
+                if cap.isOpened():
+                    w, h, fps = self.size
+                    if w and h:
+                        cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
+                        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
+                    if fps:
+                        cap.set(cv2.CAP_PROP_FPS, fps)
+                    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # often ignored (opencv #10671): the thread keeps the newest
+            elif spec.kind == "csi":
+                with _ARGUS:  # one Argus session opened at a time (cameras reconnecting together after a restart)
+                    cap = cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
+            else:
+                cap = cv2.VideoCapture(spec.target)
+            opened = cap.isOpened()
+            if not opened:
+                cap.release()
+        if not opened:
             hint = {"v4l2": "is the camera connected (ls /dev/video*) and not used by another program?",
                     "csi": "is the sensor connected? 'Failed to create CaptureSession': sudo systemctl restart "
                            "nvargus-daemon",
                     "rtsp": "check the URL, the network and the credentials",
                     "file": "is it a video file OpenCV can decode?"}[spec.kind]
-            raise SourceError(f"cannot open {spec.display_name}: {hint}")
+            why = library_reason(said, spec)
+            # a stream URL may be right and its server down (exit 1); a camera, file or folder is what was given
+            cls = SourceError if spec.kind == "rtsp" else SourceInputError
+            raise cls(f"cannot open {spec.display_name}{f' ({why})' if why else ''}: {hint}")
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self._cap = cap
 

@@ -94,7 +94,8 @@ class _Opened:
             return src.Reader(spec, o.width, o.height, o.fps, on_skip=on_skip)
 
         if o.every_frame and spec.live:
-            raise src.SourceError(f"--every-frame reads files in order; {spec.display_name} is a live source")
+            raise src.SourceInputError(f"--every-frame reads files in order; {spec.display_name} is a live "
+                                       "source: drop --every-frame")
         first = open_reader()  # opened once, and handed on as it is (Argus fails quick CSI reopens)
         self.fps = first.fps
         self.capture: src.LatestFrame | None = None

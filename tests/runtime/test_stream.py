@@ -218,15 +218,16 @@ def test_lost_live_source_gives_up_after_attempts(fast_video):
 
     def open_reader():
         calls.append(1)
-        if len(calls) > 1:
-            raise sources.SourceError("cannot open camera")
+        if len(calls) > 1:  # what a camera that has gone says when reopened: the input error (exit 2)
+            raise sources.SourceInputError("cannot open camera")
         return sources.Reader(spec)
 
     cap = sources.LatestFrame(open_reader, live=True, pace_fps=None, reconnect=sources.Reconnect(2, 0.01, 0.02))
-    with pytest.raises(sources.SourceError, match="not back after 2 attempts"):
+    with pytest.raises(sources.SourceError, match="not back after 2 attempts") as e:
         while True:
             cap.next(timeout=1)
     cap.stop()
+    assert e.value.exit_code == 1  # lost on the way is the device, not what was given
 
 
 def test_credentials_never_shown():
