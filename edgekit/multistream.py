@@ -23,7 +23,7 @@ import numpy as np
 from edgekit import sources as src
 from edgekit.classifier import Classifier, softmax
 from edgekit.errors import EdgekitError
-from edgekit.streaming import Result, StreamOptions, _Opened, top_k
+from edgekit.streaming import Played, Result, StreamOptions, _Opened, played_status, top_k
 
 GRACE_S = 0.004  # after the first frame of a round is ready, how long the others get
 
@@ -97,6 +97,8 @@ class Source:
     def __init__(self, name: str, opened: _Opened, wake: Callable[[], None]) -> None:
         self.name = name
         self.fps = opened.fps
+        self.kind = opened.kind
+        self._opened = opened
         self.feed: src.LatestFrame | _InOrder
         if opened.capture is not None:
             self.feed = opened.capture
@@ -123,9 +125,14 @@ class Source:
     def state(self) -> str:
         return "lost" if self.error is not None else self.feed.state
 
+    @property
+    def played(self) -> Played | None:
+        """A video file played at its own rate: its frames and rate (the summary's skipped-frames hint)."""
+        return self._opened.played
+
     def status(self) -> dict[str, Any]:
         return {"dropped": self.dropped, "reconnects": self.reconnects, "state": self.state,
-                "results": self.results}
+                "results": self.results, **played_status(self.played)}
 
     def ask(self) -> None:
         self.feed.ask()
@@ -224,6 +231,11 @@ class MultiStream:
     @property
     def skipped(self) -> list[tuple[Any, str]]:
         return [x for s in self.sources for x in s.skipped]
+
+    @property
+    def played(self) -> Played | None:
+        """None: each file's skipped frames are told in its own summary line (PerSource, from status())."""
+        return None
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per source: dropped, reconnects, state (live, reconnecting, lost, ended), results."""

@@ -16,7 +16,7 @@ import numpy as np
 from edgekit import bundle as bundle_mod
 from edgekit.deps import require
 from edgekit.errors import UsageError
-from edgekit.streaming import Result
+from edgekit.streaming import Played, Result
 
 
 class LatencyHistogram:
@@ -96,11 +96,28 @@ class Stats:
         """Whole-run percentile of capture-to-result latency (or of inference time)."""
         return (self.infer_hist if infer else self.latency).percentile(q)
 
-    def summary(self, dropped: int, reconnects: int, skipped: int = 0) -> str:
+    def summary(self, dropped: int, reconnects: int, skipped: int = 0, played: Played | None = None) -> str:
+        """The run in one line; where a video file played at its own rate lost frames (``played``: the
+        stream's ``played``), a second line says why and how to keep them all."""
         skip = f", {skipped} unreadable files skipped" if skipped else ""
-        return (f"{self.count} frames, {self.fps:.1f} fps, capture-to-result latency p50 "
+        line = (f"{self.count} frames, {self.fps:.1f} fps, capture-to-result latency p50 "
                 f"{self.pct(50):.1f} ms, p90 {self.pct(90):.1f} ms, p99 {self.pct(99):.1f} ms, inference p50 "
                 f"{self.pct(50, infer=True):.1f} ms, {dropped} stale frames dropped, {reconnects} reconnects{skip}")
+        hint = self.skipped_frames(dropped, played)
+        return f"{line}\n{hint}" if hint else line
+
+    def skipped_frames(self, dropped: int, played: Played | None) -> str:
+        """'' unless a video file played at its own rate had frames skipped: then how many, why (the model
+        against the file's frame rate), and --every-frame. Cameras and streams drop stale frames by design."""
+        if played is None or dropped <= 0 or played.fps <= 0:
+            return ""
+        per_frame = 1000.0 / self.fps if self.fps > 0 else self.pct(50, infer=True)
+        every = 1000.0 / played.fps
+        why = (f"the model ({per_frame:.0f} ms a frame) is slower than the file plays ({played.fps:g} fps, "
+               f"{every:.0f} ms a frame)" if per_frame > every else
+               f"the model ({per_frame:.0f} ms a frame) fell behind the file ({played.fps:g} fps) at times, on a "
+               "busy machine")
+        return f"skipped {dropped} of {max(played.frames, dropped)} frames: {why}; --every-frame classifies them all"
 
 
 class PerSource:
@@ -124,6 +141,10 @@ class PerSource:
         for name, s in status.items():
             st = self.by.get(name, Stats())
             out.append(f"{name}: {st.summary(s['dropped'], s['reconnects'])}; {s['state']}")
+            played = Played(s["file_frames"], s["file_fps"]) if "file_fps" in s else None
+            hint = st.skipped_frames(s["dropped"], played)
+            if hint:
+                out.append(f"{name}: {hint}")
         return out
 
 

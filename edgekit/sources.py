@@ -657,6 +657,12 @@ class LatestFrame:
             return self._done or self._ready()
 
     @property
+    def grabbed(self) -> int:
+        """Frames the source has given so far (a file: the frames it played)."""
+        with self._cond:
+            return self._grabbed + 1
+
+    @property
     def dropped(self) -> int:
         """Frames grabbed and never handed out (the one still on offer excepted)."""
         with self._cond:

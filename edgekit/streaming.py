@@ -34,6 +34,15 @@ class StreamOptions:
 
 
 @dataclass(frozen=True)
+class Played:
+    """A video file played at its own frame rate, as a camera would give it (not --every-frame): frames
+    the model is too slow for are skipped, and the summary says so."""
+
+    frames: int  # frames the file played
+    fps: float  # its frame rate
+
+
+@dataclass(frozen=True)
 class Result:
     frame_index: int
     captured: float  # perf_counter at capture
@@ -98,6 +107,7 @@ class _Opened:
                                        "source: drop --every-frame")
         first = open_reader()  # opened once, and handed on as it is (Argus fails quick CSI reopens)
         self.fps = first.fps
+        self.kind = spec.kind
         self.capture: src.LatestFrame | None = None
         self.reader: src.Reader | None = None
         live = spec.live or opener is not None
@@ -112,6 +122,19 @@ class _Opened:
             pace = first.fps if (not spec.live and paced) else None
             self.capture = src.LatestFrame(open_reader, live, pace, o.reconnect, say, first=first,
                                            on_frame=on_frame)
+
+    @property
+    def played(self) -> Played | None:
+        """A video file played at its own rate: how many frames, at what rate; None for cameras, streams,
+        folders and files read frame by frame (they skip nothing for a slow model, or have no pace)."""
+        if self.kind != "file" or self.capture is None or self.fps <= 0:
+            return None
+        return Played(self.capture.grabbed, self.fps)
+
+
+def played_status(played: Played | None) -> dict[str, Any]:
+    """A file's pace in a source's status (plain numbers: the status is served as JSON too)."""
+    return {} if played is None else {"file_frames": played.frames, "file_fps": played.fps}
 
 
 class Stream:
@@ -133,8 +156,16 @@ class Stream:
         self.results = 0
         opened = _Opened(self.spec, self.options, self._say, opener)
         self.fps = opened.fps  # the source's own frame rate, where it says
+        self.kind = self.spec.kind  # v4l2, csi, rtsp, file, images
+        self._opened = opened
         self._capture = opened.capture
         self._reader = opened.reader
+
+    @property
+    def played(self) -> Played | None:
+        """Where the source is a video file played at its own rate (frames skipped when the model is slower):
+        the frames it played and its rate, for the summary (``Stats.summary(..., played=st.played)``)."""
+        return self._opened.played
 
     @property
     def skipped(self) -> list[tuple[Any, str]]:
@@ -156,7 +187,7 @@ class Stream:
         else:
             state = "ended" if self._stop.is_set() else "live"
         return {self.name: {"dropped": self.dropped, "reconnects": self.reconnects, "state": state,
-                            "results": self.results}}
+                            "results": self.results, **played_status(self.played)}}
 
     def _frames(self) -> Iterator[src.Frame]:
         if self._reader is not None:

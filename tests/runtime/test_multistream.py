@@ -312,3 +312,22 @@ def test_json_lines_to_dev_null_and_to_a_file_cut_by_logrotate(media, googlenet_
     data = log.read_bytes()
     assert data and b"\0" not in data  # O_APPEND: the lines after the cut start the file again
     assert all(json.loads(ln) for ln in data.splitlines())
+
+
+def test_summary_of_many_sources_says_which_file_skipped_frames(media, clf, tmp_path):
+    """Each source's own line: a file played faster than the model says it skipped frames; a folder does not."""
+    from edgekit.sinks import PerSource
+
+    _, _, folder = media
+    video = write_video(tmp_path / "thousand.avi", 200, 1000.0)
+    ms = MultiStream([str(video), str(folder)], clf, StreamOptions(topk=1))
+    per = PerSource()
+    for r in ms:
+        per.write(r)
+    assert ms.played is None  # the all-sources line: each file says it in its own line
+    lines = per.summary(ms.status())
+    name = ms.sources[0].name
+    assert ms.sources[0].dropped > 0
+    (hint,) = [ln for ln in lines if "skipped" in ln]
+    assert hint.startswith(f"{name}: skipped {ms.sources[0].dropped} of 200 frames: the model ("), lines
+    assert hint.endswith("; --every-frame classifies them all") and "(1000 fps, 1 ms a frame)" in hint

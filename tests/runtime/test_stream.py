@@ -86,6 +86,67 @@ def test_every_frame_skips_none(fast_video, clf):
     assert [decode(r.frame) for r in results] == list(range(240))
 
 
+def _stats(infer_ms: float, every_s: float, n: int = 20):
+    from edgekit.classifier import Prediction
+    from edgekit.sinks import Stats
+    from edgekit.streaming import Result
+
+    st = Stats()
+    for i in range(n):
+        st.write(Result(i, i * every_s, i * every_s + infer_ms / 1000, infer_ms, Prediction(("a",), (0,), (1.0,),
+                                                                                             infer_ms)))
+    return st
+
+
+def test_summary_says_why_a_file_skipped_frames_exactly_when_it_did():
+    """Issue 17: a video file played like a camera skips the frames a slow model cannot take, and results
+    differ from run to run; the summary says so, and how to keep them all, only then."""
+    from edgekit.sinks import PerSource
+    from edgekit.streaming import Played
+
+    slow = _stats(40.0, 0.050)  # 20 results a second: 50 ms a frame
+    line = slow.summary(37, 0, played=Played(240, 30.0))
+    first, hint = line.split("\n")
+    assert "37 stale frames dropped" in first
+    assert hint == ("skipped 37 of 240 frames: the model (50 ms a frame) is slower than the file plays (30 fps, "
+                    "33 ms a frame); --every-frame classifies them all")
+    assert "\n" not in slow.summary(0, 0, played=Played(240, 30.0))  # nothing skipped: nothing to say
+    assert "\n" not in slow.summary(37, 0)  # a camera or stream: stale frames are dropped by design
+    fast = _stats(5.0, 0.010)  # 10 ms a frame against a 30 fps file: it fell behind now and then
+    assert fast.skipped_frames(3, Played(240, 30.0)) == (
+        "skipped 3 of 240 frames: the model (10 ms a frame) fell behind the file (30 fps) at times, on a busy "
+        "machine; --every-frame classifies them all")
+    per = PerSource()
+    per.by = {"clip.avi": slow, "0": slow}
+    lines = per.summary({"clip.avi": {"dropped": 37, "reconnects": 0, "state": "ended", "file_frames": 240,
+                                      "file_fps": 30.0},
+                         "0": {"dropped": 37, "reconnects": 0, "state": "live"}})
+    assert len(lines) == 3 and lines[1].startswith("clip.avi: skipped 37 of 240 frames: ")
+    assert lines[2].startswith("0: ") and "skipped" not in lines[2]
+
+
+def test_a_file_faster_than_the_model_says_it_skipped_frames(tmp_path, clf):
+    """A real file at 1000 fps, a real model: frames are skipped for certain, and the summary tells why."""
+    from edgekit.sinks import Stats
+    from edgekit.streaming import Played
+
+    video = write_video(tmp_path / "thousand.avi", 300, 1000.0)
+    st = Stream(str(video), clf, StreamOptions(topk=1))
+    stats = Stats()
+    for r in st:
+        stats.write(r)
+    assert st.kind == "file" and st.played == Played(300, 1000.0)
+    assert st.dropped > 0 and stats.count + st.dropped == 300
+    hint = stats.summary(st.dropped, st.reconnects, len(st.skipped), played=st.played).split("\n")[1]
+    assert hint.startswith(f"skipped {st.dropped} of 300 frames: the model (") and "(1000 fps, 1 ms a frame)" in hint
+    assert hint.endswith("; --every-frame classifies them all")
+    assert st.status()[st.name]["file_fps"] == 1000.0
+
+    every = Stream(str(video), clf, StreamOptions(topk=1, every_frame=True, max_frames=3))
+    assert len(list(every)) == 3 and every.played is None and every.dropped == 0  # nothing to skip
+    assert "file_fps" not in every.status()[every.name]
+
+
 def test_image_folder_and_glob(tmp_path, clf):
     for i in range(5):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), encode(i))
