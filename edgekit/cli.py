@@ -56,7 +56,7 @@ def model_option(required: bool = True) -> Callable[[F], F]:
 def weights_option(f: F) -> F:
     return click.option(
         "--weights", "-w", default="imagenet", show_default=True, metavar="SOURCE",
-        help="imagenet (downloaded, cached), random (for trials), or PATH to a "
+        help="imagenet (downloaded once, cached; offline: use random or PATH), random (for trials), or PATH to a "
              ".pth/.pt/.safetensors checkpoint.",
     )(f)
 
@@ -749,7 +749,8 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
     if per is not None:
         for line in per.summary(st.status()):
             _echo_err(line)
-    _echo_err(("all sources: " if per is not None else "") + stats.summary(st.dropped, st.reconnects, len(st.skipped)))
+    _echo_err(("all sources: " if per is not None else "") + stats.summary(st.dropped, st.reconnects, len(st.skipped),
+                                                                          played=st.played))
     if st.skipped:
         _echo_err("unreadable: " + ", ".join(str(p) for p, _ in st.skipped[:5]) +
                   (f" and {len(st.skipped) - 5} more" if len(st.skipped) > 5 else ""))
@@ -863,6 +864,7 @@ def export_deepstream_cmd(bundle: Path | None, out: Path, precision: str | None,
 
         req = replace(req, source=source_uri)
     res = export_deepstream(req, log=_echo_err)
+    _echo_err(f"note: {res.note}")
     click.echo(f"{res.out}: nvinfer network-mode {res.network_mode}, normalisation in "
                f"{'nvinfer' if res.normalisation == 'nvinfer' else 'the ONNX graph'}; "
                f"run: deepstream-app -c {res.out / 'deepstream_app_config.txt'}")

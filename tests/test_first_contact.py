@@ -186,3 +186,17 @@ def test_one_table_of_exit_codes_documented_and_used(googlenet_bundle, tmp_path)
     finally:
         holder.communicate("", timeout=60)
     assert res.returncode == errors.FAILED and "is being changed by" in _one_line_error(res)
+
+
+def test_run_says_a_file_skipped_frames_and_deepstream_says_what_its_onnx_is(googlenet_bundle, tmp_path, cpu_only):
+    clip = tmp_path / "fast.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 1000.0, (64, 48))
+    for k in range(300):
+        w.write(np.full((48, 64, 3), k % 256, np.uint8))
+    w.release()
+    res = edgekit("run", googlenet_bundle, "--source", clip)
+    assert res.returncode == 0, res.stderr
+    assert "--every-frame classifies them all" in res.stderr  # a googlenet frame takes far more than 1 ms here
+    res = edgekit("export-deepstream", googlenet_bundle, "-o", tmp_path / "ds", "--precision", "fp16")
+    assert res.returncode == 0, res.stderr
+    assert "note: googlenet.float.onnx is the FP32 graph; nvinfer builds it as FP16 (network-mode 2)" in res.stderr
