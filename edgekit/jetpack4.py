@@ -98,7 +98,8 @@ def write_kit(bundle: Path, profile: Any, precision: str, batch: Any, workspace_
     out = out or bundle_mod.child(bundle.parent, f"{bundle.name}-{profile.name}", "kit directory name")
     pre = man.preprocess
     trts = ", ".join(sorted({s.tensorrt for s in profile.software})) or "8.x"
-    name = f"{man.model.name}.{precision}.float.onnx"
+    # named by what the graph is (as export-deepstream names it): trtexec's flags, not the file, set the precision
+    name = f"{man.model.name}.int8-qdq.onnx" if onnx_prec == "int8" else f"{man.model.name}.float.onnx"
     plan = f"{man.model.name}-{profile.name}-{precision}.plan"
     cmd = trtexec_command(name, plan, precision, (batch.min, batch.opt, batch.max), (3, pre.height, pre.width),
                           workspace_mib or profile.workspace_mib)

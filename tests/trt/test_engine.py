@@ -188,9 +188,9 @@ def test_a_jetpack4_board_gets_what_it_can_use(googlenet_bundle, tmp_path):
     assert res.exit_code == 0, res.output
     kit = tmp_path / "gn-jetson-nano"
     assert res.stdout.strip() == str(kit) and "JetPack 4" in res.stderr
-    assert sorted(p.name for p in kit.iterdir()) == ["README.txt", "build.sh", "googlenet.fp16.float.onnx",
+    assert sorted(p.name for p in kit.iterdir()) == ["README.txt", "build.sh", "googlenet.float.onnx",
                                                        "labels.txt"]
-    m = onnx.load(str(kit / "googlenet.fp16.float.onnx"))
+    m = onnx.load(str(kit / "googlenet.float.onnx"))
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # TensorRT < 8.5: no uint8
     # TensorRT 8.0/8.2's parser reads ONNX 1.8: opset 13, IR version 7; and it computes the same
     assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [13] and m.ir_version == 7
@@ -214,7 +214,7 @@ def test_a_jetpack4_board_gets_what_it_can_use(googlenet_bundle, tmp_path):
 
     network = trt.Builder(trt.Logger(trt.Logger.ERROR)).create_network(0)
     parser = trt.OnnxParser(network, trt.Logger(trt.Logger.ERROR))
-    assert parser.parse_from_file(str(kit / "googlenet.fp16.float.onnx"))
+    assert parser.parse_from_file(str(kit / "googlenet.float.onnx"))
     assert network.get_input(0).dtype == trt.DataType.FLOAT
 
 
