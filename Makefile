@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgekit-installed
 # torch/torchvision pinned together (a mismatched pair fails to import); override if needed.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
+# Where torch and torchvision come from; empty: PyPI, whose Linux x86-64 build is the CUDA one (3.05 GB
+# to download, 5.3 GB installed with NVIDIA's libraries and triton). Without an NVIDIA GPU:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu    (about 190 MB, 0.75 GB installed)
+TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint pytest browser test-floors test-gpu device-check bench clean venv
@@ -12,11 +16,24 @@ PYTEST_ARGS ?=
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "== $(VENV): a virtual environment for edgekit, made with $(PYTHON) (pip is quiet: the lines starting == say what runs)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "== upgrading pip in $(VENV) (a few MB)"
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
+ifeq ($(strip $(TORCH_INDEX)),)
+	@echo "== installing $(TORCH) from PyPI: on Linux x86-64 the CUDA build, 3.05 GB to download and 5.3 GB"
+	@echo "   installed (torch, NVIDIA's CUDA libraries, triton), several minutes. Without an NVIDIA GPU, stop"
+	@echo "   (Ctrl-C) and run: make $(or $(MAKECMDGOALS),venv) TORCH_INDEX=https://download.pytorch.org/whl/cpu (about 190 MB)"
+else
+	@echo "== installing $(TORCH) from $(TORCH_INDEX)"
+endif
+	$(BIN)/python -m pip install -q $(TORCH) $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX))
+	@echo "== installing edgekit (editable) with its dev extra: ONNX Runtime, OpenVINO, TensorRT-RTX, OpenCV,"
+	@echo "   timm, the linters and test tools: about 1.4 GB installed, a few minutes"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
+	@echo "== $(VENV) is ready ($$(du -sh $(VENV) | cut -f1)). Its commands are not on your PATH: run"
+	@echo "   . $(VENV)/bin/activate   (then edgekit ..., python ..., pytest ...), or type $(BIN)/edgekit ..."
 
 demo: $(STAMP)
 	$(BIN)/edgekit demo --model inception_v3 -o build/demo
