@@ -5,6 +5,7 @@ wheels only, against PyPI. ``make test-floors`` runs the code on those floors.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -65,3 +66,42 @@ def test_jetpack5_gets_cuda_python_11(extra):
     assert set(cuda_python("3.8", "aarch64").split(",")) == {">=11.8", "<12"}  # JetPack 5
     for python, machine in [("3.10", "aarch64"), ("3.12", "aarch64"), ("3.8", "x86_64"), ("3.11", "x86_64")]:
         assert cuda_python(python, machine) == ">=11.8", (python, machine)
+
+
+def _extras_named(text: str) -> set[str]:
+    """Every extra in an install command: edgekit[...], ".[...]" (a clone), ...whl[...] (a wheel)."""
+    found: set[str] = set()
+    for group in re.findall(r"(?:\bedgekit|(?<![\w.])\.|\.whl)\[([a-z][a-z0-9_-]*(?:, ?[a-z][a-z0-9_-]*)*)\]", text):
+        found |= {x.strip() for x in group.split(",") if x.strip()}
+    return found
+
+
+def test_every_extra_the_readme_and_messages_name_exists():
+    """`pip install "edgekit[device]"` with no such extra installs the base alone, with a mere warning: the
+    README, the Makefile, pyproject's own extras and edgekit's messages name only extras pyproject defines."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    defined = set(project["optional-dependencies"])
+    sources = [REPO / "README.md", REPO / "Makefile", *sorted((REPO / "edgekit").rglob("*.py"))]
+    named = {p.relative_to(REPO).as_posix(): _extras_named(p.read_text(encoding="utf-8")) for p in sources}
+    requirements = [r for rs in project["optional-dependencies"].values() for r in rs]
+    named["pyproject.toml"] = _extras_named("\n".join(requirements))  # desktop = ["edgekit[cpu,export,...]"]
+    assert named["README.md"] >= {"desktop", "cpu", "export", "video", "gpu", "jetson", "train"}  # it finds them
+    missing = {f: sorted(n - defined) for f, n in named.items() if n - defined}
+    assert not missing, f"extras not in pyproject.toml ({sorted(defined)}): {missing}"
+
+
+def test_the_readme_names_the_wheel_that_pip_wheel_writes():
+    """The wheel file the README tells you to install is the one this version builds (name-version-py3-none-any)."""
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    wheels = set(re.findall(r"edgekit-([\w.+]+)-py3-none-any\.whl", (REPO / "README.md").read_text(encoding="utf-8")))
+    assert wheels == {version}
+
+
+def test_extras_parser():
+    text = ('pip install "edgekit[cpu, jetson]" ".[desktop,gpu]" "dist/edgekit-0.1.0-py3-none-any.whl[train]" '
+            "a.b[x] d[0] myedgekit[y]")
+    assert _extras_named(text) == {"cpu", "jetson", "desktop", "gpu", "train"}
