@@ -3,7 +3,7 @@ once, which INT8 model the INT8 column is, the stream introduced, the clip kept 
 and at the end where the bundle is, how to reach the command and what to type next.
 
 One run of the demo on googlenet (the smallest model; random weights, tests are offline) with a
-1 s clip: about 45 s on two quiet cores, a minute or more when they are busy."""
+1 s clip: about 15 s on two quiet cores, a minute when they are shared."""
 
 from __future__ import annotations
 
