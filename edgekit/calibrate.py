@@ -55,6 +55,7 @@ class CalibrateRequest:
     num_val_images: int | None = None  # validation images to use [default: all, up to DEFAULT_VAL_IMAGES]
     split: Any = None  # an edgekit.dataset.Split (a training run's): calibrate on its training images, gate on
     #                    its validation images with their labels; data and val_data must then be None
+    int8: bool = True  # False: only the FP16 model and its gate (edgekit build --fp16 needs no INT8)
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
     _enough(req, len(calib.items), len(val.items), len(val_items) - len(val.skipped), str(source),
             "add images" + (f" (about {_total_needed(req)} or more in all with --holdout {req.holdout:g})"
                             if req.val_data is None else " to --calib-data and --val-data"))
-    if req.data is not None and len(calib.items) < FEW_CALIB_IMAGES:
+    if req.int8 and req.data is not None and len(calib.items) < FEW_CALIB_IMAGES:
         log(f"warning: calibrating on {len(calib.items)} images; ranges from fewer than {FEW_CALIB_IMAGES} can clip "
             "what the camera shows (a few hundred of its own frames calibrate best)")
     return _Data(calib, val, _labels_of(val, val_root, man, req.bundle, log), len(val_items))
@@ -214,6 +215,11 @@ def _total_needed(req: CalibrateRequest) -> int:
 def _enough(req: CalibrateRequest, n_calib: int, n_val: int, val_there: int, where: str, more: str) -> None:
     """Too few images to calibrate, or for the gate to be able to fail: one line with the numbers needed."""
     need_val = _val_needed(req)
+    if not req.int8:
+        if n_val >= need_val:
+            return
+        raise UsageError(f"too few images: {where} gives {n_val} to validate FP16 against FP32; the gate needs at "
+                         f"least {need_val} to be able to fail at --min-agreement {req.min_agreement:g}: {more}")
     if n_calib >= MIN_CALIB_IMAGES and n_val >= need_val:
         return
     if req.num_images is not None and req.num_images < MIN_CALIB_IMAGES:
@@ -302,6 +308,8 @@ def _calibrate_locked(req: CalibrateRequest, log: Log, progress: Progress | None
     model = _load_onnx(fp32)
     _check_sizes(req.bundle, man, model)
     data = _gather(req, man, log)
+    if not req.int8:
+        return _fp16_only(req, man, fp32, model, data, log, t0)
     calib_set, val_set = data.calib, data.val
     labelled = "labelled " if data.labels is not None else ""
     log(f"calibrating ({req.method}) on {len(calib_set.items)} images; "
@@ -384,6 +392,37 @@ def _calibrate_locked(req: CalibrateRequest, log: Log, progress: Progress | None
         new = _install(man, work, judged, cal, excluded, req, data, here)
     return CalibrateResult(new, {k: v.to_dict() for k, v in judged.items()}, excluded, time.perf_counter() - t0,
                            judged)
+
+
+def _fp16_only(req: CalibrateRequest, man: mf.Manifest, fp32: Path, model: Any, data: _Data, log: Log,
+               t0: float) -> CalibrateResult:
+    """model.fp16.onnx and its gate alone: what an FP16 build needs, without calibrating INT8."""
+    from edgekit.preprocess import graph_input
+    from edgekit.runners.ort import OrtRunner
+    from edgekit.simulate import SimRunner
+
+    val_feed = graph_input(data.val.images, man.input.dtype != "uint8", man.input.color_order)
+    batch, static = gate.batching(man)
+    log(f"FP16: judged against FP32 on {len(data.val.items)} images")
+    with OrtRunner(fp32) as r:
+        ref = gate.run_all(r, val_feed, batch, static)
+    art = man.artifact("onnx", "fp32")
+    assert art is not None
+    with bundle_mod.updating(req.bundle, ("model.fp16.onnx",), need=art.bytes // 2 + (1 << 20)) as work:
+        quantize.to_fp16(fp32, work / "model.fp16.onnx")
+        with SimRunner(model, fp16=True) as half:
+            judged = {"fp16": gate.judge("fp16", ref, gate.run_all(half, val_feed, batch, static), req.min_agreement,
+                                         data.labels, req.max_drop)}
+        log(f"FP16 vs FP32: {judged['fp16'].summary()}")
+        if judged["fp16"].failed:
+            raise GateError(_gate_message(req, man, judged, [], "fp16"))
+        if judged["fp16"].advice():
+            log(f"note: {judged['fp16'].advice()}")
+        f = work / "model.fp16.onnx"
+        new = man.with_artifact(mf.Artifact(f.name, "onnx", bundle_mod.sha256(f), f.stat().st_size, "fp16"))
+        new = replace(new, validation={**new.validation, "fp16": judged["fp16"].to_dict()})
+        bundle_mod.write_text_atomic(work / mf.MANIFEST, new.to_json())
+    return CalibrateResult(new, {k: v.to_dict() for k, v in judged.items()}, [], time.perf_counter() - t0, judged)
 
 
 def _cpu_kernels_here(path: Path, ref: np.ndarray, images: np.ndarray, batch: int, static: bool) -> dict[str, Any]:

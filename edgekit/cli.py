@@ -313,16 +313,17 @@ def calibration_options(f: F) -> F:
 
 def _calibrate(bundle: Path, data: Path | None, method: str, num_images: int | None, percentile: float,
                val_data: Path | None, num_val_images: int | None, holdout: float, min_agreement: float,
-               max_drop: float, fallback: str, max_fallback: int, cache_trt_version: str, split: Any = None) -> None:
+               max_drop: float, fallback: str, max_fallback: int, cache_trt_version: str, split: Any = None,
+               int8: bool = True) -> None:
     from edgekit.calibrate import CalibrateRequest, calibrate_bundle
 
     if data is not None or val_data is not None:
         split = None  # the user's own images win over a training run's split
     req = CalibrateRequest(bundle, data, method, num_images, percentile, val_data, holdout, min_agreement,
                            fallback, max_fallback, cache_trt_version, max_drop=max_drop / 100.0,
-                           num_val_images=num_val_images, split=split)
+                           num_val_images=num_val_images, split=split, int8=int8)
     res = calibrate_bundle(req, log=_echo_err, progress=_ProgressBar("calibrating"))
-    n = res.figures["int8"]["images"]
+    n = next(iter(res.figures.values()))["images"]
     click.echo(f"{'precision':<10} {'top-1 agree':>11} {'95% interval':>13} {'top-5 overlap':>13} {'cosine':>8} "
                f"{'acc. drop':>9}  gate  (vs FP32, {n} validation images)")
     for prec, fig in res.figures.items():
@@ -332,8 +333,8 @@ def _calibrate(bundle: Path, data: Path | None, method: str, num_images: int | N
                    f"{fig['cosine']:>8.4f} {drop:>9}  {fig['status']}")
     if res.fallback_layers:
         click.echo(f"kept in FP32: {', '.join(res.fallback_layers)}")
-    click.echo(f"{bundle}: model.int8.onnx, model.int8-cpu.onnx, model.fp16.onnx, calibration.cache "
-               f"({res.seconds:.1f} s)")
+    made = "model.int8.onnx, model.int8-cpu.onnx, model.fp16.onnx, calibration.cache" if int8 else "model.fp16.onnx"
+    click.echo(f"{bundle}: {made} ({res.seconds:.1f} s)")
 
 
 @cli.command()
@@ -475,9 +476,13 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
                   "on the board run build.sh (trtexec), then DeepStream 6.0 or C++ (README.txt)")
         click.echo(str(kit.out))
         return
-    if want in ("int8", "fp16") and man.artifact("onnx", want) is None:
+    recalibrate = want in ("int8", "fp16") and man.artifact("onnx", want) is not None and _calibration_asked()
+    if want in ("int8", "fp16") and man.artifact("onnx", want) is not None and not recalibrate:
+        _echo_err(f"{bundle} holds {want.upper()} already ({_calibrated_how(man, want)}): building from it; "
+                  "--calib-data or another calibration option calibrates again")
+    elif want in ("int8", "fp16"):
         try:
-            _calibrate(bundle, calib_data, split=split, **opts)
+            _calibrate(bundle, calib_data, split=split, int8=want == "int8", **opts)
         except EdgekitError as exc:
             if model is None:
                 raise
@@ -493,10 +498,20 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
     from edgekit.deps import available
 
     if not (available("tensorrt") or (available("tensorrt_rtx") and prof.tensorrt_rtx)):
+        if profile is None:  # this machine is the device: its TensorRT is missing, not elsewhere
+            from edgekit.errors import MissingDependencyError
+
+            how = ("JetPack installs TensorRT's Python bindings (sudo apt install python3-libnvinfer), and a venv "
+                   "sees them only when made with --system-site-packages (python3 -m venv --system-site-packages "
+                   ".venv)" if prof.kind == "jetson" else
+                   "install NVIDIA's wheels (pip install tensorrt) or TensorRT from NVIDIA's installers")
+            raise MissingDependencyError(f"this {prof.name} has no TensorRT that Python can import: {how}; the bundle "
+                                         f"{bundle} is ready and runs on ONNX Runtime meanwhile")
         what = ("TensorRT is not installed here" if not available("tensorrt_rtx")
                 else f"TensorRT-RTX (the only TensorRT here) cannot build for {prof.name}")
-        _echo_err(f"{what}: no engine built; copy the bundle to the device and run edgekit build BUNDLE there "
-                  "(JetPack provides TensorRT)")
+        cmd = _device_command(bundle, want, dla=dla, batch=batch_text, workspace=workspace, opt_level=opt_level,
+                              version_compatible=version_compatible, hardware_compatible=hardware_compatible)
+        _echo_err(f"{what}: no engine built; copy the bundle to the {prof.name} and run there: {cmd}")
         click.echo(str(bundle))
         return
     res = build_engine(EngineRequest(bundle, precision, profile, dla, batch, workspace, opt_level,
@@ -507,12 +522,46 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
 
 def _one_precision(int8: bool, fp16: bool, fp32: bool) -> str | None:
     given = [name for name, on in (("int8", int8), ("fp16", fp16), ("fp32", fp32)) if on]
+    if given == ["int8", "fp16"]:  # trtexec's habit: what edgekit's INT8 engines are already
+        _echo_err("note: --int8 --fp16 builds INT8: on TensorRT 8.5 to 10.x edgekit's INT8 engines already let the "
+                  "layers outside the quantized regions run FP16; TensorRT 11 and TensorRT-RTX keep the ONNX's types")
+        return "int8"
     if len(given) > 1:
-        why = (" (an INT8 engine already lets TensorRT run the layers it leaves in float as FP16)"
-               if "int8" in given and "fp16" in given else "")
-        raise UsageError(f"{' and '.join('--' + g for g in given)} both given: an engine has one precision{why}; "
-                         "keep one")
+        flags = [f"--{g}" for g in given]
+        raise UsageError(f"{', '.join(flags[:-1])} and {flags[-1]} given: an engine has one precision; keep one")
     return given[0] if given else None
+
+
+_CALIBRATION_OPTIONS = ("calib_data", "method", "num_images", "percentile", "val_data", "num_val_images", "holdout",
+                        "min_agreement", "max_drop", "fallback", "max_fallback", "cache_trt_version")
+
+
+def _calibration_asked() -> bool:
+    """Whether this command line names a calibration option (then a calibrated bundle is calibrated again)."""
+    ctx = click.get_current_context()
+    return any(ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+               for name in _CALIBRATION_OPTIONS)
+
+
+def _calibrated_how(man: Any, precision: str) -> str:
+    fig = man.validation.get(precision) if precision == "fp16" else man.validation.get("int8")
+    if not isinstance(fig, dict):
+        return "calibrated earlier"
+    if precision == "fp16":
+        return "gated earlier"
+    return f"{fig.get('method', '?')} on {fig.get('calibration_images', '?')} images"
+
+
+def _device_command(bundle: Path, precision: str | None, **given: Any) -> str:
+    """The edgekit build command to run on the device, with the engine options given here."""
+    parts = ["edgekit", "build", bundle.name] + ([f"--{precision}"] if precision else [])
+    for key, value in given.items():
+        if value is None or value is False:
+            continue
+        parts.append(f"--{key.replace('_', '-')}")
+        if value is not True:
+            parts.append(str(value))
+    return " ".join(parts)
 
 
 def _no_engine_options(prof: Any, named: str | None, **given: Any) -> None:
@@ -956,23 +1005,34 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
-    except EdgekitError as exc:
-        _echo_err(f"error: {exc}")
-        code = exc.exit_code
+    except (EdgekitError, OSError) as exc:
+        code = _report(exc)
     except KeyboardInterrupt:
         _echo_err("interrupted; nothing was left half-written")
         code = 130
-    except OSError as exc:  # a file the checks above missed: still one line, never a traceback
-        where = f"{exc.filename}: " if exc.filename else ""
-        _echo_err(f"error: {where}{exc.strerror or exc}")
-        gone = isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError))
-        code = 2 if gone else 1
     _warn_profiles()
     failed = _flush_stdout()
     if failed and code == 0:
         _echo_err(f"error: cannot write to stdout: {failed}")
         code = 1
     sys.exit(code)
+
+
+def _report(exc: BaseException) -> int:
+    """One line for an error the user can act on, and its exit code (README, "Exit codes");
+    EDGEKIT_DEBUG=1 prints the traceback first, for a bug report."""
+    if os.environ.get("EDGEKIT_DEBUG"):
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    if isinstance(exc, EdgekitError):
+        _echo_err(f"error: {exc}")
+        return exc.exit_code
+    assert isinstance(exc, OSError)  # a file the checks missed: still one line, never a traceback
+    where = f"{exc.filename}: " if exc.filename else ""
+    _echo_err(f"error: {where}{exc.strerror or exc}")
+    gone = isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError))
+    return 2 if gone else 1
 
 
 from edgekit.cli_import import import_cmd  # noqa: E402  (each stage's command lives in its own module)

@@ -17,7 +17,6 @@ _EXTRAS: dict[str, str] = {
     "safetensors": "export",
     "matplotlib": "export",
     "cv2": "video",
-    "tensorrt": "gpu",
     "tensorrt_rtx": "rtx",
 }
 
@@ -27,6 +26,11 @@ def require(module: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        if module.split(".")[0] == "tensorrt":  # no pip extra brings it: JetPack or NVIDIA does
+            raise MissingDependencyError(
+                f"{purpose} needs TensorRT's Python module, which is not importable here ({exc}); on a Jetson "
+                "JetPack installs it (sudo apt install python3-libnvinfer; a venv sees it only when made with "
+                "--system-site-packages), on a desktop NVIDIA's wheels do (pip install tensorrt)") from exc
         extra = _EXTRAS.get(module.split(".")[0], "desktop")
         raise MissingDependencyError(
             f"{purpose} needs the Python module '{module}', which is not installed ({exc}); "

@@ -89,7 +89,9 @@ def _check_implicit_gate(man: mf.Manifest, bundle: Path, log: Log) -> None:
         return
     if str(dla.get("status", "")).lower() == "fail":
         agree = dla.get("top1_agreement")
-        raise UsageError(
+        from edgekit.calibrate import GateError
+
+        raise GateError(
             f"implicit INT8 from calibration.cache (the DLA path) failed the accuracy gate when {bundle} was "
             f"calibrated (top-1 agreement with FP32 {agree}); build for the GPU (without --dla), or recalibrate on "
             "more images from your camera (edgekit calibrate)")

@@ -11,7 +11,7 @@ The exit codes, the same for every command (README, "Exit codes"; tests/test_exi
       missing, unreadable or not what it should be (not a bundle, a damaged bundle, a bad
       checkpoint, image or camera); fix the command or the file
 3     a part of edgekit is not installed here (the message names the pip extra)
-4     the accuracy gate failed: INT8 (or FP16) is not as accurate as asked; nothing written
+4     the accuracy gate failed: INT8 (or FP16) is not as accurate as asked; the bundle is unchanged
 130   interrupted (Ctrl-C, SIGTERM); nothing half-written
 ====  ===================================================================================
 """

@@ -80,7 +80,7 @@ def write_kit(bundle: Path, profile: Any, precision: str, batch: Any, workspace_
               out: Path | None = None, force: bool = False) -> Kit:
     """The kit for ``profile`` (a JetPack 4 board) beside the bundle: ``<bundle>-<profile>/``."""
     onnx = require("onnx", "rewriting ONNX for JetPack 4")
-    from edgekit.deepstream import PROBS, float_front
+    from edgekit.deepstream import PROBS, float_front, onnx_file_name
     from edgekit.qdq import float_weights
 
     man = mf.read(bundle)
@@ -99,7 +99,7 @@ def write_kit(bundle: Path, profile: Any, precision: str, batch: Any, workspace_
     pre = man.preprocess
     trts = ", ".join(sorted({s.tensorrt for s in profile.software})) or "8.x"
     # named by what the graph is (as export-deepstream names it): trtexec's flags, not the file, set the precision
-    name = f"{man.model.name}.int8-qdq.onnx" if onnx_prec == "int8" else f"{man.model.name}.float.onnx"
+    name = onnx_file_name(man.model.name, qdq=onnx_prec == "int8")
     plan = f"{man.model.name}-{profile.name}-{precision}.plan"
     cmd = trtexec_command(name, plan, precision, (batch.min, batch.opt, batch.max), (3, pre.height, pre.width),
                           workspace_mib or profile.workspace_mib)

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, UsageError
 from edgekit.trt import compat
 from edgekit.trt.parse import load_trt
 
@@ -159,18 +159,18 @@ def build_engine(onnx_path: str | Path, precision: str = "fp32", options: BuildO
         legacy.int8_calibrator = _calibrator(trt, opts.calibration_cache)
     if opts.version_compatible:
         if not feats.version_compatible:
-            raise BuildError(f"{trt.__name__} {trt.__version__} cannot build version-compatible engines "
+            raise UsageError(f"{trt.__name__} {trt.__version__} cannot build version-compatible engines "
                              "(TensorRT 8.6 or later); drop --version-compatible")
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if opts.hardware_compatible:
         if not feats.hardware_compatible:
-            raise BuildError(f"{trt.__name__} {trt.__version__} cannot build hardware-compatible engines "
+            raise UsageError(f"{trt.__name__} {trt.__version__} cannot build hardware-compatible engines "
                              "(TensorRT 8.6 or later); drop --hardware-compatible")
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     if opts.target_cc and feats.target_compute_capability:
         sm = getattr(trt.ComputeCapability, "SM" + opts.target_cc.replace(".", ""), None)
         if sm is None:
-            raise BuildError(f"{trt.__name__} {trt.__version__} cannot target compute capability {opts.target_cc}")
+            raise UsageError(f"{trt.__name__} {trt.__version__} cannot target compute capability {opts.target_cc}")
         config.num_compute_capabilities = 1
         config.set_compute_capability(sm, 0)
     cache = None

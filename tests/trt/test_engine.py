@@ -164,15 +164,15 @@ def test_dla_int8_is_refused_when_its_simulation_failed_the_gate(googlenet_bundl
     from dataclasses import replace
 
     from edgekit import manifest as mf
+    from edgekit.calibrate import GateError
     from edgekit.engine import _check_implicit_gate
-    from edgekit.errors import UsageError
 
     man = mf.read(googlenet_bundle)
     said: list[str] = []
     _check_implicit_gate(man, googlenet_bundle, said.append)
     assert said and "was not simulated" in said[0]
     failed = replace(man, validation={**man.validation, "int8": {"dla": {"status": "fail", "top1_agreement": 0.9}}})
-    with pytest.raises(UsageError, match="DLA path.*failed the accuracy gate.*without --dla"):
+    with pytest.raises(GateError, match="DLA path.*failed the accuracy gate.*without --dla"):  # exit 4
         _check_implicit_gate(failed, googlenet_bundle, said.append)
     ok = replace(man, validation={**man.validation, "int8": {"dla": {"status": "pass", "top1_agreement": 1.0}}})
     _check_implicit_gate(ok, googlenet_bundle, said.append)
@@ -223,7 +223,7 @@ def test_a_board_no_tensorrt_here_can_target_is_told_where_to_build(googlenet_bu
     shutil.copytree(googlenet_bundle, b)
     res = CliRunner().invoke(cli, ["build", str(b), "--fp16", "--profile", "jetson-orin-nano", "--min-agreement", "0"])
     assert res.exit_code == 0, res.output
-    assert "cannot build for jetson-orin-nano" in res.stderr and "edgekit build BUNDLE there" in res.stderr
+    assert "cannot build for jetson-orin-nano" in res.stderr and "run there: edgekit build gn --fp16" in res.stderr
 
 
 def _qdq_file(bundle: Path, out: Path) -> Path:
