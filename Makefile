@@ -7,15 +7,29 @@ STAMP  := $(VENV)/.edgekit-installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 # Where torch and torchvision come from; empty: PyPI, whose Linux x86-64 build is the CUDA one (3.05 GB
 # to download, 5.3 GB installed with NVIDIA's libraries and triton). Without an NVIDIA GPU:
-#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu    (about 190 MB, 0.75 GB installed)
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu    (about 190 MB, 0.75 GB installed: measured on 2.13.0+cpu)
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
+# .venv is a desktop/CI environment (PyPI's torch, pip's OpenCV without GStreamer, TensorRT-RTX): on a
+# Jetson (JetPack writes this file) making it stops with a pointer to README.md's Install section, unless
+# JETSON_OK=1 (e.g. make demo JETSON_OK=1).
+TEGRA_RELEASE ?= /etc/nv_tegra_release
+JETSON_OK ?=
 
 .PHONY: demo test lint pytest browser test-floors test-gpu device-check bench clean venv
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@if [ -e "$(TEGRA_RELEASE)" ] && [ -z "$(JETSON_OK)" ]; then \
+	  echo "make: this is a Jetson ($(TEGRA_RELEASE) exists); nothing was installed." >&2; \
+	  echo "  make demo and make test are for desktops and CI: their .venv takes PyPI's $(word 1,$(TORCH)) (on JetPack 5's" >&2; \
+	  echo "  Python 3.8 it does not install; on JetPack 6 it runs on the CPU only), pip's OpenCV without GStreamer, TensorRT-RTX." >&2; \
+	  echo "  On a Jetson, either build the bundle on a desktop (make demo there) and copy it over (edgekit build BUNDLE on" >&2; \
+	  echo "  the board), or install edgekit next to JetPack as README.md's Install section says (A Jetson with JetPack 5.1 / 6)." >&2; \
+	  echo "  To make this .venv here anyway: make $(or $(MAKECMDGOALS),venv) JETSON_OK=1" >&2; \
+	  exit 1; \
+	fi
 	@echo "== $(VENV): a virtual environment for edgekit, made with $(PYTHON) (pip is quiet: the lines starting == say what runs)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "== upgrading pip in $(VENV) (a few MB)"
