@@ -8,10 +8,11 @@ frame by frame instead (``every_frame``) for offline runs.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
-import select
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -33,13 +34,15 @@ __all__ = ["Frame", "SourceSpec", "SourceError", "SourceInputError", "Reader", "
 
 
 class SourceError(EdgekitError):
-    """A source cannot be opened, or was lost and did not come back (exit 1: a stream's network, a camera
-    lost on the way; running again may succeed)."""
+    """A source cannot be opened, or was lost and did not come back (exit 1: a stream's server or network, a
+    camera that is there but busy in another program, not ours to read or its daemon down (nvargus-daemon),
+    a camera lost on the way; running again may succeed once that is dealt with)."""
 
 
 class SourceInputError(SourceError):
-    """What was given as a source is wrong: a camera, video file or folder that cannot be opened or holds no
-    images, an option the source cannot take. Fix the command (exit 2, as for any input)."""
+    """What was given as a source is wrong: a camera node (/dev/videoN) that is not there, a video file that
+    is not there or cannot be decoded, a folder or glob with no images, an option the source cannot take
+    (--every-frame on a live source). Fix the command (exit 2, as for any input)."""
 
     exit_code = UsageError.exit_code
 
@@ -121,176 +124,291 @@ _LIBRARY_LINE = re.compile(
     r"|\(\S+:\d+\): [\w-]+-(?:WARNING|CRITICAL|ERROR|INFO|DEBUG|Message)"
     r"|(?:\x1b\[[\d;]*m)*\d+:\d\d:\d\d\.\d+ "
     r"|VIDEOIO|OpenCV|GStreamer|libv4l|VIDIOC_|nvbuf|NvBuf|NvMM|Argus|\(Argus\)|SCF:|Opening in BLOCKING MODE)")
+# where a library line may start inside another's (the distinctive starts only: OpenCV's, FFmpeg's, GLib's, Argus')
+_LIBRARY_INSIDE = re.compile(rb"\[\s*(?:FATAL|ERROR|WARN|INFO|DEBUG|VERBOSE)\s*:\d"
+                             rb"|\[[\w:,./ -]+ @ (?:0x)?[0-9a-fA-F]+\]"
+                             rb"|\(\S+:\d+\): [\w-]+-(?:WARNING|CRITICAL|ERROR)|\(Argus\) ")
 _FAILURE = re.compile(r"(?i)can'?t|cannot|could ?n[o']t|fail|error|unable|refused|timed? ?out|not found|no such|"
                       r"denied|unauthori[sz]ed|invalid|busy")
 _OPENCV_PREFIX = re.compile(r"^\s*\[[^\]]*\]\s+(?:global\s+)?(?:\S+\.\w+(?::\d+|\s\(\d+\))\s+\S+\s+)?")
 _FFMPEG_PREFIX = re.compile(r"^\s*\[([\w:,./ -]+) @ (?:0x)?[0-9a-fA-F]+\]\s*")
 
 
+OPEN_WATCHDOG_S = 5.0  # an open under way this long: what the libraries said goes out, and all they say from then on
+POLL_S = 0.05  # how often the captured stderr is read, its other lines passed on and the opens watched
+DEBUG_ENV = ("GST_DEBUG", "OPENCV_VIDEOIO_DEBUG", "OPENCV_LOG_LEVEL")  # set by the user: nothing is captured
+
+
+class _Redirect:
+    """One redirection of fd 2 into an unlinked temporary file, shared by the opens under way."""
+
+    def __init__(self, fd: int, real: int, ident: tuple[int, int]) -> None:
+        self.fd = fd  # the file (O_APPEND: every writer adds at its end; read here with pread)
+        self.real = real  # the stderr it stands in for
+        self.ident = ident  # (st_dev, st_ino) of the file
+        self.offset = 0  # read up to here
+        self.buf = b""  # the start of a line not yet ended
+        self.held: float | None = None  # since when a partial library line waits for its end
+        self.lock = threading.Lock()  # reading the file and writing on: one thread at a time
+        self.opens: dict[int, list[Any]] = {}  # token -> [started (monotonic), name, first line, told]
+        self.released = False  # fd 2 points at the real stderr again: whatever still comes passes on
+        self.for_good = False  # a copy of fd 2 could not be pointed back: read on and pass on, for good
+        self.ending = False  # the last open is done: the thread reads what is left and ends
+        self.wake = threading.Event()
+
+
 class LibraryLog:
-    """While a source opens, file descriptor 2 goes into a pipe read by a thread: the lines the video
-    libraries write there (OpenCV's warnings, FFmpeg, GStreamer) are kept for the open's error message
-    and otherwise dropped; every other line (edgekit's own, from any thread; a status line) goes on to
-    stderr at once. Opens in several threads share one redirection (multistream opens its sources side by
-    side); the last one out restores fd 2. Where something else redirected fd 2 meanwhile (the credential
-    filter of :mod:`edgekit.redact`), the pipe stays and passes everything on, for good."""
+    """While a source opens, file descriptor 2 goes into an unlinked temporary file: the lines the video
+    libraries write there (OpenCV's warnings, FFmpeg, GStreamer, Argus) are kept for the open's error
+    message and otherwise dropped; every other line (edgekit's own, from any thread; a status line) is
+    read back within :data:`POLL_S` and goes on to stderr. A file, not a pipe: a write to it never waits
+    for a reader, so a C extension writing much while it holds the GIL cannot deadlock the reader.
+
+    Opens in several threads share one redirection (multistream opens its sources side by side); the
+    last one out points fd 2 back at stderr, and so does the watchdog once an open has been under way
+    :data:`OPEN_WATCHDOG_S` (an Argus open can block for ever): what the libraries said so far goes out
+    then, with a line saying which source is still opening, and from then on all they say, for every
+    open sharing it. A copy of fd 2 made meanwhile (the credential filter of :mod:`edgekit.redact`
+    redirecting stderr on top of ours) is pointed back at stderr too; where that cannot be done (no
+    /proc/self/fd) the file is read and passed on for good. A child process started during an open
+    inherits the file as its stderr: what it writes after the last open has ended is not read. Nothing
+    is captured where the user asked the libraries to talk (:data:`DEBUG_ENV`)."""
 
     KEEP = 256  # library lines remembered (only the newest matter: those of the opens under way)
 
     def __init__(self) -> None:
-        self._gate = threading.Lock()  # starts and stops
-        self._cond = threading.Condition()  # the lines, the reader's progress
+        self._gate = threading.Lock()  # starts, joins, leaves and stops
+        self._lines_lock = threading.Lock()
         self._users = 0
         self._seq = 0  # library lines seen so far
         self._lines: deque[tuple[int, str]] = deque(maxlen=self.KEEP)
-        self._marks: set[str] = set()
-        self._pipe: tuple[int, int] | None = None  # (st_dev, st_ino) of the pipe fd 2 was pointed at
-        self._real = -1
-        self._thread: threading.Thread | None = None
-        self._passing = threading.Event()  # the running thread's: pass everything on
-        self._mark_no = 0
+        self._now: _Redirect | None = None
+        self._tokens = itertools.count()
 
     @contextmanager
-    def capture(self) -> Iterator[list[str]]:
-        """``with capture() as said:`` the library lines written inside the block are in ``said`` after it."""
+    def capture(self, name: str = "a source") -> Iterator[list[str]]:
+        """``with capture("csi://0") as said:`` the library lines written inside the block are in ``said``
+        after it (``name``: what the watchdog's line calls the source)."""
         said: list[str] = []
-        start = self._enter()
+        entry = self._enter(name)
         try:
             yield said
         finally:
-            if start is not None:
-                said.extend(self._leave(start))
+            if entry is not None:
+                said.extend(self._leave(*entry))
 
-    def _enter(self) -> int | None:
+    def _enter(self, name: str) -> tuple[_Redirect, int, int] | None:
+        if any(os.environ.get(var) for var in DEBUG_ENV):
+            return None
         with self._gate:
-            if self._users == 0 and not self._start():
-                return None
+            r = self._now
+            if r is None:
+                r = self._now = self._start()
+                if r is None:
+                    return None
+            with self._lines_lock:
+                start = self._seq
+            token = next(self._tokens)
+            with r.lock:
+                r.opens[token] = [time.monotonic(), name, start, False]
             self._users += 1
-            with self._cond:
-                return self._seq
+            return r, token, start
 
-    def _leave(self, start: int) -> list[str]:
-        self._sync()
-        with self._cond:
-            lines = [text for n, text in self._lines if n >= start]
+    def _leave(self, r: _Redirect, token: int, start: int) -> list[str]:
         with self._gate:
-            self._users -= 1
-            if self._users == 0:
-                self._stop()
-        return lines
+            with r.lock:
+                self._drain(r)
+                r.opens.pop(token, None)
+                self._users -= 1
+                if self._users == 0:
+                    self._now = None
+                    self._stop(r)
+        with self._lines_lock:
+            return [text for n, text in self._lines if n >= start]
 
-    def _ours(self) -> bool:
-        try:
-            st = os.fstat(2)
-        except OSError:
-            return False
-        return self._pipe == (st.st_dev, st.st_ino)
-
-    def _start(self) -> bool:
+    def _start(self) -> _Redirect | None:
+        if not hasattr(os, "pread"):
+            return None
         try:
             os.fstat(2)
         except OSError:  # no stderr: nothing is printed anyway
-            return False
-        _flush_stderr()
-        real = os.dup(2)
-        r, w = os.pipe()
-        st = os.fstat(w)
-        os.dup2(w, 2)
-        os.close(w)
-        self._pipe, self._real = (st.st_dev, st.st_ino), real
-        self._passing = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(r, real, self._passing), name="edgekit-library-log",
-                                        daemon=True)
-        self._thread.start()
-        return True
-
-    def _stop(self) -> None:
-        _flush_stderr()
-        if self._ours():
-            os.dup2(self._real, 2)  # the pipe's only writer closes: the thread passes on the rest, closes, ends
-            if self._thread is not None:
-                self._thread.join(timeout=1.0)  # a child holding the pipe must not delay the run
-        # whatever still comes through the pipe passes on: a child that inherited it, or fd 2 redirected on
-        # top of ours meanwhile (the pipe then carries all of stderr)
-        self._passing.set()
-        self._pipe, self._real, self._thread = None, -1, None
-
-    def _sync(self) -> None:
-        """Wait until the thread has read everything written to fd 2 so far (a mark through the pipe)."""
-        if not self._ours():
-            time.sleep(0.05)
-            return
-        _flush_stderr()
-        with self._cond:
-            self._mark_no += 1
-            mark = f"\x00edgekit-mark-{os.getpid()}-{self._mark_no}"
+            return None
         try:
-            os.write(2, (mark + "\n").encode())
+            tmp, path = tempfile.mkstemp(prefix="edgekit-stderr-")
+        except OSError:  # no writable temporary folder: the libraries' lines go straight to stderr
+            return None
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            os.unlink(path)
         except OSError:
-            return
-        with self._cond:
-            self._cond.wait_for(lambda: mark in self._marks, timeout=2.0)
-            self._marks.discard(mark)
+            os.close(tmp)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return None
+        os.close(tmp)
+        st = os.fstat(fd)
+        # sys.stderr is not flushed here nor at the end: from another thread a flush would cut a print() in
+        # two, between its text and its newline, and another thread's line could land in between
+        try:
+            real = os.dup(2)
+        except OSError:  # no descriptor left: no capture
+            os.close(fd)
+            return None
+        os.dup2(fd, 2)
+        r = _Redirect(fd, real, (st.st_dev, st.st_ino))
+        threading.Thread(target=self._run, args=(r,), name="edgekit-library-log", daemon=True).start()
+        return r
 
-    def _run(self, r: int, real: int, passing: threading.Event) -> None:
-        buf = b""
-        held: float | None = None
+    def _stop(self, r: _Redirect) -> None:
+        """The last open is done (``r.lock`` held): fd 2 back, the rest passed on, the thread told to end."""
+        if not r.released:
+            self._release(r)
+        self._drain(r)
+        if r.buf:
+            self._line(r, r.buf)
+            r.buf, r.held = b"", None
+        r.ending = True
+        r.wake.set()
+
+    def _release(self, r: _Redirect, show_from: int | None = None) -> int:
+        """Point fd 2, and every copy of it made since, back at the real stderr (``r.lock`` held); what is
+        in the file goes on (or is kept) first, the library lines from number ``show_from`` on are shown
+        before it, and whatever still comes into the file passes on. How many lines were shown."""
+        self._drain(r)
+        shown = []
+        if show_from is not None:
+            with self._lines_lock:
+                shown = [text for n, text in self._lines if n >= show_from]
+            for text in shown:
+                _write(r.real, (text + "\n").encode("utf-8", "replace"))
+        copies = _fds_on(r.ident, r.fd)
+        if copies is None:  # no /proc/self/fd: fd 2 alone
+            copies = [2] if _fd_ident(2) == r.ident else []
+            r.for_good = _fd_ident(2) != r.ident  # something took fd 2 over: its copy of ours stays
+        for fd in copies:
+            try:
+                os.dup2(r.real, fd, inheritable=fd == 2 or os.get_inheritable(fd))
+            except OSError:
+                r.for_good = r.for_good or _fd_ident(fd) == r.ident
+        r.released = True
+        self._drain(r)
+        return len(shown)
+
+    def _run(self, r: _Redirect) -> None:
         try:
             while True:
-                ready, _, _ = select.select([r], [], [], 0.05)
-                if not ready:  # quiet: a partial line goes on now (a status line ends in \r), unless it is
-                    if buf:    # the start of a library line, which waits up to 1 s for its end
-                        now = time.monotonic()
-                        if not passing.is_set() and _LIBRARY_LINE.match(_text(buf)) and (
-                                held is None or now - held < 1.0):
-                            held = held or now
-                            continue
-                        self._line(buf, real, passing)
-                        buf, held = b"", None
-                    continue
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    if buf:
-                        self._line(buf, real, passing)
-                    return
-                buf += chunk
-                *whole, buf = re.split(rb"(?<=[\r\n])", buf)
-                for piece in whole:
-                    self._line(piece, real, passing)
-                if whole:
-                    held = None
+                r.wake.wait(POLL_S)
+                r.wake.clear()
+                with r.lock:
+                    now = time.monotonic()
+                    if not self._drain(r) and r.buf:
+                        self._quiet(r, now)
+                    if not r.ending:
+                        self._watch(r, now)
+                    elif not r.for_good:
+                        if r.buf:
+                            self._line(r, r.buf)
+                        return
         finally:
-            os.close(r)
-            os.close(real)
+            os.close(r.fd)
+            os.close(r.real)
 
-    def _line(self, data: bytes, real: int, passing: threading.Event) -> None:
+    def _drain(self, r: _Redirect) -> bool:
+        """Read what came into the file since last time: its whole lines kept or passed on (``r.lock``
+        held); True when there was anything."""
+        got = False
+        while True:
+            try:
+                chunk = os.pread(r.fd, 1 << 16, r.offset)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            got = True
+            r.offset += len(chunk)
+            *whole, r.buf = re.split(rb"(?<=[\r\n])", r.buf + chunk)
+            for piece in whole:
+                self._line(r, piece)
+            if whole:
+                r.held = None
+        return got
+
+    def _quiet(self, r: _Redirect, now: float) -> None:
+        """Nothing new: a partial line goes on now (a status line ends in \\r), unless it is the start of
+        a library line, which waits up to 1 s for its end."""
+        if not r.released and _LIBRARY_LINE.match(_text(r.buf)) and (r.held is None or now - r.held < 1.0):
+            r.held = r.held or now
+            return
+        self._line(r, r.buf)
+        r.buf, r.held = b"", None
+
+    def _watch(self, r: _Redirect, now: float) -> None:
+        """An open under way for OPEN_WATCHDOG_S: what the libraries said for the opens under way goes
+        out, fd 2 goes back to stderr (so all they say from then on), and a line names the source."""
+        late = [o for o in r.opens.values() if not o[3] and now - o[0] >= OPEN_WATCHDOG_S]
+        if not late:
+            return
+        said = r.released
+        if not r.released:
+            said = self._release(r, show_from=min(o[2] for o in r.opens.values())) > 0
+        why = "what the camera stack said is above" if said else "the camera stack has said nothing so far"
+        for o in late:
+            o[3] = True
+            _write(r.real, f"note: still opening {o[1]} after {OPEN_WATCHDOG_S:g} s ({why})\n".encode())
+
+    def _line(self, r: _Redirect, data: bytes) -> None:
         text = _text(data).rstrip("\r\n")
-        if text.startswith("\x00edgekit-mark-"):
-            with self._cond:
-                self._marks.add(text)
-                self._cond.notify_all()
-            return
-        if not passing.is_set() and _LIBRARY_LINE.match(text):
-            with self._cond:
-                self._lines.append((self._seq, text))
-                self._seq += 1
-            return
+        if not r.released:
+            if _LIBRARY_LINE.match(text):
+                self._keep(text)
+                return
+            # another thread's line cut in two by a library's (print() writes its text, then its newline):
+            # the start goes on, its newline follows as a line of its own, the library's is kept
+            m = _LIBRARY_INSIDE.search(data, 1)
+            if m and _LIBRARY_LINE.match(_text(data[m.start():])):
+                _write(r.real, data[:m.start()])
+                self._keep(_text(data[m.start():]).rstrip("\r\n"))
+                return
+        _write(r.real, data)
+
+    def _keep(self, text: str) -> None:
+        with self._lines_lock:
+            self._lines.append((self._seq, text))
+            self._seq += 1
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass
+
+
+def _fd_ident(fd: int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _fds_on(ident: tuple[int, int], skip: int) -> list[int] | None:
+    """This process's file descriptors open on the file ``ident`` (``skip`` aside); None if it cannot tell."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
         try:
-            os.write(real, data)
+            names = os.listdir(folder)
         except OSError:
-            pass
+            continue
+        return [int(n) for n in names if n.isdigit() and int(n) != skip and _fd_ident(int(n)) == ident]
+    return None
 
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
-
-
-def _flush_stderr() -> None:
-    try:
-        if sys.stderr is not None:
-            sys.stderr.flush()
-    except (AttributeError, OSError, ValueError):
-        pass
 
 
 LIBRARY_LOG = LibraryLog()
@@ -316,6 +434,56 @@ def library_reason(lines: list[str], spec: SourceSpec, limit: int = 150) -> str:
         text = text.replace(secret, "***")
     text = redact(text)
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+V4L2_NODE = "/dev/video{}"  # what a camera index is on Linux
+
+
+def _video_capture(cv2: Any, spec: SourceSpec, size: tuple[int | None, int | None, int | None]) -> Any:
+    """cv2.VideoCapture for a camera, stream or file: the call that may block (an Argus open, for ever
+    on OpenCV before 4.7) and prints what the libraries say."""
+    if spec.kind == "v4l2":
+        cap = cv2.VideoCapture(int(spec.target), cv2.CAP_V4L2)
+        if cap.isOpened():
+            w, h, fps = size
+            if w and h:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
+            if fps:
+                cap.set(cv2.CAP_PROP_FPS, fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # often ignored (opencv #10671): the thread keeps the newest
+        return cap
+    if spec.kind == "csi":
+        with _ARGUS:  # one Argus session opened at a time (cameras reconnecting together after a restart)
+            return cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
+    return cv2.VideoCapture(spec.target)
+
+
+def _open_error(spec: SourceSpec, why: str) -> SourceError:
+    """Why a source did not open, and what to check. What was given is wrong (exit 2): a camera node,
+    video file or folder that is not there, a file OpenCV cannot decode. The device's state is not
+    (exit 1): a camera that is there but busy, not ours to read, or its daemon down (Argus), a stream's
+    server or network."""
+    head = f"cannot open {spec.display_name}{f' ({why})' if why else ''}: "
+    if spec.kind == "v4l2":
+        node = V4L2_NODE.format(spec.target)
+        if sys.platform.startswith("linux") and not os.path.exists(node):
+            return SourceInputError(head + f"there is no {node}: is the camera connected, and is it this number? "
+                                           "(ls /dev/video*)")
+        if sys.platform.startswith("linux") and not os.access(node, os.R_OK | os.W_OK):
+            return SourceError(head + f"no permission to use {node}: add yourself to the video group "
+                                      "(sudo usermod -aG video $USER, then log in again)")
+        return SourceError(head + f"is another program using it? (fuser {node}); is it the capture node? "
+                                  "(v4l2-ctl --list-devices: a USB camera's second node carries metadata)")
+    if spec.kind == "csi":
+        return SourceError(head + "is the sensor connected and no other program using it? 'Failed to create "
+                                  "CaptureSession' or 'Connecting to nvargus-daemon failed': sudo systemctl restart "
+                                  "nvargus-daemon")
+    if spec.kind == "rtsp":  # the URL may be right and its server down
+        return SourceError(head + "check the URL, the network and the credentials")
+    if not os.path.exists(spec.target):
+        return SourceInputError(head + "the file is not there (any more)")
+    return SourceInputError(head + "is it a video file OpenCV can decode?")
 
 
 class Reader:
@@ -358,35 +526,13 @@ class Reader:
                 "it); on a Jetson use JetPack's OpenCV: pip uninstall opencv-python opencv-python-headless"
             )
         # what OpenCV, FFmpeg and GStreamer print while opening goes into the error, not before it
-        with LIBRARY_LOG.capture() as said:
-            if spec.kind == "v4l2":
-                cap = cv2.VideoCapture(int(spec.target), cv2.CAP_V4L2)
-                if cap.isOpened():
-                    w, h, fps = self.size
-                    if w and h:
-                        cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
-                        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
-                    if fps:
-                        cap.set(cv2.CAP_PROP_FPS, fps)
-                    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # often ignored (opencv #10671): the thread keeps the newest
-            elif spec.kind == "csi":
-                with _ARGUS:  # one Argus session opened at a time (cameras reconnecting together after a restart)
-                    cap = cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
-            else:
-                cap = cv2.VideoCapture(spec.target)
+        with LIBRARY_LOG.capture(spec.display_name) as said:
+            cap = _video_capture(cv2, spec, self.size)
             opened = cap.isOpened()
             if not opened:
                 cap.release()
         if not opened:
-            hint = {"v4l2": "is the camera connected (ls /dev/video*) and not used by another program?",
-                    "csi": "is the sensor connected? 'Failed to create CaptureSession': sudo systemctl restart "
-                           "nvargus-daemon",
-                    "rtsp": "check the URL, the network and the credentials",
-                    "file": "is it a video file OpenCV can decode?"}[spec.kind]
-            why = library_reason(said, spec)
-            # a stream URL may be right and its server down (exit 1); a camera, file or folder is what was given
-            cls = SourceError if spec.kind == "rtsp" else SourceInputError
-            raise cls(f"cannot open {spec.display_name}{f' ({why})' if why else ''}: {hint}")
+            raise _open_error(spec, library_reason(said, spec))
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self._cap = cap
 
