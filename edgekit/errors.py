@@ -5,11 +5,11 @@ The exit codes, the same for every command (README, "Exit codes"; tests/test_exi
 ====  ===================================================================================
 0     done
 1     the work failed: a check its result must pass (export parity), the device (GPU,
-      TensorRT, a camera lost on the way), the disk, the network, a bundle busy in another
-      process; running again may succeed once that is dealt with
+      TensorRT, a camera that will not open or is lost on the way), the disk, the network,
+      a bundle busy in another process; running again may succeed once that is dealt with
 2     what you gave is wrong: an option, a name (model, profile), a file or folder that is
       missing, unreadable or not what it should be (not a bundle, a damaged bundle, a bad
-      checkpoint, image or camera); fix the command or the file
+      checkpoint or image, a camera that does not exist); fix the command or the file
 3     a part of edgekit is not installed here (the message names the pip extra)
 4     the accuracy gate failed: INT8 (or FP16) is not as accurate as asked; the bundle is unchanged
 130   interrupted (Ctrl-C, SIGTERM); nothing half-written
