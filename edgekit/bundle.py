@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import manifest as mf
-from edgekit.errors import BundleBusyError, BundleError, EdgekitError, UsageError
+from edgekit.errors import BundleBusyError, BundleError, DiskFullError, EdgekitError, UsageError
 from edgekit.hashing import sha256_file
 
 DEFAULT_ROOT = "build"
@@ -42,7 +42,7 @@ _LEGACY_MKSTEMP = re.compile(r"^\.manifest\.json\.[A-Za-z0-9_]{8}$")
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("EDGEKIT_BUILD_DIR", DEFAULT_ROOT))
+    return Path(os.environ.get("EDGEKIT_BUILD_DIR") or DEFAULT_ROOT)  # set but empty: the default
 
 
 def default_dir(model: str, precision: str) -> Path:
@@ -90,7 +90,7 @@ def child(parent: Path, name: str, what: str = "name") -> Path:
 # ------------------------------------------------------------------ disk full
 
 
-def disk_full(exc: OSError, target: Path, need: int | None = None) -> BundleError:
+def disk_full(exc: OSError, target: Path, need: int | None = None) -> DiskFullError:
     """One line for ENOSPC, EDQUOT and EFBIG (a file size limit) alike: what, why, how much to free where."""
     where = os.path.abspath(Path(target).parent)
     try:
@@ -98,7 +98,7 @@ def disk_full(exc: OSError, target: Path, need: int | None = None) -> BundleErro
     except OSError:
         have = ""
     todo = f"free at least {max(1, -(-need // 1_000_000))} MB at {where}" if need else f"free space at {where}"
-    return BundleError(
+    return DiskFullError(
         f"could not write {exc.filename or target}: {exc.strerror or exc} (disk full, over quota or over a file "
         f"size limit{have}); {todo} (or write elsewhere) and run again; nothing was changed"
     )
@@ -415,11 +415,12 @@ def _swapping(tmp: Path, target: Path, need: int | None) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def staging(target: Path, force: bool, need: int | None = None) -> Iterator[Path]:
+def staging(target: Path, force: bool, need: int | None = None, mark: str = mf.MANIFEST) -> Iterator[Path]:
     """A new directory beside ``target`` that becomes ``target`` only on success.
 
     On any failure (or Ctrl-C, or kill -9) ``target`` is left as it was; a full disk is one
-    BundleError saying how much to free.
+    error saying how much to free. ``force`` replaces only what this writes: an empty folder or
+    one holding ``mark`` (a bundle's manifest.json), never a folder of someone's files.
     """
     target = real(target)
     if target.exists() and not force:
@@ -431,8 +432,21 @@ def staging(target: Path, force: bool, need: int | None = None) -> Iterator[Path
         recover(target.parent, mine=target.name)
         if target.exists() and not force:
             raise UsageError(f"{target} already exists; pass --force to replace it, or choose another -o")
+        if not replaceable(target, mark):
+            raise UsageError(f"{target} holds files and no {mark}: it is not edgekit's output, and --force replaces "
+                             "only that; choose another -o, or move its files away yourself")
         with _swapping(_mkdir_new(target.parent, target.name), target, need) as tmp:
             yield tmp
+
+
+def replaceable(target: Path, mark: str = mf.MANIFEST) -> bool:
+    """Whether ``--force`` may replace ``target``: not there, empty, or holding ``mark``."""
+    if not target.is_dir():
+        return True
+    try:
+        return (target / mark).is_file() or next(os.scandir(target), None) is None
+    except OSError:
+        return False
 
 
 def _link_tree(src: Path, dst: Path, fresh: frozenset[str], top: bool = True) -> None:
@@ -503,8 +517,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def confined(bundle: Path, rel: str) -> Path:
     """``bundle / rel`` resolved, refused when it (or a symlink on the way) leads outside the bundle."""
-    root = Path(bundle).resolve()
-    path = (Path(bundle) / rel).resolve()
+    try:
+        root = Path(bundle).resolve()
+        path = (Path(bundle) / rel).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise BundleError(f"{bundle}: {rel!r} cannot be resolved ({exc}); a symlink loop? rebuild the bundle"
+                          ) from None
     if root not in path.parents:
         raise BundleError(f"{bundle}: {rel!r} resolves outside the bundle; refusing it (a symlink or '..'); "
                           "rebuild the bundle")

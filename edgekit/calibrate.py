@@ -8,6 +8,7 @@ failed run (a full disk too) leaves the bundle as it was. The bundle is locked m
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from edgekit.errors import GATE_FAILED, BundleError, EdgekitError, UsageError
 
 DEFAULT_IMAGES = 500
 MIN_CALIB_IMAGES = 16  # fewer give ranges from a handful of activations: INT8 would be refused, not guessed
+MIN_VAL_IMAGES = 10  # fewer tell nothing: 10 are what the gate needs at the default --min-agreement 0.99
 FEW_CALIB_IMAGES = 100  # below it a warning (TensorRT's guidance is about 500 for ImageNet-like data)
 DEFAULT_VAL_IMAGES = 1000
 # The TensorRT version written into calibration.cache; JetPack 6.1/6.2 ship 10.3. TensorRT
@@ -157,9 +159,7 @@ def _gather(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
             f"no validation images: {source} is too small to hold out {req.holdout:.0%}; "
             "add images or pass --val-data DIR"
         )
-    _enough(req, len(calib.items), len(val.items), len(val_items) - len(val.skipped), str(source),
-            "add images" + (f" (about {_total_needed(req)} or more in all with --holdout {req.holdout:g})"
-                            if req.val_data is None else " to --calib-data and --val-data"))
+    _enough(req, len(calib.items), len(val.items), len(val_items) - len(val.skipped), str(source), log)
     if req.int8 and req.data is not None and len(calib.items) < FEW_CALIB_IMAGES:
         log(f"warning: calibrating on {len(calib.items)} images; ranges from fewer than {FEW_CALIB_IMAGES} can clip "
             "what the camera shows (a few hundred of its own frames calibrate best)")
@@ -189,8 +189,7 @@ def _gather_split(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
     if req.num_images is not None and len(calib.items) < req.num_images:
         raise UsageError(f"asked for {req.num_images} calibration images but the run has only {len(calib.items)} "
                          "usable training images; lower --num-images")
-    _enough(req, len(calib.items), len(val.items), len(val_items), "the training run",
-            "train on more images per class (or give --calib-data DIR and --val-data DIR)")
+    _enough(req, len(calib.items), len(val.items), len(val_items), "the training run", log)
     # the labels are the split's own class indices (the bundle's labels are the run's classes): no folder-name
     # matching, which a stray folder (.ipynb_checkpoints) would defeat
     names = bundle_mod.read_labels(req.bundle, man)
@@ -203,34 +202,51 @@ def _gather_split(req: CalibrateRequest, man: mf.Manifest, log: Log) -> _Data:
 
 
 def _val_needed(req: CalibrateRequest) -> int:
-    """Validation images the agreement gate needs to be able to fail (0: --min-agreement switches it off)."""
+    """Validation images with which the agreement gate can fail an INT8 model that disagrees on one image in
+    ten more than --min-agreement allows (0: --min-agreement 0 switches the gate off)."""
     return stats.images_to_fail(req.min_agreement) or 0
 
 
-def _total_needed(req: CalibrateRequest) -> int:
-    """Images in one folder that hold both enough to calibrate and, held out, enough to validate."""
-    return max(math.ceil(MIN_CALIB_IMAGES / (1 - req.holdout)), math.ceil(_val_needed(req) / req.holdout))
+def _total_needed(req: CalibrateRequest, val: int) -> int:
+    """Images in one folder that hold both enough to calibrate and, held out, ``val`` to validate."""
+    return max(math.ceil(MIN_CALIB_IMAGES / (1 - req.holdout)), math.ceil(val / req.holdout))
 
 
-def _enough(req: CalibrateRequest, n_calib: int, n_val: int, val_there: int, where: str, more: str) -> None:
-    """Too few images to calibrate, or for the gate to be able to fail: one line with the numbers needed."""
-    need_val = _val_needed(req)
-    if not req.int8:
-        if n_val >= need_val:
-            return
-        raise UsageError(f"too few images: {where} gives {n_val} to validate FP16 against FP32; the gate needs at "
-                         f"least {need_val} to be able to fail at --min-agreement {req.min_agreement:g}: {more}")
-    if n_calib >= MIN_CALIB_IMAGES and n_val >= need_val:
-        return
-    if req.num_images is not None and req.num_images < MIN_CALIB_IMAGES:
-        raise UsageError(f"--num-images {req.num_images}: INT8 needs at least {MIN_CALIB_IMAGES} calibration images")
-    if n_calib >= MIN_CALIB_IMAGES and val_there >= need_val:
-        raise UsageError(f"--num-val-images {n_val}: the gate needs at least {need_val} validation images to be able "
-                         f"to fail at --min-agreement {req.min_agreement:g}")
-    gate_why = (f" and {need_val} to validate (with fewer the gate cannot fail an INT8 model that disagrees with FP32 "
-                f"on one image in ten more than --min-agreement {req.min_agreement:g} allows)" if need_val else "")
-    raise UsageError(f"too few images: {where} gives {n_calib} usable to calibrate and {n_val} to validate; INT8 needs "
-                     f"at least {MIN_CALIB_IMAGES} to calibrate{gate_why}: {more}")
+def _more(req: CalibrateRequest, val: int, where: str) -> str:
+    """What to do about too few images: where to add them, and how many in all."""
+    if req.split is not None:
+        return "train on more images per class (or give --calib-data DIR and --val-data DIR)"
+    if req.val_data is not None:
+        return "add images to --calib-data and --val-data"
+    total = f"about {_total_needed(req, val)} or more in all with --holdout {req.holdout:g}"
+    if req.data is None:
+        return f"give your own images: --calib-data DIR ({total}), or --val-data DIR"
+    return f"add images to {where} ({total}), or give --val-data DIR"
+
+
+def _enough(req: CalibrateRequest, n_calib: int, n_val: int, val_there: int, where: str, log: Log) -> None:
+    """Too few images to calibrate, or for the gate to tell anything (fewer than MIN_VAL_IMAGES), is one line
+    with the numbers needed; fewer than the gate needs to fail at --min-agreement is a warning with the number."""
+    gate_on = req.min_agreement > 0
+    floor = MIN_VAL_IMAGES if gate_on else 1
+    calib_short = req.int8 and n_calib < MIN_CALIB_IMAGES
+    if calib_short or n_val < floor:
+        if req.num_images is not None and req.num_images < MIN_CALIB_IMAGES and req.int8:
+            raise UsageError(f"--num-images {req.num_images}: INT8 needs at least {MIN_CALIB_IMAGES} calibration "
+                             "images")
+        if not calib_short and val_there >= floor:
+            raise UsageError(f"--num-val-images {n_val}: the gate needs at least {floor} validation images")
+        what = (f"{n_calib} usable to calibrate and {n_val} to validate" if req.int8 else f"{n_val} to validate")
+        needs = (f"at least {MIN_CALIB_IMAGES} to calibrate and {floor} to validate" if req.int8
+                 else f"at least {floor} to validate FP16 against FP32")
+        todo = _more(req, max(floor, _val_needed(req)), where)
+        raise UsageError(f"too few images: {where} gives {what}; {'INT8' if req.int8 else 'the gate'} needs {needs} "
+                         f"(with fewer, passing it would mean nothing): {todo}")
+    need = _val_needed(req)
+    if gate_on and n_val < need:
+        log(f"warning: {n_val} validation images: the gate fails an INT8 model that disagrees with FP32 on one image "
+            f"in ten more than --min-agreement {req.min_agreement:g} allows only from {need} images; "
+            f"{_more(req, need, where)}")
 
 
 def _check(req: CalibrateRequest) -> None:
@@ -261,6 +277,11 @@ def calibrate_bundle(req: CalibrateRequest, log: Log = _noop, progress: Progress
     _check(req)
     # a clear error for what is not a bundle, before any lock file is made beside it
     _check_sizes(req.bundle, mf.read(req.bundle))
+    where = bundle_mod.real(Path(req.bundle))
+    for d in (where, where.parent):  # the bundle is changed by a copy beside it, swapped in: both need writing
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot change {req.bundle}: {d} is not writable by this user; calibrate a copy "
+                             f"(cp -r {req.bundle} NEW) or run as the bundle's owner")
     with bundle_mod.lock(req.bundle):
         bundle_mod.tidy(req.bundle)
         bundle_mod.pause_point("calibrate.locked")

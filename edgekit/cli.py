@@ -223,20 +223,31 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
 def classify(args: tuple[Path, ...], topk: int, as_json: bool, backend: str, precision: str) -> None:
     """Classify image files with a bundle (the shipped sample photographs when none are given).
 
-    BUNDLE is a directory; when the first argument is not one, every argument is an image and
-    the most recently built bundle classifies them.
+    BUNDLE is a directory holding manifest.json; when the first argument is not one, every argument
+    is an image (a folder: its images) and the most recently built bundle classifies them.
 
     \b
     Examples:
       edgekit classify build/inception_v4 cat.jpg dog.png
       edgekit classify cat.jpg
     """
+    from edgekit import manifest as mf
     from edgekit.classifier import load
-    from edgekit.images import read_image, sample_images
+    from edgekit.images import IMAGE_SUFFIXES, read_image, sample_images
 
-    first_is_bundle = bool(args) and (args[0].is_dir() or (not args[0].exists() and not args[0].suffix))
+    for a in args:
+        if not a.exists() and not a.is_symlink():
+            raise UsageError(f"{a} does not exist; give a bundle directory (or none: the newest), then image files "
+                             "or folders of them")
+    first_is_bundle = bool(args) and args[0].is_dir() and (args[0] / mf.MANIFEST).exists()
     bundle = _bundle_or_latest(args[0] if first_is_bundle else None)
-    images = args[1:] if first_is_bundle else args
+    images: list[Path] = []
+    for a in args[1:] if first_is_bundle else args:  # a folder stands for its images, in name order
+        found = sorted(p for p in a.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if a.is_dir() else [a]
+        if not found:
+            raise UsageError(f"{a} holds no images ({', '.join(IMAGE_SUFFIXES)}) and is not a bundle (no "
+                             f"{mf.MANIFEST})")
+        images.extend(found)
 
     paths = list(images) or sample_images()
     with load(bundle, backend=backend, precision=precision) as clf:
@@ -452,6 +463,9 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
                       "(--force exports again)")
             bundle = target
         elif target.exists() and not force:
+            if not bundle_mod.replaceable(target):
+                raise UsageError(f"{target} already exists and holds files that are not a bundle (no manifest.json); "
+                                 "choose another -o")
             raise UsageError(f"{target} already exists and is another export ({why_not}); pass --force to replace "
                              "it, or choose another -o")
         else:
@@ -481,9 +495,11 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         _echo_err(f"{bundle} holds {want.upper()} already ({_calibrated_how(man, want)}): building from it; "
                   "--calib-data or another calibration option calibrates again")
     elif want in ("int8", "fp16"):
+        from edgekit.calibrate import GateError
+
         try:
             _calibrate(bundle, calib_data, split=split, int8=want == "int8", **opts)
-        except EdgekitError as exc:
+        except (GateError, UsageError) as exc:  # the export is sound: the same command goes on from it
             if model is None:
                 raise
             when = "just exported" if exported else "exported earlier"
@@ -994,14 +1010,27 @@ def _flush_stdout() -> str | None:
         return getattr(exc, "strerror", None) or str(exc)
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: the same clean-up, the same exit code (130)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+    import threading
+
     code = 0
     _WARNED.clear()
+    here = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _terminated) if here else None  # run and train set their own
     try:
         cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
-    except click.exceptions.Abort:
-        _echo_err("interrupted")
+    except click.exceptions.Abort:  # click's form of Ctrl-C (and of SIGTERM, raised as one)
+        _echo_err("interrupted; nothing was left half-written")
         code = 130
+    except click.UsageError as exc:  # click's own (a missing option, a bad value): one line like ours
+        see = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        _echo_err(f"error: {exc.format_message()}{see}")
+        code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
@@ -1010,6 +1039,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _echo_err("interrupted; nothing was left half-written")
         code = 130
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     _warn_profiles()
     failed = _flush_stdout()
     if failed and code == 0:

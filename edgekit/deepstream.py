@@ -355,7 +355,7 @@ def export_deepstream(req: DeepStreamRequest, log: Any = lambda _: None) -> Deep
         static_batch(model, batch)
     labels = bundle_mod.read_labels(req.bundle, man)
     h, w = man.preprocess.height, man.preprocess.width
-    with bundle_mod.staging(req.out, req.force) as tmp:
+    with bundle_mod.staging(req.out, req.force, mark="deepstream_app_config.txt") as tmp:
         onnx_name = onnx_file_name(man.model.name, qdq=onnx_prec == "int8")
         note = precision_note(onnx_name, precision, req.dla)
         onnx.save(model, str(bundle_mod.child(tmp, onnx_name, "ONNX file name")))

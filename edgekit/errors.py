@@ -12,7 +12,8 @@ The exit codes, the same for every command (README, "Exit codes"; tests/test_exi
       checkpoint or image, a camera that does not exist); fix the command or the file
 3     a part of edgekit is not installed here (the message names the pip extra)
 4     the accuracy gate failed: INT8 (or FP16) is not as accurate as asked; the bundle is unchanged
-130   interrupted (Ctrl-C, SIGTERM); nothing half-written
+130   interrupted (Ctrl-C, SIGTERM) before the work was done; nothing half-written (run takes a
+      first signal as the end of its stream: outputs finished, exit 0)
 ====  ===================================================================================
 """
 
@@ -59,6 +60,10 @@ class DeviceError(EdgekitError):
     """The GPU, TensorRT or a camera failed while doing the work."""
 
     exit_code = FAILED
+
+
+class DiskFullError(EdgekitError):
+    """A write failed for space (disk full, quota, file size limit): the environment, not the input."""
 
 
 class WeightsError(EdgekitError):

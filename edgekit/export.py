@@ -163,6 +163,12 @@ def reuse_check(req: ExportRequest, out: Path) -> str | None:
                               ("std", req.std or default.std, man.preprocess.std)):
         if not np.allclose(given, have, rtol=1e-6, atol=0):
             return f"its --{name} is {','.join(f'{v:g}' for v in have)}, not {','.join(f'{v:g}' for v in given)}"
+    try:  # what it holds must be whole: a damaged export is not gone on from
+        for art in man.artifacts:
+            if art.kind in ("onnx", "labels"):
+                bundle.artifact_path(out, art)
+    except EdgekitError as exc:
+        return str(exc)
     names = bundle.read_labels(out, man)
     wanted = labels_mod.read(req.labels, man.model.num_classes) if req.labels else \
         labels_mod.default_for(man.model.num_classes)

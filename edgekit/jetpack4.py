@@ -125,7 +125,7 @@ output-blob-names={PROBS}, labelfile-path=labels.txt), or from C++ with TensorRT
     labels = "\n".join(bundle_mod.read_labels(bundle, man)) + "\n"
     for file_name in (name, plan):  # names from the manifest and the profile stay plain file names
         bundle_mod.child(out, file_name, "file name")
-    with bundle_mod.staging(out, force) as tmp:
+    with bundle_mod.staging(out, force, mark="build.sh") as tmp:
         onnx.save(model, str(tmp / name))
         (tmp / "labels.txt").write_text(labels, encoding="utf-8")
         (tmp / "build.sh").write_text("#!/bin/sh\nset -e\ncd \"$(dirname \"$0\")\"\n" + cmd + "\n", encoding="utf-8")

@@ -490,7 +490,7 @@ def _new_run(out: Path, req: TrainRequest, log: Log) -> tuple[dict[str, Any], An
         "history": [], "best": None,
     }
     # only now, every check passed, does the new run replace an old one (ours) or an empty folder, in one step
-    with bundle_mod.staging(out, force=True) as tmp:
+    with bundle_mod.staging(out, force=True, mark=RUN_FILE) as tmp:
         (tmp / LABELS).write_text("\n".join(data.classes) + "\n", encoding="utf-8")
         (tmp / SPLIT_FILE).write_text(split.to_json(), encoding="utf-8")
         _write_json(tmp / RUN_FILE, info)

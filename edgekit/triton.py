@@ -124,7 +124,7 @@ def _model_name(name: str, source: str) -> str:
 def _write_model(repo: Path, name: str, platform: str, text: str, model_src: Path, model_file: str, labels: str,
                  preprocess_json: str, force: bool) -> TritonModel:
     target = bundle_mod.child(repo, name, "Triton model name")
-    with bundle_mod.staging(target, force) as tmp:
+    with bundle_mod.staging(target, force, mark="config.pbtxt") as tmp:
         (tmp / "1").mkdir()
         shutil.copyfile(model_src, tmp / "1" / model_file)  # the umask's mode, not the bundle file's
         (tmp / "labels.txt").write_text(labels, encoding="utf-8")

@@ -271,11 +271,13 @@ def _route(url: str, all_proxy: bool = False) -> tuple[str, int, str] | None:
     proxies = urllib.request.getproxies()
     proxy = proxies.get(scheme) or (proxies.get("all") if all_proxy else None)
     if proxy and not urllib.request.proxy_bypass(host):
-        p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
         try:
+            p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
             phost, pport = p.hostname, p.port or _PROXY_PORTS.get(p.scheme.lower(), 80)
-        except ValueError:
-            return None
+        except ValueError as exc:  # the value is not shown: it may hold a password
+            why = str(exc).split(":")[0]
+            raise UsageError(f"the {scheme} proxy setting ({scheme.upper()}_PROXY or {scheme}_proxy) is not a URL "
+                             f"({why}); fix it (http://HOST:PORT) or unset it") from None
         return (phost, pport, f"the {scheme} proxy {phost}:{pport}") if phost else None
     return host, port, host
 

@@ -416,6 +416,7 @@ def test_calibrate_on_a_full_disk_is_one_line_and_leaves_the_bundle_as_it_was(b,
     res = ek("calibrate", str(b), "--data", str(photos), "--min-agreement", "0",
              preexec=_file_size_limit(10_000_000))  # the INT8 models fit, the FP16 one (13 MB) does not
     line = _one_line_error(res)
+    assert res.returncode == 1  # the disk, not what was given (README, "Exit codes")
     assert "could not write" in line and f" MB at {b.parent}" in line, line
     assert int(line.split("free at least ")[1].split(" MB")[0]) >= 14  # the FP16 model alone is 13 MB
     assert {p.name: p.read_bytes() for p in b.iterdir()} == before
@@ -444,7 +445,7 @@ def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(b, tmp_path):
 def test_an_atomic_write_on_a_full_disk_leaves_no_temporary_file(tmp_path):
     script = ("import sys; from pathlib import Path; from edgekit import bundle as b\n"
               "try:\n    b.write_bytes_atomic(Path(sys.argv[1]), b'x' * 2_000_000)\n"
-              "except b.BundleError as e:\n    print(e)\n")
+              "except b.DiskFullError as e:\n    print(e)\n")
     res = subprocess.run([sys.executable, "-c", script, str(tmp_path / "f.bin")], capture_output=True, text=True,
                          preexec_fn=_file_size_limit(1_000_000), timeout=120)
     assert "free at least 2 MB" in res.stdout, res.stdout + res.stderr
