@@ -1,7 +1,7 @@
 """Real labelled images for INT8 tests: scikit-learn's handwritten digits (UCI, 1,797 images).
 
-Upscaled to model size and trained on by GoogLeNet from the zoo for 250 steps: about 5 minutes on two
-cores (9 when they are shared).
+Upscaled to model size and trained on by GoogLeNet from the zoo for 250 steps: about a minute on two
+quiet cores (64 s in a fresh-clone make test), several when other work shares them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """INT8 end to end on a model trained here: GoogLeNet on scikit-learn's handwritten digits.
 
-Trained for ~250 steps (about 5 minutes on two cores, 9 when shared; the fixture says so as it runs) to
-well above chance (10 classes),
+Trained for ~250 steps (about a minute on two quiet cores, several when shared; the fixture says so as it
+runs) to well above chance (10 classes),
 exported through the real pipeline, calibrated on one part of the data, judged on another.
 """
 
@@ -31,7 +31,7 @@ TRAIN = 1300
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """GoogLeNet trained on 1,300 digits (250 steps), then exported: about 5 minutes on two cores"""
+    """GoogLeNet trained on 1,300 digits (250 steps), then exported: about a minute on two quiet cores"""
     root = tmp_path_factory.mktemp("digits")
     fp32, x, y = digits.trained_bundle(root, TRAIN)
     digits.write_folder(root / "calib", x[:TRAIN:4], y[:TRAIN:4], by_class=False)  # 325 training images
