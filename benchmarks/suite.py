@@ -452,7 +452,9 @@ def main() -> None:
         rerender(args.out)
         return
     if args.smoke:
-        models, batches, s, frames, calib = ["googlenet"], [1], bench.Settings(1, 3, 0.0), (1, 1.0), 12
+        from edgekit.calibrate import MIN_CALIB_IMAGES  # the fewest calibration images INT8 takes
+
+        models, batches, s, frames, calib = ["googlenet"], [1], bench.Settings(1, 3, 0.0), (1, 1.0), MIN_CALIB_IMAGES
     else:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         batches = [int(b) for b in args.batch.split(",")]

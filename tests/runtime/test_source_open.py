@@ -114,8 +114,13 @@ def test_opens_in_many_threads_keep_every_other_line_and_give_each_its_own_reaso
     assert talked > 0
     err = res.stderr.splitlines()
     assert not [ln for ln in err if ln.lstrip().startswith(LIBRARY)], res.stderr
-    assert [ln for ln in err if ln.startswith("edgekit line")] == [f"edgekit line {i}" for i in range(talked)]
-    assert [ln for ln in err if ln.startswith("raw line")] == [f"raw line {i}" for i in range(talked)]
+    # every line, none lost or doubled; the order is kept only within a capture: a line written just before the
+    # last open restores fd 2 is passed on from the capture file after lines written straight to fd 2 just after
+    def number(ln: str) -> int:
+        return int(ln.rsplit(" ", 1)[1])
+
+    for kind in ("edgekit line", "raw line"):
+        assert sorted((ln for ln in err if ln.startswith(kind)), key=number) == [f"{kind} {i}" for i in range(talked)]
     assert err[-1] == "after"
     rows = [ln.split(" ", 2) for ln in out if ln[:2].isdigit()]
     assert len(rows) == 6
