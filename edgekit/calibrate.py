@@ -387,13 +387,7 @@ def _calibrate_locked(req: CalibrateRequest, log: Log, progress: Progress | None
         onnx.save(trt_model, str(work / "model.int8.onnx"))
         onnx.save(cpu_model, str(work / "model.int8-cpu.onnx"))
         if req.fp16:
-            quantize.to_fp16(fp32, work / "model.fp16.onnx")
-            # judged as an FP16 engine computes (float16 storage, float32 sums), the same on any CPU
-            with SimRunner(model, fp16=True) as half:
-                judged["fp16"] = judge("fp16", gate.run_all(half, val_feed, batch, static))
-            log(f"FP16 vs FP32: {judged['fp16'].summary()}")
-            if judged["fp16"].failed:
-                raise GateError(_gate_message(req, man, judged, excluded, "fp16"))
+            _fp16_form(req, man, fp32, model, work, ref, val_feed, data.labels, judged, excluded, log)
         # implicit INT8 from calibration.cache (TensorRT < 11, DLA): gated when a DLA engine is built
         judged["dla"] = simulated("dla", quantize.implicit_model(fp32, cal))
         log(f"implicit INT8 from calibration.cache (DLA, TensorRT < 11), simulated: {judged['dla'].summary()}")
@@ -415,12 +409,28 @@ def _calibrate_locked(req: CalibrateRequest, log: Log, progress: Progress | None
                            judged)
 
 
+def _fp16_form(req: CalibrateRequest, man: mf.Manifest, fp32: Path, model: Any, work: Path, ref: np.ndarray,
+               val_feed: np.ndarray, labels: np.ndarray | None, judged: dict[str, gate.Judgement],
+               excluded: list[str], log: Log) -> None:
+    """model.fp16.onnx written into ``work`` and judged into ``judged["fp16"]``; a failure is the GateError."""
+    from edgekit.simulate import SimRunner
+
+    quantize.to_fp16(fp32, work / "model.fp16.onnx")
+    batch, static = gate.batching(man)
+    # judged as an FP16 engine computes (float16 storage, float32 sums), the same on any CPU
+    with SimRunner(model, fp16=True) as half:
+        judged["fp16"] = gate.judge("fp16", ref, gate.run_all(half, val_feed, batch, static), req.min_agreement,
+                                    labels, req.max_drop)
+    log(f"FP16 vs FP32: {judged['fp16'].summary()}")
+    if judged["fp16"].failed:
+        raise GateError(_gate_message(req, man, judged, excluded, "fp16"))
+
+
 def _fp16_only(req: CalibrateRequest, man: mf.Manifest, fp32: Path, model: Any, data: _Data, log: Log,
                t0: float) -> CalibrateResult:
     """model.fp16.onnx and its gate alone: what an FP16 build needs, without calibrating INT8."""
     from edgekit.preprocess import graph_input
     from edgekit.runners.ort import OrtRunner
-    from edgekit.simulate import SimRunner
 
     val_feed = graph_input(data.val.images, man.input.dtype != "uint8", man.input.color_order)
     batch, static = gate.batching(man)
@@ -429,14 +439,9 @@ def _fp16_only(req: CalibrateRequest, man: mf.Manifest, fp32: Path, model: Any, 
         ref = gate.run_all(r, val_feed, batch, static)
     art = man.artifact("onnx", "fp32")
     assert art is not None
+    judged: dict[str, gate.Judgement] = {}
     with bundle_mod.updating(req.bundle, ("model.fp16.onnx",), need=art.bytes // 2 + (1 << 20)) as work:
-        quantize.to_fp16(fp32, work / "model.fp16.onnx")
-        with SimRunner(model, fp16=True) as half:
-            judged = {"fp16": gate.judge("fp16", ref, gate.run_all(half, val_feed, batch, static), req.min_agreement,
-                                         data.labels, req.max_drop)}
-        log(f"FP16 vs FP32: {judged['fp16'].summary()}")
-        if judged["fp16"].failed:
-            raise GateError(_gate_message(req, man, judged, [], "fp16"))
+        _fp16_form(req, man, fp32, model, work, ref, val_feed, data.labels, judged, [], log)
         if judged["fp16"].advice():
             log(f"note: {judged['fp16'].advice()}")
         f = work / "model.fp16.onnx"

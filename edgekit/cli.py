@@ -560,7 +560,7 @@ def _calibration_asked() -> bool:
 
 
 def _calibrated_how(man: Any, precision: str) -> str:
-    fig = man.validation.get(precision) if precision == "fp16" else man.validation.get("int8")
+    fig = man.validation.get(precision)
     if not isinstance(fig, dict):
         return "calibrated earlier"
     if precision == "fp16":
