@@ -1,9 +1,10 @@
 """The published benchmark suite (`make bench`): every zoo model on this machine, in one run.
 
 For each model: export, calibration and TensorRT-RTX build times; latency at batch 1 and 8
-for PyTorch eager FP32, ONNX Runtime FP32 and INT8, and the strongest CPU peer, OpenVINO,
-on the same ONNX files (FP32 model at f32 and at its default precision; the same INT8 Q/DQ
-model); top-1 agreement of each with FP32 on real photographs; stream overhead. On a GPU
+for PyTorch eager FP32, ONNX Runtime FP32 and INT8, OpenVINO on the same ONNX files (f32,
+bf16 where the CPU has it, the same INT8 Q/DQ model), and the path edgekit's default backend
+chooses on this CPU (the "auto:" rows), with its standing against the others; top-1 agreement
+of each with FP32 on real photographs; stream overhead. On a GPU
 machine the same script adds the CUDA rows (PyTorch FP16 eager and CUDA graphs, TensorRT
 where installed). Writes RESULTS.md, results.json and PNG plots.
 
@@ -56,30 +57,6 @@ class ModelResult:
 
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# ------------------------------------------------------------------ OpenVINO, the CPU peer
-
-
-class OpenVino:
-    backend = "openvino"
-
-    def __init__(self, path: Path, hint: str | None, threads: int) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        cfg: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-        if hint:
-            cfg["INFERENCE_PRECISION_HINT"] = hint
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", cfg)
-        self.request = self.compiled.create_infer_request()
-        hint_type = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.precision = str(hint_type.get_type_name() if hasattr(hint_type, "get_type_name") else hint_type)
-        self.description = f"OpenVINO {ov.__version__} CPU ({threads} threads, {self.precision})"
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        out = self.request.infer({0: x})
-        return np.asarray(out[self.compiled.output(0)])
 
 
 # ------------------------------------------------------------------ one model
@@ -168,17 +145,27 @@ def one_model(name: str, work: Path, batches: list[int], s: bench.Settings, thre
         want = top1(ref, x_agree)
         rows += bench.time_runner(ref, b, man, "onnxruntime", "fp32", batches, s, log)
     with OrtRunner(int8_onnx, threads=threads) as r8:
-        agreement["onnxruntime int8"] = float((top1(r8, x_agree) == want).mean())
-        rows += bench.time_runner(r8, b, man, "onnxruntime", "int8", batches, s, log)
+        agreement["onnxruntime int8-cpu"] = float((top1(r8, x_agree) == want).mean())
+        rows += bench.time_runner(r8, b, man, "onnxruntime", "int8-cpu", batches, s, log)
     stream = stream_ratio(b, *stream_windows, work)
-    try:
-        for path, hint, label in ((fp32_onnx, "f32", None), (fp32_onnx, None, None), (int8_onnx, None, "int8")):
-            ov = OpenVino(path, hint, threads)
-            prec = label or ov.precision
-            agreement[f"openvino {prec}"] = float((top1(ov, x_agree) == want).mean())
-            rows += bench.time_runner(ov, b, man, "openvino", prec, batches, s, log)
-    except ImportError:
-        notes.append("OpenVINO is not installed (pip install openvino): no peer rows")
+    ov_rows, why_not = bench.openvino_rows(b, man, None, batches, threads, s, log)
+    rows += ov_rows
+    if why_not:
+        notes.append(why_not)
+    from edgekit.runners.openvino import OpenVinoRunner
+
+    for r in ov_rows:
+        if r.batch == 1:
+            model_file = int8_onnx if r.precision == "int8-cpu" else fp32_onnx
+            with OpenVinoRunner(model_file, "bf16" if r.precision == "bf16" else "f32", threads) as ov:
+                agreement[f"openvino {r.precision}"] = float((top1(ov, x_agree) == want).mean())
+    say(f"{name}: the path edgekit chooses (backend auto)")
+    auto, chose = bench.auto_rows(b, man, batches, threads, s, log)
+    rows += auto
+    auto_path = f"{auto[0].backend[5:]} {auto[0].precision}"
+    agreement[f"{auto[0].backend} {auto[0].precision}"] = next(
+        (v for k, v in agreement.items() if k == auto_path), 1.0)
+    notes.append(f"{name}: {chose}")
     trt_rows, why = bench.tensorrt_rows(b, man, None, batches, s, log)
     rows += trt_rows
     if why:
@@ -233,7 +220,10 @@ def machine() -> dict[str, Any]:
         except ImportError:
             pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "os": platform.platform(), "versions": versions,
+    from edgekit.cpuinfo import detect
+
+    return {"cpu": cpu, "cpu_kind": detect().describe(), "cores": os.cpu_count(), "gpu": gpu,
+            "os": platform.platform(), "versions": versions,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -251,12 +241,12 @@ def targets(results: list[ModelResult]) -> list[str]:
     for m in results:
         t = row(results, m.model, "torch", "fp32", 1)
         f = row(results, m.model, "onnxruntime", "fp32", 1)
-        i = row(results, m.model, "onnxruntime", "int8", 1)
+        i = row(results, m.model, "onnxruntime", "int8-cpu", 1)
         if not (t and f and i):
             continue
         ort_vs_torch = t.p50_ms / f.p50_ms
         int8_vs_fp32 = f.p50_ms / i.p50_ms
-        agree = m.agreement.get("onnxruntime int8", float("nan"))
+        agree = m.agreement.get("onnxruntime int8-cpu", float("nan"))
         out.append(f"| {m.model} | {ort_vs_torch:.2f}x {'met' if ort_vs_torch >= 1.8 else 'missed'} | "
                    f"{int8_vs_fp32:.2f}x {'met' if int8_vs_fp32 >= 2.2 else 'missed'} | {agree:.3f} | "
                    f"{m.stream['ratio']:.2f}x {'met' if m.stream['ratio'] >= 0.95 else 'missed'} |")
@@ -270,7 +260,7 @@ def write_report(results: list[ModelResult], out: Path, info: dict[str, Any], ba
     L: list[str] = ["# edgekit benchmark results", ""]
     how = "benchmarks/suite.py --smoke" if smoke else "make bench"
     L.append(f"Measured {info['date']} by `{how}`, all in one run. "
-             f"Machine: {info['cpu']}, {info['cores']} cores"
+             f"Machine: {info['cpu']} ({info['cpu_kind']}), {info['cores']} cores"
              + (f", GPU {info['gpu']}" if info["gpu"] else ", no GPU") + f"; {info['os']}.")
     L.append("Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".")
     L.append(f"Each figure is the median latency of at least {s.min_runs} runs and {s.min_seconds:g} s after "
@@ -309,39 +299,49 @@ def write_report(results: list[ModelResult], out: Path, info: dict[str, Any], ba
     if notes:
         L += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     L += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    L += ["", "## Where edgekit's CPU path stands against OpenVINO", ""] + standing(results) + ["", WHY]
+    L += ["", "## edgekit's chosen CPU path (backend auto) against ONNX Runtime and OpenVINO", ""]
+    L += standing(results, info["cpu_kind"]) + ["", WHY]
     (out / "RESULTS.md").write_text("\n".join(L) + "\n", encoding="utf-8")
     data = {"machine": info, "batches": batches, "settings": asdict(s),
             "models": [{**asdict(replace(m, rows=[])), "rows": [r.to_dict() for r in m.rows]} for m in results]}
     (out / "results.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def standing(results: list[ModelResult]) -> list[str]:
-    """Where edgekit's CPU path (ONNX Runtime) stands against OpenVINO, from this run's rows."""
-    pairs = [("fp32", "f32", "FP32 (OpenVINO forced to f32)"), ("fp32", "bf16", "FP32 against OpenVINO's default bf16"),
-             ("int8", "int8", "INT8, the same Q/DQ model")]
-    out = []
-    for ort_prec, ov_prec, what in pairs:
-        ratios = []
-        for m in results:
-            for b in sorted({r.batch for r in m.rows}):
-                a, o = row(results, m.model, "onnxruntime", ort_prec, b), row(results, m.model, "openvino", ov_prec, b)
-                if a and o:
-                    ratios.append(o.p50_ms / a.p50_ms)
-        if ratios:
-            faster = sum(r > 1 for r in ratios)
-            out.append(f"- {what}: ONNX Runtime is faster in {faster} of {len(ratios)} model/batch pairs; "
-                       f"OpenVINO time / ONNX Runtime time ranges {min(ratios):.2f} to {max(ratios):.2f} "
-                       f"(median {float(np.median(ratios)):.2f}; above 1 means ONNX Runtime is faster).")
+def standing(results: list[ModelResult], cpu: str) -> list[str]:
+    """edgekit's chosen CPU path (backend auto) against ONNX Runtime FP32, ONNX Runtime INT8 and
+    OpenVINO's best, per model and batch, from this run's rows; with the issue's goals."""
+    vnni = "VNNI" in cpu or "amx" in cpu
+    goal = 2.5 if vnni else 1.6
+    out = [f"CPU: {cpu}. Goal: auto is the fastest path at batch 1 (within noise), and its speed-up over ONNX "
+           f"Runtime FP32 is at least {goal}x ({'with VNNI' if vnni else 'AVX2 only'}).", "",
+           "| model | batch | auto chose | auto ms | ORT FP32 ms | ORT INT8 ms | OpenVINO best ms | "
+           "auto vs ORT FP32 | auto vs ORT INT8 | auto vs OpenVINO best | goal |", "|---" * 11 + "|"]
+    for m in results:
+        for b in sorted({r.batch for r in m.rows}):
+            auto = next((r for r in m.rows if r.backend.startswith("auto:") and r.batch == b), None)
+            f, i = row(results, m.model, "onnxruntime", "fp32", b), row(results, m.model, "onnxruntime", "int8-cpu", b)
+            ov = [r for r in m.rows if r.backend == "openvino" and r.batch == b]
+            if not (auto and f and i):
+                continue
+            best = min(ov, key=lambda r: r.p50_ms) if ov else None
+            fastest = min([f, i] + ov, key=lambda r: r.p50_ms)
+            ok = f.p50_ms / auto.p50_ms >= goal and auto.p50_ms <= fastest.p50_ms * 1.05
+            ov_ms = f"{best.p50_ms:.1f} ({best.precision})" if best else "-"
+            out.append(f"| {m.model} | {b} | {auto.backend[5:]} {auto.precision} | {auto.p50_ms:.1f} | "
+                       f"{f.p50_ms:.1f} | {i.p50_ms:.1f} | {ov_ms} | {f.p50_ms / auto.p50_ms:.2f}x | "
+                       f"{i.p50_ms / auto.p50_ms:.2f}x | "
+                       + (f"{best.p50_ms / auto.p50_ms:.2f}x" if best else "-")
+                       + f" | {('met' if ok else 'missed') if b == 1 else ''} |")
     return out
 
 
-WHY = """Why: OpenVINO's default on a CPU with AVX-512 BF16/AMX is bf16, which halves the arithmetic but is
-not FP32 (hence the separate f32 row and its agreement column). For INT8 both run the same Q/DQ
-model: OpenVINO's CPU plugin turns the Q/DQ pairs into its own oneDNN INT8 kernels, ONNX Runtime
-runs its QLinear (MLAS) kernels on the uint8-activation model edgekit makes for CPUs. edgekit
-targets Jetsons and TensorRT; on a desktop CPU the bundle's ONNX files feed OpenVINO directly
-where it wins.
+WHY = """How auto chooses: on a machine without an NVIDIA GPU, the first load of a bundle times every
+gated CPU path side by side (ONNX Runtime and OpenVINO; FP32, the INT8 CPU form, and bf16 where
+the CPU has AVX512-BF16 or AMX and the bf16 gate passed) and keeps the fastest, cached per bundle,
+CPU and library versions (`edgekit/cpu_choice.py`). Ratios above 1 mean auto is faster; "OpenVINO
+best" is the fastest OpenVINO row, gated or not. OpenVINO's CPU plugin turns the Q/DQ pairs of the
+INT8 CPU form into oneDNN's integer kernels; ONNX Runtime runs its QLinear (MLAS) kernels on the
+same file.
 
 Where targets are missed, what we know:
 

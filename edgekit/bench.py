@@ -173,6 +173,59 @@ def onnxruntime_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | N
     return rows
 
 
+def openvino_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | None, batches: Sequence[int],
+                  threads: int | None, s: Settings, log: Log) -> tuple[list[Row], str]:
+    """OpenVINO on the bundle's FP32 model (f32, and bf16 where the CPU has it) and its INT8 CPU
+    form; ('', why) when OpenVINO is not installed."""
+    from edgekit import bundle as bundle_mod
+    from edgekit.runners.openvino import OpenVinoRunner, capabilities
+
+    caps = capabilities()
+    if not caps:
+        return [], 'OpenVINO is not installed (pip install "edgekit[openvino]"): no OpenVINO rows'
+    rows: list[Row] = []
+    for prec, model, hint in (("fp32", "fp32", "f32"), ("bf16", "fp32", "bf16"), ("int8-cpu", "int8-cpu", "f32")):
+        art = man.artifact("onnx", model)
+        if art is None or (precisions and prec not in precisions) or (hint == "bf16" and "BF16" not in caps):
+            continue
+        with OpenVinoRunner(bundle_mod.artifact_path(path, art), hint, threads) as runner:
+            rows += time_runner(runner, path, man, "openvino", prec, batches, s, log)
+    return rows, ""
+
+
+def auto_rows(path: Path, man: mf.Manifest, batches: Sequence[int], threads: int | None, s: Settings,
+              log: Log) -> tuple[list[Row], str]:
+    """The path ``edgekit.load`` chooses here (backend and precision "auto"), timed like the others."""
+    from edgekit.classifier import load
+
+    with load(path, threads=threads or min(4, os.cpu_count() or 1), log=log) as clf:
+        rows = time_runner(clf.runner, path, man, f"auto:{clf.backend}", clf.precision, batches, s, log)
+        return rows, f"auto (the default backend) chose {clf.backend} {clf.precision}: {clf.why}"
+
+
+def standing(rows: Sequence[Row]) -> list[str]:
+    """The auto row against ONNX Runtime FP32, ONNX Runtime's INT8 CPU form and OpenVINO's best, per batch."""
+    out = []
+    for r in rows:
+        if not r.backend.startswith("auto:"):
+            continue
+        ort = [x for x in rows if x.backend == "onnxruntime"]
+        peers = [("ONNX Runtime fp32", [x for x in ort if x.precision == "fp32"]),
+                 ("ONNX Runtime int8-cpu", [x for x in ort if x.precision == "int8-cpu"]),
+                 ("OpenVINO's best", [x for x in rows if x.backend == "openvino"])]
+        parts = []
+        for name, cands in peers:
+            same = [x for x in cands if x.batch == r.batch]
+            if same:
+                best = min(same, key=lambda x: x.p50_ms)
+                label = f"{name} ({best.precision})" if name.startswith("OpenVINO") else name
+                parts.append(f"{best.p50_ms / r.p50_ms:.2f}x {label}")
+        if parts:
+            out.append(f"auto ({r.backend[5:]} {r.precision}) at batch {r.batch}: " + ", ".join(parts)
+                       + " (above 1: auto is faster)")
+    return out
+
+
 def tensorrt_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | None, batches: Sequence[int],
                   s: Settings, log: Log) -> tuple[list[Row], str]:
     """Rows for the engines that fit this device; ('', reason) when there is no TensorRT here."""
@@ -378,13 +431,16 @@ def _timed_cuda(torch: Any, fn: Callable[[], None], s: Settings) -> tuple[list[f
 # ------------------------------------------------------------------ the command
 
 
+BENCH_BACKENDS = ("all", "auto", "onnxruntime", "openvino", "tensorrt")
+
+
 def bench_bundle(path: Path, precisions: Sequence[str] | None = None, backend: str = "all",
                  batches: Sequence[int] = (1,), threads: int | None = None, compare_torch: bool = False,
                  weights: str | None = None, settings: Settings = Settings(),
                  log: Log = lambda _: None) -> tuple[list[Row], list[str]]:
     """Rows for every precision/backend in the bundle (or those named), and notes on what was skipped."""
-    if backend not in ("all", "onnxruntime", "tensorrt"):
-        raise UsageError(f"unknown backend {backend!r}; choose from all, onnxruntime, tensorrt")
+    if backend not in BENCH_BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BENCH_BACKENDS)}")
     if not batches or any(b < 1 for b in batches):
         raise UsageError(f"batch sizes must be positive integers, got {list(batches)}")
     man = mf.read(path)
@@ -397,6 +453,17 @@ def bench_bundle(path: Path, precisions: Sequence[str] | None = None, backend: s
         rows += torch_rows(path, man, kept, threads, weights, settings, log)
     if backend in ("all", "onnxruntime"):
         rows += onnxruntime_rows(path, man, precisions, kept, threads, settings, log)
+    if backend in ("all", "openvino"):
+        ov_rows, why_not = openvino_rows(path, man, precisions, kept, threads, settings, log)
+        rows += ov_rows
+        if why_not:
+            if backend == "openvino":
+                raise UsageError(why_not.replace(": no OpenVINO rows", ""))
+            notes.append(why_not)
+    if backend in ("all", "auto") and not precisions:
+        auto, chose = auto_rows(path, man, kept, threads, settings, log)
+        rows += auto
+        notes.append(chose)
     if backend in ("all", "tensorrt"):
         trt_rows, why_not = tensorrt_rows(path, man, precisions, kept, settings, log)
         rows += trt_rows
@@ -407,7 +474,8 @@ def bench_bundle(path: Path, precisions: Sequence[str] | None = None, backend: s
     if precisions and not any(r.precision in precisions for r in rows):
         have = sorted({a.precision for a in man.artifacts if a.kind == "onnx" and a.precision})
         raise UsageError(f"{path} has no {', '.join(precisions)} model; it has: {', '.join(have)}")
-    return with_ratios(rows), notes
+    rows = with_ratios(rows)
+    return rows, notes + standing(rows)
 
 
 def reference(rows: Sequence[Row], r: Row) -> Row | None:
@@ -435,12 +503,12 @@ def speedup(rows: Sequence[Row], r: Row) -> str:
 
 
 def table(rows: Sequence[Row]) -> str:
-    head = (f"{'backend':<12} {'precision':<15} {'batch':>5} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+    head = (f"{'backend':<14} {'precision':<15} {'batch':>5} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
             f"{'img/s':>8} {'gpu ms':>7} {'peak MiB':>9} {'speed-up':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r.backend:<12} {r.precision:<15} {r.batch:>5} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} "
+            f"{r.backend:<14} {r.precision:<15} {r.batch:>5} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} "
             f"{r.throughput:>8.1f} {(f'{r.device_p50_ms:.2f}' if r.device_p50_ms is not None else '-'):>7} "
             f"{(f'{r.host_peak_mib:.0f}' if r.host_peak_mib is not None else '-'):>9} {speedup(rows, r):>8}")
     return "\n".join(lines)
@@ -449,6 +517,8 @@ def table(rows: Sequence[Row]) -> str:
 def to_json(path: Path, rows: Sequence[Row], notes: Sequence[str]) -> str:
     import platform
 
+    from edgekit.cpuinfo import detect
+
     return json.dumps({"bundle": str(path), "machine": {"cpu": platform.processor() or platform.machine(),
-                                                        "cores": os.cpu_count()},
+                                                        "cpu_kind": detect().describe(), "cores": os.cpu_count()},
                        "rows": [r.to_dict() for r in rows], "notes": list(notes)}, indent=2)

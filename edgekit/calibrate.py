@@ -391,7 +391,13 @@ def _calibrate_locked(req: CalibrateRequest, log: Log, progress: Progress | None
         # implicit INT8 from calibration.cache (TensorRT < 11, DLA): gated when a DLA engine is built
         judged["dla"] = simulated("dla", quantize.implicit_model(fp32, cal))
         log(f"implicit INT8 from calibration.cache (DLA, TensorRT < 11), simulated: {judged['dla'].summary()}")
+        # bf16: OpenVINO's path on CPUs with AVX512-BF16 or AMX; judged for the runtime's choice, never fatal
+        with SimRunner(model, storage="bf16") as bf:
+            judged["bf16"] = judge("bf16", gate.run_all(bf, val_feed, batch, static))
+        log(f"bf16 (OpenVINO on CPUs with AVX512-BF16/AMX, simulated) vs FP32: {judged['bf16'].summary()}"
+            + ("; the runtime will not choose bf16 (INT8 and FP16 are unaffected)" if judged["bf16"].failed else ""))
         here = _cpu_kernels_here(work / "model.int8-cpu.onnx", ref, val_feed, batch, static)
+        here.update(_openvino_here(work / "model.int8-cpu.onnx", fp32, ref, val_feed, batch, static))
         more = data.val_available > len(val_set.items)
         for j in judged.values():
             if j.advice():
@@ -463,6 +469,25 @@ def _cpu_kernels_here(path: Path, ref: np.ndarray, images: np.ndarray, batch: in
             "cosine": round(fig.cosine, 6)}
 
 
+def _openvino_here(int8_cpu: Path, fp32: Path, ref: np.ndarray, images: np.ndarray, batch: int,
+                   static: bool) -> dict[str, Any]:
+    """The CPU form (and bf16 where this CPU has it) on OpenVINO here, when it is installed: what
+    ``edgekit run`` computes if it chooses OpenVINO on this CPU."""
+    from edgekit.runners.openvino import OpenVinoRunner, capabilities, version
+
+    caps = capabilities()
+    if not caps:
+        return {}
+    out: dict[str, Any] = {"openvino": version()}
+    for name, path, hint in (("int8-cpu", int8_cpu, "f32"), ("bf16", fp32, "bf16")):
+        if hint == "bf16" and "BF16" not in caps:
+            continue
+        with OpenVinoRunner(path, hint) as r:
+            fig = gate.agreement(ref, gate.run_all(r, images, batch, static))
+        out[f"openvino_{name}"] = {"top1_agreement": round(fig.top1_agreement, 6), "cosine": round(fig.cosine, 6)}
+    return out
+
+
 def _gate_message(req: CalibrateRequest, man: mf.Manifest, judged: dict[str, gate.Judgement], excluded: list[str],
                   which: str | None = None) -> str:
     failed = [j for j in judged.values() if j.failed and (which is None or j.precision == which)]
@@ -503,12 +528,16 @@ def _install(man: mf.Manifest, work: Path, judged: dict[str, gate.Judgement],
         "validation_images": len(data.val.items), "labelled": data.labels is not None,
         "min_agreement": req.min_agreement, "max_drop": req.max_drop,
         "fallback_layers": excluded, "calibration_seconds": round(cal.seconds, 2),
-        "judged_by": "TensorRT arithmetic simulated (int8 x int8 products, exact int32 sums, per-channel rescale)",
+        "judged_by": "TensorRT arithmetic simulated (int8 x int8 products, exact int32 sums, per-channel rescale); "
+                     "the CPU form (cpu) as ONNX Runtime's and OpenVINO's u8 x s8 kernels compute it with 7-bit "
+                     "weights (exact int32 sums)",
         "tensorrt": judged["int8"].to_dict(), "cpu": judged["int8-cpu"].to_dict(), "dla": judged["dla"].to_dict(),
         "cpu_weight_bits": 7, "cpu_kernels_here": here,
     }
     if "fp16" in judged:
         validation["fp16"] = judged["fp16"].to_dict()
+    validation["bf16"] = {**judged["bf16"].to_dict(), "judged_by": "OpenVINO's bf16 arithmetic simulated (weights and "
+                          "tensors rounded to bfloat16, float32 sums); a failure only keeps the runtime from bf16"}
     new = replace(new, validation=validation)
     bundle_mod.write_text_atomic(work / mf.MANIFEST, new.to_json())
     return new

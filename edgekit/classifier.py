@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from edgekit import manifest as mf
 from edgekit.errors import BundleError, EdgekitError, UsageError
 from edgekit.preprocess import check_frame, fit_frame, graph_input, size_mismatch
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "fp32", "fp16", "int8", "int8-cpu", "bf16")
 
 
 @dataclass(frozen=True)
@@ -124,18 +127,24 @@ class Classifier:
 
 
 def load(bundle: str | Path | None = None, backend: str = "auto", precision: str = "auto",
-         threads: int | None = None) -> Classifier:
+         threads: int | None = None, log: Callable[[str], None] | None = None) -> Classifier:
     """Load a bundle on the best backend here, saying which and why (``Classifier.why``).
 
     ``backend="auto"``: the bundle's TensorRT engine for this device when TensorRT, a GPU and
-    a matching engine are all present; otherwise ONNX Runtime, with the reason. ``"tensorrt"``
-    makes any of those missing an error with the fix. ``precision="auto"`` takes the fastest
-    model the chosen backend runs well.
+    a matching engine are all present. Otherwise, on a machine without an NVIDIA GPU, the
+    fastest gated CPU path (ONNX Runtime or OpenVINO; FP32, the INT8 CPU form or bf16),
+    measured on the first load and cached (:mod:`edgekit.cpu_choice`); ONNX Runtime alone where
+    OpenVINO is not installed or a GPU is present; always with the reason. ``"tensorrt"``,
+    ``"onnxruntime"`` and ``"openvino"`` force one, and make what it lacks an error with the
+    fix. ``precision="auto"`` takes the fastest model the chosen backend runs well. ``log``
+    hears about a measurement while it runs (a few seconds, once).
     """
     from edgekit import profiles as prof_mod
 
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     path = Path(bundle) if bundle is not None else bundle_mod.find_latest()
     man = mf.read(path)
     bundle_mod.artifact_path(path, _labels_artifact(man, path))
@@ -155,8 +164,50 @@ def load(bundle: str | Path | None = None, backend: str = "auto", precision: str
             if backend == "tensorrt":
                 raise
             why_not_trt = str(exc)
-    runner, prec, why = _onnxruntime(path, man, precision, threads, profile)
+    runner, prec, why = _cpu(path, man, backend, precision, threads, profile, log or (lambda _: None))
     return Classifier(path, man, runner, prec, f"{why_not_trt}; {why}" if why_not_trt else why)
+
+
+def _cpu(path: Path, man: mf.Manifest, backend: str, precision: str, threads: int | None, profile: Any,
+         log: Callable[[str], None]) -> tuple[Any, str, str]:
+    """ONNX Runtime as before where it is asked for, where a GPU is present (its GPU providers,
+    a Jetson's path unchanged) or for TensorRT's own forms; otherwise the CPU paths measured."""
+    from edgekit.runners.ort import gpu_providers
+
+    if backend == "onnxruntime":
+        if precision == "bf16":
+            raise UsageError("bf16 runs on OpenVINO only (--backend openvino, or auto with OpenVINO installed)")
+        return _onnxruntime(path, man, precision, threads, profile)
+    gpu_here = profile is not None and profile.kind != "cpu"
+    if backend == "auto" and (gpu_here or precision in ("int8", "fp16") or gpu_providers(gpu_here)):
+        return _onnxruntime(path, man, precision, threads, profile)
+    if backend == "openvino" and precision in ("int8", "fp16"):
+        raise UsageError(f"OpenVINO runs the bundle's fp32, int8-cpu and bf16 paths, not {precision} (TensorRT's "
+                         "form); use --precision int8-cpu, or --backend onnxruntime")
+    from edgekit import cpu_choice
+    from edgekit.cpuinfo import detect as detect_cpu
+    from edgekit.deps import require
+    from edgekit.runners.openvino import capabilities
+
+    caps = capabilities()
+    if not caps:
+        if backend == "openvino" or precision == "bf16":
+            require("openvino", "--backend openvino" if backend == "openvino" else "bf16")
+            raise UsageError("OpenVINO is installed but its CPU plugin does not start here; use --backend onnxruntime")
+        runner, prec, why = _onnxruntime(path, man, precision, threads, profile)
+        if detect_cpu().arch in ("x86_64", "amd64"):
+            why += ('; OpenVINO, often faster on x86 CPUs, is not installed (pip install "edgekit[openvino]" '
+                    'lets edgekit measure both)')
+        return runner, prec, why
+    cpu = detect_cpu()
+    candidates, notes = cpu_choice.routes(path, man, backend, precision, cpu, caps)
+    if not candidates:
+        raise UsageError(f"no CPU path can run {precision} for {path}: {'; '.join(notes) or 'nothing allowed'}")
+    if threads is None and profile is not None:
+        threads = profile_threads(profile)
+    threads = threads or min(4, os.cpu_count() or 1)
+    runner, choice = cpu_choice.choose(path, man, candidates, cpu, threads, log)
+    return runner, choice.route.precision, choice.why(notes)
 
 
 def _tensorrt(path: Path, man: mf.Manifest, precision: str, profile: Any, dev: Any) -> tuple[Any, dict[str, Any], str]:
@@ -235,8 +286,6 @@ def _seven_bit(man: mf.Manifest) -> bool:
 
 def profile_threads(profile: Any) -> int | None:
     """ONNX Runtime threads from the profile, at most this machine's cores less one."""
-    import os
-
     if profile.cpu_threads is None:
         return None
     return max(1, min(profile.cpu_threads, (os.cpu_count() or 2) - 1))
@@ -262,6 +311,9 @@ def _runner_input_shape(runner: Any) -> tuple[Any, ...] | None:
     inputs = getattr(runner, "inputs", None)  # TensorRT runner
     if inputs:
         return tuple(inputs[0].shape)
+    shape = getattr(runner, "input_shape", None)  # OpenVINO runner
+    if shape is not None:
+        return tuple(shape)
     session = getattr(runner, "_session", None)  # ONNX Runtime runner
     if session is not None:
         return tuple(session.get_inputs()[0].shape)

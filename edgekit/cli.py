@@ -217,9 +217,11 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
 @click.argument("args", nargs=-1, type=click.Path(path_type=Path), metavar="[BUNDLE] [IMAGES]...")
 @click.option("--topk", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image.")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
-              help="auto: the bundle's TensorRT engine where it fits this device, else ONNX Runtime (says why).")
-@click.option("--precision", default="auto", show_default=True, help="auto, fp32, fp16, int8, int8-cpu.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "openvino"]), default="auto",
+              show_default=True, help="auto: the bundle's TensorRT engine where it fits this device; without an "
+              "NVIDIA GPU the fastest gated CPU path, ONNX Runtime or OpenVINO, measured once (says which and why).")
+@click.option("--precision", default="auto", show_default=True, help="auto, fp32, fp16, int8, int8-cpu, bf16 "
+              "(OpenVINO on a CPU with AVX512-BF16 or AMX).")
 def classify(args: tuple[Path, ...], topk: int, as_json: bool, backend: str, precision: str) -> None:
     """Classify image files with a bundle (the shipped sample photographs when none are given).
 
@@ -250,7 +252,7 @@ def classify(args: tuple[Path, ...], topk: int, as_json: bool, backend: str, pre
         images.extend(found)
 
     paths = list(images) or sample_images()
-    with load(bundle, backend=backend, precision=precision) as clf:
+    with load(bundle, backend=backend, precision=precision, log=_echo_err) as clf:
         if not as_json:
             _echo_err(f"backend: {clf.runner.description} ({clf.why})")
         clf.classify(read_image(paths[0]))  # warm-up, not timed
@@ -677,9 +679,11 @@ def eval_cmd(bundle: Path | None, data: Path, class_map: Path | None, limit: int
               help="0, /dev/video0, v4l2:///dev/video0, csi://0, rtsp://... (repeat for more cameras).")
 @click.option("--source", multiple=True, metavar="URI|PATH",
               help="A video file, image folder or glob, or a stream URL (repeat for more; one batched model).")
-@click.option("--precision", default="auto", show_default=True, help="auto, fp32, fp16, int8, int8-cpu.")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
-              help="auto: the bundle's TensorRT engine where it fits this device, else ONNX Runtime (says why).")
+@click.option("--precision", default="auto", show_default=True, help="auto, fp32, fp16, int8, int8-cpu, bf16 "
+              "(OpenVINO on a CPU with AVX512-BF16 or AMX).")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "openvino"]), default="auto",
+              show_default=True, help="auto: the bundle's TensorRT engine where it fits this device; without an "
+              "NVIDIA GPU the fastest gated CPU path, ONNX Runtime or OpenVINO, measured once (says which and why).")
 @click.option("--topk", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option("--threshold", default=0.0, show_default=True, type=float, help="Below it the label is null.")
 @click.option("--smooth", default=None, type=click.FloatRange(0, 0.999), help="EWMA weight of the past, e.g. 0.6.")
@@ -731,7 +735,7 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
     host_port = _host_port(serve) if serve is not None else None  # a bad --serve fails before any work
     video = sinks.VideoOutput(output, 0.0) if output else None  # a bad --output fails before the model loads
     bundle = _bundle_or_latest(bundle)
-    clf = load(bundle, backend=backend, precision=precision)
+    clf = load(bundle, backend=backend, precision=precision, log=_echo_err)
     _echo_err(f"backend: {clf.runner.description}, {clf.precision} ({clf.why})")
     from edgekit.streaming import camera_settings
 
@@ -853,7 +857,9 @@ def _int_list(text: str) -> list[int]:
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path), required=False)
 @click.option("--precision", default=None, help="Only these precisions, comma-separated (default: all in the bundle).")
-@click.option("--backend", type=click.Choice(["all", "onnxruntime", "tensorrt"]), default="all", show_default=True)
+@click.option("--backend", type=click.Choice(["all", "auto", "onnxruntime", "openvino", "tensorrt"]), default="all",
+              show_default=True, help="all: every backend here, and the path auto chooses (the 'auto:' rows), "
+              "with its standing against ONNX Runtime and OpenVINO.")
 @click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes, e.g. 1,4,8.")
 @click.option("--compare", type=click.Choice(["torch"]), default=None,
               help="Also time PyTorch eager on the same weights (and FP16/CUDA graphs on a GPU), with ratios.")
@@ -886,7 +892,10 @@ def bench(bundle: Path | None, precision: str | None, backend: str, batch_text: 
     if as_json:
         click.echo(bench_mod.to_json(bundle, rows, notes))
         return
+    from edgekit.cpuinfo import detect
+
     click.echo(f"{bundle} ({mf.read(bundle).model.name}); median of >= {runs} runs and >= {seconds:g} s each")
+    click.echo(f"CPU: {detect().describe()}")
     click.echo(bench_mod.table(rows))
     for r in rows:
         if r.note:

@@ -96,5 +96,5 @@ def detect(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuKind:
     arch = platform.machine().lower() or "unknown"
     model, listed = _read_cpuinfo(cpuinfo)
     probed = _numpy_flags()
-    flags = listed if probed is None else probed | (listed & {"avx_vnni", "amx_int8"})
+    flags = listed if probed is None else probed | (listed & {"avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16"})
     return CpuKind(arch, model, flags)

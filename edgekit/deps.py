@@ -18,6 +18,7 @@ _EXTRAS: dict[str, str] = {
     "matplotlib": "export",
     "cv2": "video",
     "tensorrt_rtx": "rtx",
+    "openvino": "openvino",
 }
 
 

@@ -104,7 +104,7 @@ def _engines(man: mf.Manifest) -> list[str]:
             *table(["precision", "TensorRT", "device", "compute", "DLA", "batch", "built", "file"], rows)]
 
 
-_FORMS = (("tensorrt", "int8 (TensorRT)"), ("cpu", "int8-cpu (ONNX Runtime)"), ("dla", "int8 (DLA, cache)"))
+_FORMS = (("tensorrt", "int8 (TensorRT)"), ("cpu", "int8-cpu (ORT/OpenVINO)"), ("dla", "int8 (DLA, cache)"))
 
 
 def _validation(man: mf.Manifest) -> list[str]:
@@ -122,13 +122,15 @@ def _validation(man: mf.Manifest) -> list[str]:
     else:
         out.append("  parity: not recorded")
     for key, val in v.items():
-        if key not in ("parity", "int8", "fp16", "import", "training"):
+        if key not in ("parity", "int8", "fp16", "bf16", "import", "training"):
             out.append(f"  {_plain(key)}: {_plain(val)}")
     raw = v.get("int8")
     int8: dict[str, Any] = raw if isinstance(raw, dict) else {}
     rows = [[name] + _figures(int8[key]) for key, name in _FORMS if isinstance(int8.get(key), dict)]
     if isinstance(v.get("fp16"), dict):
         rows.append(["fp16"] + _figures(v["fp16"]))
+    if isinstance(v.get("bf16"), dict):
+        rows.append(["bf16 (OpenVINO)"] + _figures(v["bf16"]))
     if rows:
         images = int8.get("validation_images") or next(
             (f.get("images") for f in (int8.get("tensorrt"), v.get("fp16")) if isinstance(f, dict)), "?")
@@ -183,6 +185,11 @@ def _calibration(path: Path, man: mf.Manifest, c: dict[str, Any]) -> list[str]:
     if isinstance(here, dict):
         pairs.append(("CPU kernels", f"int8-cpu on {_plain(here.get('cpu'))}: top-1 agreement "
                                      f"{_num(here.get('top1_agreement'))}, cosine {_num(here.get('cosine'), '.5f')}"))
+        for name in ("int8-cpu", "bf16"):
+            ov = here.get(f"openvino_{name}")
+            if isinstance(ov, dict):
+                pairs.append(("OpenVINO", f"{name} on OpenVINO {_plain(here.get('openvino'))} here: top-1 agreement "
+                                          f"{_num(ov.get('top1_agreement'))}, cosine {_num(ov.get('cosine'), '.5f')}"))
     if c.get("calibration_seconds") is not None:
         pairs.append(("took", f"{_num(c.get('calibration_seconds'), '.1f')} s"))
     return ["calibration (INT8)", *fields(pairs)]

@@ -220,14 +220,35 @@ def integer_arithmetic(model: Any) -> tuple[Any, int]:
     return out, rewritten
 
 
-def fp16_storage(model: Any) -> Any:
-    """FP32 ``model`` as an FP16 engine computes it: every weight and every float tensor rounded
-    to float16, arithmetic inside each layer in float32 (what TensorRT's FP16 kernels do with
-    float32 accumulation). Run without fused kernels it gives the same answer on any CPU, where
-    ONNX Runtime's own float16 kernels differ by CPU (native on ARM64 and AVX512-FP16, casts
-    elsewhere)."""
-    onnx = require("onnx", "FP16 simulation")
+def round_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), kept as float32: what a
+    CPU's bf16 conversion (vcvtneps2bf16) gives; NaN and inf stay as they are."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    u = x.view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16 << 16).astype(np.uint32).view(np.float32)
+    out: np.ndarray = np.where(np.isfinite(x), r, x)
+    return out
+
+
+STORAGE = ("fp16", "bf16")
+
+
+def fp16_storage(model: Any, storage: str = "fp16") -> Any:
+    """FP32 ``model`` as a reduced-precision engine computes it: every weight and every float
+    tensor rounded to ``storage`` (float16: TensorRT's FP16 kernels; bfloat16: OpenVINO's bf16 on
+    a CPU with AVX512-BF16 or AMX), arithmetic inside each layer in float32 (both accumulate in
+    float32). Run without fused kernels it gives the same answer on any CPU, where ONNX Runtime's
+    own float16 kernels differ by CPU (native on ARM64 and AVX512-FP16, casts elsewhere) and
+    bf16 hardware exists on few. bf16 rounding of tensors is done with exact float32 operations
+    (round to nearest, ties to even, as the CPU's conversion does) for normal numbers; subnormals
+    (below 1.2e-38, flushed to zero by CPUs running bf16) may land one step off, and values above
+    5e33, far beyond any activation, would become NaN."""
+    onnx = require("onnx", f"{storage.upper()} simulation")
+    if storage not in STORAGE:
+        raise ValueError(f"storage {storage!r} is not one of {STORAGE}")
     nh, h, tp = onnx.numpy_helper, onnx.helper, onnx.TensorProto
+    narrow, to_type = ((lambda a: a.astype(np.float16).astype(np.float32)), tp.FLOAT16) if storage == "fp16" \
+        else (round_bf16, None)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inferred = onnx.shape_inference.infer_shapes(out)
@@ -235,17 +256,24 @@ def fp16_storage(model: Any) -> Any:
     types = {v.name: v.type.tensor_type.elem_type for v in typed}
     for init in out.graph.initializer:
         if init.data_type == tp.FLOAT:
-            init.CopyFrom(nh.from_array(nh.to_array(init).astype(np.float16).astype(np.float32), init.name))
+            init.CopyFrom(nh.from_array(narrow(nh.to_array(init)), init.name))
+    if storage == "bf16":  # Veltkamp's split: c = x * (2**16 + 1); x rounded to 8 significant bits = c - (c - x)
+        out.graph.initializer.append(nh.from_array(np.array(65537.0, np.float32), "__bf16_split"))
     nodes: list[Any] = []
     for node in out.graph.node:
         nodes.append(node)
         for k, t in enumerate(node.output):
             if not t or types.get(t) != tp.FLOAT:
                 continue
-            raw, half = f"{t}__f32", f"{t}__f16"
+            raw, half = f"{t}__f32", f"{t}__{storage}"
             node.output[k] = raw
-            nodes += [h.make_node("Cast", [raw], [half], to=tp.FLOAT16, name=f"{t}__to_f16"),
-                      h.make_node("Cast", [half], [t], to=tp.FLOAT, name=f"{t}__to_f32")]
+            if storage == "fp16":
+                nodes += [h.make_node("Cast", [raw], [half], to=to_type, name=f"{t}__to_{storage}"),
+                          h.make_node("Cast", [half], [t], to=tp.FLOAT, name=f"{t}__to_f32")]
+            else:  # float operations, not Cast: ONNX Runtime before 1.17 casts to bfloat16 by truncation
+                nodes += [h.make_node("Mul", [raw, "__bf16_split"], [f"{t}__c"], name=f"{t}__bf16_c"),
+                          h.make_node("Sub", [f"{t}__c", raw], [f"{t}__d"], name=f"{t}__bf16_d"),
+                          h.make_node("Sub", [f"{t}__c", f"{t}__d"], [t], name=f"{t}__to_bf16")]
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     del out.graph.value_info[:]
@@ -257,15 +285,17 @@ class SimRunner:
 
     backend = "simulation"
 
-    def __init__(self, path: str | Path | Any, threads: int | None = None, fp16: bool = False) -> None:
-        """``path``: a Q/DQ model (file or ModelProto); ``fp16=True``: an FP32 model run with
-        FP16 storage (:func:`fp16_storage`) instead."""
+    def __init__(self, path: str | Path | Any, threads: int | None = None, fp16: bool = False,
+                 storage: str | None = None) -> None:
+        """``path``: a Q/DQ model (file or ModelProto); ``fp16=True`` (or ``storage="fp16"`` or
+        ``"bf16"``): an FP32 model run with that storage (:func:`fp16_storage`) instead."""
         onnx = require("onnx", "INT8 simulation")
         from edgekit.runners.ort import OrtRunner
 
         model = onnx.load(str(path)) if isinstance(path, (str, Path)) else path
-        if fp16:
-            sim, self.rewritten = fp16_storage(model), 0
+        storage = storage or ("fp16" if fp16 else None)
+        if storage:
+            sim, self.rewritten = fp16_storage(model, storage), 0
         else:
             sim, self.rewritten = integer_arithmetic(model)
         self._runner = OrtRunner(sim.SerializeToString(), threads=threads, optimize=False)

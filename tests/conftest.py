@@ -177,6 +177,21 @@ def googlenet_bundle(export_bundle) -> Path:
     return export_bundle("googlenet")
 
 
+@pytest.fixture(scope="session")
+def calibrated_googlenet(googlenet_bundle, tmp_path_factory) -> Path:
+    """googlenet_bundle calibrated on 16 of edgekit's photographs, gate off (random weights): every
+    CPU form and its figures, for the tests that only read it (copy it to change it)."""
+    import shutil
+
+    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+
+    b = tmp_path_factory.mktemp("calibrated") / "googlenet"
+    shutil.copytree(googlenet_bundle, b)
+    with long_step("calibrating googlenet (16 photographs, gate off)", " once, for every test that reads it"):
+        calibrate_bundle(CalibrateRequest(b, None, num_images=16, min_agreement=0.0))
+    return b
+
+
 def _gpu_here() -> str:
     """'' when an NVIDIA GPU answers, else why not (the skip reason of tests marked gpu)."""
     import glob

@@ -18,13 +18,8 @@ HEADERS = ("  file ", "  precision ")  # the first column of every table edgekit
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(googlenet_bundle, tmp_path_factory) -> Path:
-    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
-
-    b = tmp_path_factory.mktemp("inspect") / "b"
-    shutil.copytree(googlenet_bundle, b)
-    calibrate_bundle(CalibrateRequest(b, None, num_images=16, min_agreement=0.0))
-    return b
+def int8_bundle(calibrated_googlenet) -> Path:
+    return calibrated_googlenet
 
 
 def tables(text: str) -> list[list[str]]:
@@ -71,8 +66,8 @@ def test_inspect_int8_bundle_prints_aligned_tables(int8_bundle):
     assert {r.split()[0] for r in art[1:]} >= {"model.onnx", "model.int8.onnx", "model.int8-cpu.onnx",
                                                "model.fp16.onnx", "calibration.cache", "labels.txt"}
     assert all(r.split()[-1] == "ok" for r in art[1:])
-    assert [r[2:25].strip() for r in figs[1:]] == ["int8 (TensorRT)", "int8-cpu (ONNX Runtime)",
-                                                   "int8 (DLA, cache)", "fp16"]
+    assert [r[2:25].strip() for r in figs[1:]] == ["int8 (TensorRT)", "int8-cpu (ORT/OpenVINO)",
+                                                   "int8 (DLA, cache)", "fp16", "bf16 (OpenVINO)"]
     for col in ("95% interval", "top-5 overlap", "cosine", "gate"):
         assert col in figs[0]
     assert all(r.split()[-1] in ("pass", "undecided") for r in figs[1:])

@@ -84,6 +84,15 @@ def test_manifest_records_artifacts_and_figures(int8_bundle):
         assert abs(f["accuracy"]["drop"]) <= 0.01 and f["accuracy"]["status"] != "fail"
     assert man.validation["fp16"]["status"] == "pass"
     assert "cpu" in v["cpu_kernels_here"] and v["cpu_kernels_here"]["top1_agreement"] >= 0.99
+    # bf16 (OpenVINO's path on CPUs with AVX512-BF16/AMX), judged by simulation on any CPU
+    bf = man.validation["bf16"]
+    assert bf["status"] == "pass" and bf["agreement_test"]["images"] == 497 and abs(bf["accuracy"]["drop"]) <= 0.01
+    # what OpenVINO computes here agrees with what the gate simulated (the gate's figures hold for it)
+    here = v["cpu_kernels_here"]
+    if "openvino" in here:
+        assert abs(here["openvino_int8-cpu"]["top1_agreement"] - v["cpu"]["top1_agreement"]) <= 0.01
+        if "openvino_bf16" in here:
+            assert abs(here["openvino_bf16"]["top1_agreement"] - bf["top1_agreement"]) <= 0.01
     assert not [p for p in b.iterdir() if p.name.startswith(".calibrate-")]  # no leftovers
 
 

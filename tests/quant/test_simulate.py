@@ -217,3 +217,33 @@ def test_float_weights_for_tensorrt_8_round_trip_to_the_same_integers(quantized)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, trt.Logger(trt.Logger.ERROR))
     assert parser.parse(m.SerializeToString()), [parser.get_error(i).desc() for i in range(parser.num_errors)]
+
+
+def test_bf16_storage_rounds_every_tensor_to_nearest_even_on_any_onnxruntime():
+    """OpenVINO's bf16 gate: weights and every float tensor rounded to bfloat16 as the CPU's
+    conversion rounds (nearest, ties to even). ONNX Runtime before 1.17 casts to bfloat16 by
+    truncation, so the simulation must not use Cast: this runs on the floors' ONNX Runtime too."""
+    from edgekit.simulate import fp16_storage, round_bf16
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(20000) * 100).astype(np.float32)
+    u = x.view(np.uint32)
+    ties = ((u & 0xFFFF0000) | 0x8000).view(np.float32)  # exactly half-way between two bfloat16 values
+    x = np.concatenate([x, ties, np.float32([0.0, -0.0, 1e-39, 3.0e38])])
+    bits = round_bf16(x).view(np.uint32)
+    assert not (bits & 0xFFFF).any()
+    assert (np.abs(round_bf16(x) - x) <= np.abs(x) * 2.0**-8 + 2.0**-134).all()  # half a unit (subnormals: absolute)
+    kept_even = round_bf16(ties).view(np.uint32) >> 16
+    assert not (kept_even & 1).any()  # ties go to the even neighbour
+    g = helper.make_graph([helper.make_node("Mul", ["x", "one"], ["y"], name="mul")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])],
+                          [numpy_helper.from_array(np.float32([1.0 + 2.0**-9]), "one")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    normal = x[:-2]  # the split is exact for normal numbers: not for subnormals (< 1.2e-38, which CPUs
+    #                  running bf16 flush to zero anyway) nor beyond 5e33 (x * 65537 overflows), no activation's range
+    with SimRunner(m, storage="bf16") as r:
+        got = r.infer(normal)
+    # the weight 1 + 2**-9 rounds to 1.0 (a tie, to even), so y = x rounded to bfloat16
+    np.testing.assert_array_equal(got, round_bf16(normal))

@@ -1,0 +1,356 @@
+"""The fastest gated CPU path for a bundle on this CPU: ONNX Runtime or OpenVINO, at FP32,
+INT8 (the bundle's CPU form) or bf16, decided by a short measurement that is cached (cpu tier).
+
+Which one wins depends on the CPU, not on a rule that holds everywhere: on an AVX-512 VNNI
+CPU ONNX Runtime's INT8 and OpenVINO's are close, on an AVX2-only CPU OpenVINO's INT8 is far
+ahead, and bf16 exists only on CPUs with AVX512-BF16 or AMX. So the first load of a bundle
+on a CPU measures the candidates side by side:
+
+- candidates are only paths that passed the accuracy gate: FP32 always; the INT8 CPU form
+  when the bundle was calibrated (and, on a CPU whose integer kernels saturate, only in its
+  7-bit form); bf16 when the CPU has it and the bundle's bf16 figures passed the gate;
+- each is compiled (its start-up time is kept), checked against ONNX Runtime FP32 on the
+  shipped photographs (an FP32 path must agree to PARITY_RTOL; a reduced one must give finite
+  logits with cosine >= MIN_COSINE: the gate's statistics come from calibration, this catches
+  an engine that reads the file differently), then timed at the bundle's smallest batch in
+  interleaved rounds, so a noisy neighbour slows them all alike;
+- the result is kept in EDGEKIT_CACHE/cpu-choice/, keyed by the candidates' files (sha256),
+  the CPU (model and instruction sets), ONNX Runtime's and OpenVINO's versions and the thread
+  count; any change measures again. An unreadable or unwritable cache only costs the
+  measurement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import bundle as bundle_mod
+from edgekit import manifest as mf
+from edgekit.errors import UsageError
+
+CACHE_VERSION = 1
+PARITY_RTOL = 1e-3  # relative L2 error of an FP32 path's logits against ONNX Runtime FP32
+MIN_COSINE = 0.98  # a reduced-precision path: below this it is not the model the gate judged
+MIN_ROUNDS, MAX_ROUNDS, MIN_SECONDS, BLOCK = 4, 12, 1.0, 2
+NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+@dataclass(frozen=True)
+class Route:
+    backend: str  # "onnxruntime" or "openvino"
+    precision: str  # "fp32", "int8-cpu" or "bf16"
+
+    @property
+    def model(self) -> str:
+        """The bundle's ONNX file it runs: bf16 is OpenVINO's hint on the FP32 model."""
+        return "fp32" if self.precision == "bf16" else self.precision
+
+    @property
+    def name(self) -> str:
+        return f"{NAMES[self.backend]} {self.precision}"
+
+
+@dataclass(frozen=True)
+class Trial:
+    route: Route
+    startup_s: float
+    ms: float | None  # median per call at ``batch``; None when it failed its check
+    rel_error: float  # against ONNX Runtime FP32 on the photographs
+    cosine: float
+    top1_equal: int
+    images: int
+    failed: str = ""  # why it was left out
+
+
+@dataclass(frozen=True)
+class Choice:
+    route: Route
+    trials: tuple[Trial, ...]
+    batch: int
+    threads: int
+    cpu: str
+    measured_at: str
+    cached: bool
+
+    def why(self, notes: list[str]) -> str:
+        best = next(t for t in self.trials if t.route == self.route)
+        if len(self.trials) == 1:
+            text = (f"{self.route.name} as asked; checked against ONNX Runtime FP32 on {best.images} photographs "
+                    f"(relative error {best.rel_error:.1e}, cosine {best.cosine:.4f})")
+        else:
+            others = ", ".join(f"{t.route.name} {t.ms:.1f}" if t.ms is not None else f"{t.route.name} left out "
+                               f"({t.failed})" for t in self.trials if t.route != self.route)
+            text = (f"{self.route.name}, the fastest of {len(self.trials)} gated CPU paths measured on this CPU "
+                    f"(batch {self.batch}, {self.threads} threads): {best.ms:.1f} ms; {others} ms")
+        when = "cached measurement of " if self.cached else "measured "
+        text += f" [{self.cpu}; {when}{self.measured_at}]"
+        return text + "".join(f"; {n}" for n in notes)
+
+
+# ------------------------------------------------------------------ which paths may run
+
+
+def routes(path: Path, man: mf.Manifest, backend: str, precision: str, cpu: Any,
+           ov_caps: frozenset[str]) -> tuple[list[Route], list[str]]:
+    """The gated paths for ``backend`` ("auto", "openvino") and ``precision`` ("auto" or one),
+    and a note for each path this CPU could run but the bundle does not allow."""
+    backends = ["onnxruntime", "openvino"] if backend == "auto" else [backend]
+    if ov_caps == frozenset():
+        backends = [b for b in backends if b != "openvino"]
+    wanted = ["fp32", "int8-cpu", "bf16"] if precision == "auto" else [precision]
+    notes: list[str] = []
+    out: list[Route] = []
+    for prec in wanted:
+        allowed, why = _allowed(path, man, prec, cpu, ov_caps, asked=precision != "auto")
+        if why and (allowed or precision != "auto" or prec != "bf16" or "BF16" in ov_caps):
+            notes.append(why)
+        if not allowed:
+            continue
+        out += [Route(b, prec) for b in backends if not (prec == "bf16" and b != "openvino")]
+    return out, notes
+
+
+def _allowed(path: Path, man: mf.Manifest, prec: str, cpu: Any, ov_caps: frozenset[str],
+             asked: bool) -> tuple[bool, str]:
+    """(may run, note): ``asked`` paths run with a note where auto would leave them out."""
+    if prec == "fp32":
+        return True, ""
+    if prec == "int8-cpu":
+        if man.artifact("onnx", "int8-cpu") is None:
+            return False, "" if not asked else f"{path} has no int8-cpu model (edgekit calibrate {path})"
+        v = man.validation.get("int8")
+        if cpu.saturates_u8s8 and not (isinstance(v, dict) and v.get("cpu_weight_bits") == 7):
+            why = (f"this bundle's CPU INT8 model has 8-bit weights, which this CPU's integer kernels ({cpu.kind}) "
+                   f"saturate; edgekit calibrate {path} writes the 7-bit form that is safe here")
+            return asked, ("int8-cpu as asked, but " if asked else "int8-cpu left out: ") + why
+        return True, ""
+    if prec == "bf16":
+        if "BF16" not in ov_caps:
+            return False, ("bf16 needs OpenVINO on a CPU with AVX512-BF16 or AMX; "
+                           + ("OpenVINO is not installed" if not ov_caps else f"this one ({cpu.kind}) has neither"))
+        fig = man.validation.get("bf16")
+        status = fig.get("status") if isinstance(fig, dict) else None
+        if status in ("pass", "undecided"):
+            return True, ""
+        why = (f"its bf16 figures failed the accuracy gate ({_agreement(fig)})" if status == "fail"
+               else f"the bundle has no bf16 figures (edgekit calibrate {path} judges bf16)")
+        return asked, ("bf16 as asked, but " if asked else "bf16 left out: ") + why
+    raise UsageError(f"the CPU paths run fp32, int8-cpu and bf16, not {prec!r}")
+
+
+def _agreement(fig: Any) -> str:
+    try:
+        return f"top-1 agreement {float(fig['top1_agreement']):.3f}"
+    except (TypeError, KeyError, ValueError):
+        return "unreadable figures"
+
+
+# ------------------------------------------------------------------ opening and measuring
+
+
+def open_route(path: Path, man: mf.Manifest, route: Route, threads: int) -> Any:
+    art = man.artifact("onnx", route.model)
+    if art is None:
+        raise UsageError(f"{path} has no {route.model} model")
+    onnx_file = bundle_mod.artifact_path(path, art)
+    if route.backend == "openvino":
+        from edgekit.runners.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(onnx_file, "bf16" if route.precision == "bf16" else "f32", threads)
+    from edgekit.runners.ort import OrtRunner
+
+    return OrtRunner(onnx_file, threads=threads)
+
+
+def _photos(path: Path, man: mf.Manifest) -> np.ndarray:
+    """The shipped photographs, prepared as the runtime prepares camera frames."""
+    from edgekit.images import read_image, sample_images
+    from edgekit.preprocess import fit_frame, graph_input
+
+    frames = [fit_frame(read_image(p), man.preprocess) for p in sample_images()]
+    out: np.ndarray = graph_input(np.stack(frames), man.input.dtype != "uint8", man.input.color_order)
+    return out
+
+
+def _batch(man: mf.Manifest) -> int:
+    first = man.input.shape[0]
+    return first if isinstance(first, int) else 1
+
+
+def _run(runner: Any, x: np.ndarray, batch: int) -> np.ndarray:
+    from edgekit.gate import run_all
+
+    return run_all(runner, x, batch, static=batch > 1)
+
+
+def _check(route: Route, ref: np.ndarray, got: np.ndarray) -> tuple[float, float, int, str]:
+    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+    if not np.isfinite(got64).all():
+        return float("inf"), 0.0, 0, "inf/NaN logits"
+    rel = float((np.linalg.norm(got64 - ref64, axis=1) / np.maximum(np.linalg.norm(ref64, axis=1), 1e-12)).max())
+    cos = float(np.mean(np.sum(ref64 * got64, 1) / np.maximum(
+        np.linalg.norm(ref64, axis=1) * np.linalg.norm(got64, axis=1), 1e-12)))
+    top1 = int((ref.argmax(1) == got.argmax(1)).sum())
+    if route.precision == "fp32" and rel > PARITY_RTOL:
+        return rel, cos, top1, f"FP32 logits differ from ONNX Runtime's by {rel:.1e} (limit {PARITY_RTOL:.0e})"
+    if route.precision != "fp32" and cos < MIN_COSINE:
+        return rel, cos, top1, f"cosine {cos:.3f} against FP32 is below {MIN_COSINE}"
+    return rel, cos, top1, ""
+
+
+def measure(path: Path, man: mf.Manifest, candidates: list[Route], threads: int,
+            log: Callable[[str], None]) -> tuple[list[Trial], dict[Route, Any]]:
+    """Open, check and time every candidate; returns the trials and the runners still open
+    (the caller keeps the winner and closes the rest)."""
+    from edgekit.runners.ort import OrtRunner
+
+    x = _photos(path, man)
+    batch = _batch(man)
+    fp32 = man.artifact("onnx", "fp32")
+    if fp32 is None:
+        raise UsageError(f"{path} has no FP32 model to check the CPU paths against; re-export the bundle")
+    runners: dict[Route, Any] = {}
+    checks: dict[Route, tuple[float, tuple[float, float, int, str]]] = {}
+    try:
+        with OrtRunner(bundle_mod.artifact_path(path, fp32), threads=threads) as ref_runner:
+            ref = _run(ref_runner, x, batch)
+        for route in candidates:
+            t0 = time.perf_counter()
+            try:
+                runner = open_route(path, man, route, threads)
+            except UsageError as exc:
+                checks[route] = (0.0, (float("inf"), 0.0, 0, str(exc)[:160]))
+                continue
+            startup = time.perf_counter() - t0
+            got = _run(runner, x, batch)
+            checks[route] = (startup, _check(route, ref, got))
+            if checks[route][1][3]:
+                runner.close()
+            else:
+                runners[route] = runner
+        times: dict[Route, list[float]] = {r: [] for r in runners}
+        one = x[:batch] if len(x) >= batch else np.repeat(x[:1], batch, 0)
+        for runner in runners.values():  # warm-up: first calls allocate and pick kernels
+            runner.infer(one)
+            runner.infer(one)
+        t_start = time.perf_counter()
+        rounds = 0
+        order = list(runners)
+        while len(order) > 1 and (rounds < MIN_ROUNDS or time.perf_counter() - t_start < MIN_SECONDS) \
+                and rounds < MAX_ROUNDS:
+            for route in order[rounds % len(order):] + order[:rounds % len(order)]:
+                runners[route].infer(one)  # untimed: ONNX Runtime's threads spin on after a call and slow the next
+                for _ in range(BLOCK):
+                    t0 = time.perf_counter()
+                    runners[route].infer(one)
+                    times[route].append((time.perf_counter() - t0) * 1000.0)
+            rounds += 1
+        if len(order) == 1:
+            t0 = time.perf_counter()
+            runners[order[0]].infer(one)
+            times[order[0]].append((time.perf_counter() - t0) * 1000.0)
+    except BaseException:
+        for r in runners.values():
+            r.close()
+        raise
+    trials = []
+    for route in candidates:
+        startup, (rel, cos, top1, failed) = checks[route]
+        ms = statistics.median(times[route]) if route in times and times[route] else None
+        trials.append(Trial(route, round(startup, 3), None if ms is None else round(ms, 3), rel, round(cos, 6),
+                            top1, len(x), failed))
+    log(" ".join(f"{t.route.name} {t.ms:.1f} ms" if t.ms is not None else f"{t.route.name} left out ({t.failed})"
+                 for t in trials))
+    return trials, runners
+
+
+# ------------------------------------------------------------------ the cache
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit") / "cpu-choice"
+
+
+def cache_key(man: mf.Manifest, candidates: list[Route], cpu: Any, threads: int) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from edgekit.runners.openvino import version as ov_version
+
+    files = {r.model: (man.artifact("onnx", r.model).sha256 if man.artifact("onnx", r.model) else None)  # type: ignore[union-attr]
+             for r in candidates}
+    return {"version": CACHE_VERSION, "routes": [[r.backend, r.precision] for r in candidates], "files": files,
+            "fp32": files.get("fp32") or getattr(man.artifact("onnx", "fp32"), "sha256", None),
+            "input": [str(d) for d in man.input.shape], "cpu": cpu.describe(), "onnxruntime": str(ort.__version__),
+            "openvino": ov_version(), "threads": threads}
+
+
+def _cache_file(key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir() / f"{digest}.json"
+
+
+def read_cached(key: dict[str, Any]) -> Choice | None:
+    """The cached choice for ``key``; None when there is none or it cannot be read."""
+    try:
+        data = json.loads(_cache_file(key).read_text(encoding="utf-8"))
+        if data.get("key") != key:
+            return None
+        trials = tuple(Trial(Route(**t.pop("route")), **t) for t in data["trials"])
+        return Choice(Route(**data["route"]), trials, int(data["batch"]), int(data["threads"]), str(data["cpu"]),
+                      str(data["measured_at"]), True)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def write_cached(key: dict[str, Any], choice: Choice) -> str:
+    """Keep ``choice``; returns '' or why it could not be kept."""
+    data = {"key": key, "route": asdict(choice.route), "trials": [asdict(t) for t in choice.trials],
+            "batch": choice.batch, "threads": choice.threads, "cpu": choice.cpu, "measured_at": choice.measured_at}
+    f = _cache_file(key)
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        bundle_mod.write_text_atomic(f, json.dumps(data, indent=1))
+    except OSError as exc:
+        return f"the measurement was not cached ({exc.strerror or exc} at {f.parent}), so it runs at every start"
+    return ""
+
+
+# ------------------------------------------------------------------ choosing
+
+
+def choose(path: Path, man: mf.Manifest, candidates: list[Route], cpu: Any, threads: int,
+           log: Callable[[str], None]) -> tuple[Any, Choice]:
+    """The open runner of the fastest candidate that passes its check, and the choice."""
+    key = cache_key(man, candidates, cpu, threads)
+    cached = read_cached(key)
+    if cached is not None:
+        try:
+            return open_route(path, man, cached.route, threads), cached
+        except UsageError:
+            pass  # the file changed under the same sha256 cannot happen; an OpenVINO that broke can: measure
+    if len(candidates) > 1:
+        log(f"measuring {len(candidates)} CPU paths for this bundle on this CPU (once; the result is cached)")
+    trials, runners = measure(path, man, candidates, threads, log)
+    ok = [t for t in trials if t.ms is not None]
+    if not ok:
+        raise UsageError(f"no CPU path could run {path}: " + "; ".join(f"{t.route.name}: {t.failed}" for t in trials))
+    best = min(ok, key=lambda t: t.ms or 0.0)
+    for route, runner in runners.items():
+        if route != best.route:
+            runner.close()
+    choice = Choice(best.route, tuple(trials), _batch(man), threads, cpu.describe(),
+                    time.strftime("%Y-%m-%d %H:%M"), False)
+    not_kept = write_cached(key, choice)
+    if not_kept:
+        log(f"note: {not_kept}")
+    return runners[best.route], choice
