@@ -148,17 +148,12 @@ def one_model(name: str, work: Path, batches: list[int], s: bench.Settings, thre
         agreement["onnxruntime int8-cpu"] = float((top1(r8, x_agree) == want).mean())
         rows += bench.time_runner(r8, b, man, "onnxruntime", "int8-cpu", batches, s, log)
     stream = stream_ratio(b, *stream_windows, work)
-    ov_rows, why_not = bench.openvino_rows(b, man, None, batches, threads, s, log)
+    ov_rows, why_not = bench.openvino_rows(b, man, None, batches, threads, s, log,
+                                           check=lambda prec, ov: agreement.__setitem__(
+                                               f"openvino {prec}", float((top1(ov, x_agree) == want).mean())))
     rows += ov_rows
     if why_not:
         notes.append(why_not)
-    from edgekit.runners.openvino import OpenVinoRunner
-
-    for r in ov_rows:
-        if r.batch == 1:
-            model_file = int8_onnx if r.precision == "int8-cpu" else fp32_onnx
-            with OpenVinoRunner(model_file, "bf16" if r.precision == "bf16" else "f32", threads) as ov:
-                agreement[f"openvino {r.precision}"] = float((top1(ov, x_agree) == want).mean())
     say(f"{name}: the path edgekit chooses (backend auto)")
     auto, chose = bench.auto_rows(b, man, batches, threads, s, log)
     rows += auto

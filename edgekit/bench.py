@@ -174,9 +174,11 @@ def onnxruntime_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | N
 
 
 def openvino_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | None, batches: Sequence[int],
-                  threads: int | None, s: Settings, log: Log) -> tuple[list[Row], str]:
+                  threads: int | None, s: Settings, log: Log,
+                  check: Callable[[str, Any], None] | None = None) -> tuple[list[Row], str]:
     """OpenVINO on the bundle's FP32 model (f32, and bf16 where the CPU has it) and its INT8 CPU
-    form; ('', why) when OpenVINO is not installed."""
+    form; ([], why) when OpenVINO is not installed. ``check(precision, runner)`` runs on each
+    runner before it is timed (the suite's agreement figures), so nothing compiles twice."""
     from edgekit import bundle as bundle_mod
     from edgekit.runners.openvino import OpenVinoRunner, capabilities
 
@@ -189,6 +191,8 @@ def openvino_rows(path: Path, man: mf.Manifest, precisions: Sequence[str] | None
         if art is None or (precisions and prec not in precisions) or (hint == "bf16" and "BF16" not in caps):
             continue
         with OpenVinoRunner(bundle_mod.artifact_path(path, art), hint, threads) as runner:
+            if check is not None:
+                check(prec, runner)
             rows += time_runner(runner, path, man, "openvino", prec, batches, s, log)
     return rows, ""
 

@@ -397,7 +397,6 @@ def _calibrate_locked(req: CalibrateRequest, log: Log, progress: Progress | None
         log(f"bf16 (OpenVINO on CPUs with AVX512-BF16/AMX, simulated) vs FP32: {judged['bf16'].summary()}"
             + ("; the runtime will not choose bf16 (INT8 and FP16 are unaffected)" if judged["bf16"].failed else ""))
         here = _cpu_kernels_here(work / "model.int8-cpu.onnx", ref, val_feed, batch, static)
-        here.update(_openvino_here(work / "model.int8-cpu.onnx", fp32, ref, val_feed, batch, static))
         more = data.val_available > len(val_set.items)
         for j in judged.values():
             if j.advice():
@@ -467,25 +466,6 @@ def _cpu_kernels_here(path: Path, ref: np.ndarray, images: np.ndarray, batch: in
     fig = gate.agreement(ref, got)
     return {"cpu": detect().describe(), "top1_agreement": round(fig.top1_agreement, 6),
             "cosine": round(fig.cosine, 6)}
-
-
-def _openvino_here(int8_cpu: Path, fp32: Path, ref: np.ndarray, images: np.ndarray, batch: int,
-                   static: bool) -> dict[str, Any]:
-    """The CPU form (and bf16 where this CPU has it) on OpenVINO here, when it is installed: what
-    ``edgekit run`` computes if it chooses OpenVINO on this CPU."""
-    from edgekit.runners.openvino import OpenVinoRunner, capabilities, version
-
-    caps = capabilities()
-    if not caps:
-        return {}
-    out: dict[str, Any] = {"openvino": version()}
-    for name, path, hint in (("int8-cpu", int8_cpu, "f32"), ("bf16", fp32, "bf16")):
-        if hint == "bf16" and "BF16" not in caps:
-            continue
-        with OpenVinoRunner(path, hint) as r:
-            fig = gate.agreement(ref, gate.run_all(r, images, batch, static))
-        out[f"openvino_{name}"] = {"top1_agreement": round(fig.top1_agreement, 6), "cosine": round(fig.cosine, 6)}
-    return out
 
 
 def _gate_message(req: CalibrateRequest, man: mf.Manifest, judged: dict[str, gate.Judgement], excluded: list[str],

@@ -212,9 +212,9 @@ def measure(path: Path, man: mf.Manifest, candidates: list[Route], threads: int,
             log: Callable[[str], None]) -> tuple[list[Trial], dict[Route, Any]]:
     """Open, check and time every candidate; returns the trials and the runners still open
     (the caller keeps the winner and closes the rest)."""
+    from edgekit.classifier import _runner_input_shape, check_input_size
     from edgekit.runners.ort import OrtRunner
 
-    x = _photos(path, man)
     batch = _batch(man)
     fp32 = man.artifact("onnx", "fp32")
     if fp32 is None:
@@ -223,6 +223,9 @@ def measure(path: Path, man: mf.Manifest, candidates: list[Route], threads: int,
     checks: dict[Route, tuple[float, tuple[float, float, int, str]]] = {}
     try:
         with OrtRunner(bundle_mod.artifact_path(path, fp32), threads=threads) as ref_runner:
+            # a manifest whose preprocessing disagrees with the model: the bundle's error, before any frame
+            check_input_size(path, man, _runner_input_shape(ref_runner))
+            x = _photos(path, man)
             ref = _run(ref_runner, x, batch)
         for route in candidates:
             t0 = time.perf_counter()

@@ -185,11 +185,6 @@ def _calibration(path: Path, man: mf.Manifest, c: dict[str, Any]) -> list[str]:
     if isinstance(here, dict):
         pairs.append(("CPU kernels", f"int8-cpu on {_plain(here.get('cpu'))}: top-1 agreement "
                                      f"{_num(here.get('top1_agreement'))}, cosine {_num(here.get('cosine'), '.5f')}"))
-        for name in ("int8-cpu", "bf16"):
-            ov = here.get(f"openvino_{name}")
-            if isinstance(ov, dict):
-                pairs.append(("OpenVINO", f"{name} on OpenVINO {_plain(here.get('openvino'))} here: top-1 agreement "
-                                          f"{_num(ov.get('top1_agreement'))}, cosine {_num(ov.get('cosine'), '.5f')}"))
     if c.get("calibration_seconds") is not None:
         pairs.append(("took", f"{_num(c.get('calibration_seconds'), '.1f')} s"))
     return ["calibration (INT8)", *fields(pairs)]

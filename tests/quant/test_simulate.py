@@ -223,7 +223,7 @@ def test_bf16_storage_rounds_every_tensor_to_nearest_even_on_any_onnxruntime():
     """OpenVINO's bf16 gate: weights and every float tensor rounded to bfloat16 as the CPU's
     conversion rounds (nearest, ties to even). ONNX Runtime before 1.17 casts to bfloat16 by
     truncation, so the simulation must not use Cast: this runs on the floors' ONNX Runtime too."""
-    from edgekit.simulate import fp16_storage, round_bf16
+    from edgekit.simulate import round_bf16
 
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(20000) * 100).astype(np.float32)
