@@ -464,6 +464,9 @@ def bench_bundle(path: Path, precisions: Sequence[str] | None = None, backend: s
             if backend == "openvino":
                 raise UsageError(why_not.replace(": no OpenVINO rows", ""))
             notes.append(why_not)
+    if backend == "auto" and precisions:
+        raise UsageError("--backend auto times the path edgekit.load chooses, precision included; drop --precision, "
+                         "or give --backend onnxruntime or openvino with it")
     if backend in ("all", "auto") and not precisions:
         auto, chose = auto_rows(path, man, kept, threads, settings, log)
         rows += auto

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
-from edgekit.errors import BundleError, EdgekitError, UsageError
+from edgekit.errors import BundleError, DeviceError, EdgekitError, UsageError
 from edgekit.preprocess import check_frame, fit_frame, graph_input, size_mismatch
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino")
@@ -164,14 +164,16 @@ def load(bundle: str | Path | None = None, backend: str = "auto", precision: str
             if backend == "tensorrt":
                 raise
             why_not_trt = str(exc)
-    runner, prec, why = _cpu(path, man, backend, precision, threads, profile, log or (lambda _: None))
+    runner, prec, why = _cpu(path, man, backend, precision, threads, profile, log or (lambda _: None),
+                             device_unknown=unknown is not None)
     return Classifier(path, man, runner, prec, f"{why_not_trt}; {why}" if why_not_trt else why)
 
 
 def _cpu(path: Path, man: mf.Manifest, backend: str, precision: str, threads: int | None, profile: Any,
-         log: Callable[[str], None]) -> tuple[Any, str, str]:
-    """ONNX Runtime as before where it is asked for, where a GPU is present (its GPU providers,
-    a Jetson's path unchanged) or for TensorRT's own forms; otherwise the CPU paths measured."""
+         log: Callable[[str], None], device_unknown: bool = False) -> tuple[Any, str, str]:
+    """ONNX Runtime as before where it is asked for, where a GPU is present or may be (its GPU
+    providers, a Jetson's path unchanged; a broken profile file says nothing either way) or for
+    TensorRT's own forms; otherwise the CPU paths measured. bf16 exists only on OpenVINO."""
     from edgekit.runners.ort import gpu_providers
 
     if backend == "onnxruntime":
@@ -179,7 +181,8 @@ def _cpu(path: Path, man: mf.Manifest, backend: str, precision: str, threads: in
             raise UsageError("bf16 runs on OpenVINO only (--backend openvino, or auto with OpenVINO installed)")
         return _onnxruntime(path, man, precision, threads, profile)
     gpu_here = profile is not None and profile.kind != "cpu"
-    if backend == "auto" and (gpu_here or precision in ("int8", "fp16") or gpu_providers(gpu_here)):
+    if backend == "auto" and precision != "bf16" and (
+            gpu_here or device_unknown or precision in ("int8", "fp16") or gpu_providers(gpu_here)):
         return _onnxruntime(path, man, precision, threads, profile)
     if backend == "openvino" and precision in ("int8", "fp16"):
         raise UsageError(f"OpenVINO runs the bundle's fp32, int8-cpu and bf16 paths, not {precision} (TensorRT's "
@@ -193,10 +196,16 @@ def _cpu(path: Path, man: mf.Manifest, backend: str, precision: str, threads: in
     if not caps:
         if backend == "openvino" or precision == "bf16":
             require("openvino", "--backend openvino" if backend == "openvino" else "bf16")
-            raise UsageError("OpenVINO is installed but its CPU plugin does not start here; use --backend onnxruntime")
+            raise DeviceError("OpenVINO is installed but its CPU plugin does not start here (run "
+                              "python -c 'import openvino; openvino.Core().available_devices' to see why); "
+                              "use --backend onnxruntime")
         runner, prec, why = _onnxruntime(path, man, precision, threads, profile)
         if detect_cpu().arch in ("x86_64", "amd64"):
-            why += ('; OpenVINO, often faster on x86 CPUs, is not installed (pip install "edgekit[openvino]" '
+            from edgekit.deps import available
+
+            why += ("; OpenVINO is installed but its CPU plugin does not start, so only ONNX Runtime ran"
+                    if available("openvino") else
+                    '; OpenVINO, often faster on x86 CPUs, is not installed (pip install "edgekit[openvino]" '
                     'lets edgekit measure both)')
         return runner, prec, why
     cpu = detect_cpu()

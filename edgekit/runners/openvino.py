@@ -71,8 +71,8 @@ class OpenVinoRunner:
         self._output = self._compiled.output(0)
         self.input_shape: tuple[Any, ...] = tuple(
             d.get_length() if d.is_static else None for d in self._compiled.input(0).get_partial_shape())
-        self._local = threading.local()
-        self._requests: list[Any] = []
+        self._local = threading.local()  # a thread's request goes with the thread (or with close)
+        self.requests_made = 0
         self._lock = threading.Lock()
         self.description = f"OpenVINO {version()} CPU ({self.threads} threads, {hint})"
 
@@ -83,20 +83,18 @@ class OpenVinoRunner:
                 if self._compiled is None:
                     raise UsageError("this OpenVINO runner is closed")
                 req = self._compiled.create_infer_request()
-                self._requests.append(req)
+                self.requests_made += 1
             self._local.request = req
         return req
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         req = self._request()
-        req.infer({0: np.ascontiguousarray(inputs)})
-        # the request's output buffer is reused by its next call: hand out a copy
-        out: np.ndarray = np.array(req.get_tensor(self._output).data, copy=True)
+        # infer() returns copies of the outputs (the request's own buffers are reused by its next call)
+        out: np.ndarray = req.infer({0: np.ascontiguousarray(inputs)})[self._output]
         return out
 
     def close(self) -> None:
         with self._lock:
-            self._requests.clear()
             self._compiled = None
         self._local = threading.local()
 

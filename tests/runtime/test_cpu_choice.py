@@ -77,7 +77,7 @@ def test_openvino_runner_gives_each_thread_its_own_request(googlenet_bundle):
         assert not errors
         for (t, k), out in got.items():
             np.testing.assert_array_equal(out, want[(t + k) % len(x)])
-        assert len(ov._requests) == 5  # this thread's and one per worker
+        assert ov.requests_made == 5  # this thread's and one per worker
     with pytest.raises(UsageError, match="closed"):
         ov.infer(x[:1])
 
@@ -186,6 +186,15 @@ def test_only_gated_paths_are_candidates(calibrated_googlenet):
     assert names(got) == {"OpenVINO fp32", "OpenVINO int8-cpu"}
 
 
+def test_the_cosine_floor_follows_the_gates_own_figure(calibrated_googlenet):
+    man = mf.read(calibrated_googlenet)
+    int8, bf16 = cpu_choice.Route("openvino", "int8-cpu"), cpu_choice.Route("openvino", "bf16")
+    assert cpu_choice.cosine_floor(man, int8) == pytest.approx(
+        max(0.98, man.validation["int8"]["cpu"]["cosine"] - 0.01))
+    assert cpu_choice.cosine_floor(man, bf16) == pytest.approx(max(0.98, man.validation["bf16"]["cosine"] - 0.01))
+    assert cpu_choice.cosine_floor(_with_validation(man, bf16=None), bf16) == cpu_choice.MIN_COSINE
+
+
 def test_a_path_that_computes_something_else_is_left_out():
     ref = np.random.default_rng(0).normal(size=(5, 10)).astype(np.float32)
     fp32, int8 = cpu_choice.Route("openvino", "fp32"), cpu_choice.Route("openvino", "int8-cpu")
@@ -194,6 +203,12 @@ def test_a_path_that_computes_something_else_is_left_out():
     assert cpu_choice._check(int8, ref, ref + 0.01)[3] == ""
     assert "cosine" in cpu_choice._check(int8, ref, -ref)[3]
     assert "inf/NaN" in cpu_choice._check(int8, ref, np.full_like(ref, np.nan))[3]
+    # a path at cosine 0.985 passes the bare floor but not one near the gate's own figure (0.9999 - 0.01)
+    off = ref + np.random.default_rng(1).normal(size=ref.shape).astype(np.float32) * 0.15
+    cos = cpu_choice._check(int8, ref, off)[1]
+    assert 0.98 < cos < 0.9899
+    assert cpu_choice._check(int8, ref, off, cpu_choice.MIN_COSINE)[3] == ""
+    assert "the accuracy gate's figure" in cpu_choice._check(int8, ref, off, 0.9899)[3]
 
 
 def test_forced_backends_and_precisions(calibrated_googlenet, cache):
