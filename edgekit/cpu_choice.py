@@ -15,7 +15,10 @@ on a CPU measures the candidates side by side:
   least MIN_COSINE: the gate's statistics come from calibration, this catches an engine that
   computes the file differently), then timed at the bundle's smallest batch (a multi-camera
   run's larger batch is not measured) in
-  interleaved rounds, so a noisy neighbour slows them all alike;
+  interleaved rounds, so a noisy neighbour slows them all alike: each round runs every path
+  untimed for SETTLE_S, then BLOCK timed calls. (OpenVINO's first three calls after ONNX
+  Runtime's ran at 1.7x its own time on bn_inception; timing them made ONNX Runtime's INT8
+  look as fast as OpenVINO's, 12.9 against 12.6 ms, where each alone took 12.7 and 8.2 ms.)
 - the result is kept in EDGEKIT_CACHE/cpu-choice/, keyed by the candidates' files (sha256),
   the CPU (model and instruction sets), the cores this process may use (affinity), ONNX
   Runtime's and OpenVINO's versions and the thread count; any change measures again, and so
@@ -45,7 +48,7 @@ CACHE_VERSION = 1
 PARITY_RTOL = 1e-3  # relative L2 error of an FP32 path's logits against ONNX Runtime FP32
 MIN_COSINE = 0.98  # a reduced-precision path: below this it is not the model the gate judged
 COSINE_MARGIN = 0.01  # ... nor this far below the gate's own cosine for it
-MIN_ROUNDS, MAX_ROUNDS, MIN_SECONDS, BLOCK = 4, 12, 1.0, 2
+MIN_ROUNDS, MAX_ROUNDS, MIN_SECONDS, BLOCK, SETTLE_S = 4, 12, 1.0, 2, 0.06
 NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
@@ -267,7 +270,10 @@ def measure(path: Path, man: mf.Manifest, candidates: list[Route], threads: int,
         while len(order) > 1 and (rounds < MIN_ROUNDS or time.perf_counter() - t_start < MIN_SECONDS) \
                 and rounds < MAX_ROUNDS:
             for route in order[rounds % len(order):] + order[:rounds % len(order)]:
-                runners[route].infer(one)  # untimed: ONNX Runtime's threads spin on after a call and slow the next
+                settle = time.perf_counter() + SETTLE_S  # untimed: a runtime's first calls after the other's run slow
+                runners[route].infer(one)
+                while time.perf_counter() < settle:
+                    runners[route].infer(one)
                 for _ in range(BLOCK):
                     t0 = time.perf_counter()
                     runners[route].infer(one)
