@@ -48,7 +48,7 @@ CACHE_VERSION = 1
 PARITY_RTOL = 1e-3  # relative L2 error of an FP32 path's logits against ONNX Runtime FP32
 MIN_COSINE = 0.98  # a reduced-precision path: below this it is not the model the gate judged
 COSINE_MARGIN = 0.01  # ... nor this far below the gate's own cosine for it
-MIN_ROUNDS, MAX_ROUNDS, MIN_SECONDS, BLOCK, SETTLE_S = 4, 12, 1.0, 2, 0.06
+MIN_ROUNDS, MAX_ROUNDS, MIN_SECONDS, BLOCK, SETTLE_S = 3, 12, 0.5, 2, 0.06
 NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 

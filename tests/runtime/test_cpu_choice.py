@@ -128,8 +128,8 @@ def test_a_damaged_cache_measures_again_and_an_unwritable_one_only_costs_time(ca
     blocker.write_text("")
     monkeypatch.setenv("EDGEKIT_CACHE", str(blocker))
     said.clear()
-    with load(calibrated_googlenet, log=said.append) as clf:
-        assert clf.backend in ("onnxruntime", "openvino")
+    with load(calibrated_googlenet, backend="openvino", precision="fp32", log=said.append) as clf:
+        assert clf.backend == "openvino"  # one path: checked, not timed; the same cache code
     assert any("not cached" in s and "runs at every start" in s for s in said), said
 
 
