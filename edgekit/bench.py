@@ -201,8 +201,9 @@ def auto_rows(path: Path, man: mf.Manifest, batches: Sequence[int], threads: int
               log: Log) -> tuple[list[Row], str]:
     """The path ``edgekit.load`` chooses here (backend and precision "auto"), timed like the others."""
     from edgekit.classifier import load
+    from edgekit.runners import default_threads
 
-    with load(path, threads=threads or min(4, os.cpu_count() or 1), log=log) as clf:
+    with load(path, threads=threads or default_threads(), log=log) as clf:
         rows = time_runner(clf.runner, path, man, f"auto:{clf.backend}", clf.precision, batches, s, log)
         return rows, f"auto (the default backend) chose {clf.backend} {clf.precision}: {clf.why}"
 

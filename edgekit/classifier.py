@@ -190,6 +190,7 @@ def _cpu(path: Path, man: mf.Manifest, backend: str, precision: str, threads: in
     from edgekit import cpu_choice
     from edgekit.cpuinfo import detect as detect_cpu
     from edgekit.deps import require
+    from edgekit.runners import default_threads
     from edgekit.runners.openvino import capabilities
 
     caps = capabilities()
@@ -214,7 +215,7 @@ def _cpu(path: Path, man: mf.Manifest, backend: str, precision: str, threads: in
         raise UsageError(f"no CPU path can run {precision} for {path}: {'; '.join(notes) or 'nothing allowed'}")
     if threads is None and profile is not None:
         threads = profile_threads(profile)
-    threads = threads or min(4, os.cpu_count() or 1)
+    threads = threads or default_threads()
     runner, choice = cpu_choice.choose(path, man, candidates, cpu, threads, log)
     return runner, choice.route.precision, choice.why(notes)
 

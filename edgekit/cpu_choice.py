@@ -135,8 +135,9 @@ def _allowed(path: Path, man: mf.Manifest, prec: str, cpu: Any, ov_caps: frozens
     if prec == "int8-cpu":
         if man.artifact("onnx", "int8-cpu") is None:
             return False, "" if not asked else f"{path} has no int8-cpu model (edgekit calibrate {path})"
-        v = man.validation.get("int8")
-        if cpu.saturates_u8s8 and not (isinstance(v, dict) and v.get("cpu_weight_bits") == 7):
+        from edgekit.classifier import _seven_bit
+
+        if cpu.saturates_u8s8 and not _seven_bit(man):
             why = (f"this bundle's CPU INT8 model has 8-bit weights, which this CPU's integer kernels ({cpu.kind}) "
                    f"saturate; edgekit calibrate {path} writes the 7-bit form that is safe here")
             return asked, ("int8-cpu as asked, but " if asked else "int8-cpu left out: ") + why
@@ -181,12 +182,9 @@ def open_route(path: Path, man: mf.Manifest, route: Route, threads: int) -> Any:
 
 def _photos(path: Path, man: mf.Manifest) -> np.ndarray:
     """The shipped photographs, prepared as the runtime prepares camera frames."""
-    from edgekit.images import read_image, sample_images
-    from edgekit.preprocess import fit_frame, graph_input
+    from edgekit import bench
 
-    frames = [fit_frame(read_image(p), man.preprocess) for p in sample_images()]
-    out: np.ndarray = graph_input(np.stack(frames), man.input.dtype != "uint8", man.input.color_order)
-    return out
+    return bench.prepare(path, man, bench.photos(len(bench._sample_frames())))
 
 
 def _batch(man: mf.Manifest) -> int:
@@ -211,13 +209,14 @@ def cosine_floor(man: mf.Manifest, route: Route) -> float:
 
 
 def _check(route: Route, ref: np.ndarray, got: np.ndarray, floor: float = MIN_COSINE) -> tuple[float, float, int, str]:
-    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-    if not np.isfinite(got64).all():
+    from edgekit.gate import agreement, top1_matches
+
+    fig = agreement(ref, got)
+    if fig.nonfinite:
         return float("inf"), 0.0, 0, "inf/NaN logits"
+    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     rel = float((np.linalg.norm(got64 - ref64, axis=1) / np.maximum(np.linalg.norm(ref64, axis=1), 1e-12)).max())
-    cos = float(np.mean(np.sum(ref64 * got64, 1) / np.maximum(
-        np.linalg.norm(ref64, axis=1) * np.linalg.norm(got64, axis=1), 1e-12)))
-    top1 = int((ref.argmax(1) == got.argmax(1)).sum())
+    cos, top1 = fig.cosine, int(top1_matches(ref, got).sum())
     if route.precision == "fp32" and rel > PARITY_RTOL:
         return rel, cos, top1, f"FP32 logits differ from ONNX Runtime's by {rel:.1e} (limit {PARITY_RTOL:.0e})"
     if route.precision != "fp32" and cos < floor:

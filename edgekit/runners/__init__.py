@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import numpy as np
+
+
+def default_threads() -> int:
+    """CPU threads for a runner when neither the caller nor a device profile says: up to 4."""
+    return min(4, os.cpu_count() or 1)
 
 
 class Runner(Protocol):

@@ -17,7 +17,6 @@ thread gets its own (created on its first call, all released by ``close``).
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from edgekit.deps import require
 from edgekit.errors import UsageError
+from edgekit.runners import default_threads
 
 HINTS = ("f32", "bf16")
 
@@ -60,7 +60,7 @@ class OpenVinoRunner:
         if hint == "bf16" and "BF16" not in capabilities():
             raise UsageError("bf16 needs a CPU with AVX512-BF16 or AMX, which OpenVINO does not find here; "
                              "use --precision int8-cpu or fp32")
-        self.threads = threads or min(4, os.cpu_count() or 1)
+        self.threads = threads or default_threads()
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads,
                                   "INFERENCE_PRECISION_HINT": hint}
         try:
