@@ -334,6 +334,18 @@ def recover(parent: Path, only: str | None = None, clean: bool = True, mine: str
             held.__exit__(None, None, None)
 
 
+def remove_dead_temp_files(parent: Path) -> None:
+    """Remove the ``.FILE.tmp-PID-XXXXXXXX`` plain files of write_bytes_atomic whose process is gone
+    (killed between writing and renaming) from ``parent``, a folder of edgekit's own files."""
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(parent):
+            m = _LEFTOVER.match(entry)
+            if m and m.group("kind") == "tmp" and m.group("tag") and not alive(int(m.group("pid"))) \
+                    and _is_plain_file(parent / entry):
+                with contextlib.suppress(OSError):
+                    os.unlink(parent / entry)
+
+
 def _tidy_inside(bundle: Path) -> None:
     """Inside a bundle being changed (lock held): the work of killed runs."""
     with contextlib.suppress(OSError):

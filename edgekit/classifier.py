@@ -105,7 +105,14 @@ class Classifier:
                 raise UsageError(f"image {i} of {len(frames)}: {exc}" if len(frames) > 1 else str(exc)) from None
         t0 = time.perf_counter()
         batch = np.stack([self.prepare(f) for f in frames])
-        logits = self.runner.infer(batch)
+        shape = _runner_input_shape(self.runner)
+        static = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 1 else None
+        if static is not None and len(frames) != static:  # a bundle exported with --batch N takes N at a time
+            from edgekit.gate import run_all
+
+            logits = run_all(self.runner, batch, static, static=True)
+        else:
+            logits = self.runner.infer(batch)
         ms = (time.perf_counter() - t0) * 1000.0
         probs = softmax(logits.astype(np.float32))
         k = max(1, min(topk, probs.shape[1]))

@@ -22,6 +22,15 @@ import pytest
 # Tests never reach a model hub: a download attempt fails at once with the offline error.
 os.environ.setdefault("EDGEKIT_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# ... nor the user's cache: the session's CPU-path measurements and engine caches go to a folder of its
+# own (kept across the session's tests, as a user's are across runs; a test that needs it empty says so).
+if "EDGEKIT_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["EDGEKIT_CACHE"] = tempfile.mkdtemp(prefix="edgekit-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["EDGEKIT_CACHE"], True)
 
 
 NOTICE_AFTER_S = 5.0

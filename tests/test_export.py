@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -74,6 +75,17 @@ def test_static_batch(tmp_path):
 
     proto = onnx.load(str(res.bundle / "model.onnx"))
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
+    # the runtime takes any number of frames: padded to the model's 2, or in twos
+    from edgekit.classifier import load
+
+    frames = [np.full((120, 160, 3), v, np.uint8) for v in (10, 200, 90)]
+    backends = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for backend in backends:
+        with load(res.bundle, backend=backend, precision="fp32") as clf:
+            one = clf.classify(frames[0])
+            three = clf.classify_batch(frames)
+            assert len(three) == 3 and three[0].indices == one.indices
+            assert [p.indices for p in clf.classify_batch(frames[:2])] == [p.indices for p in three[:2]]
 
 
 def test_float_input_and_input_size(tmp_path):

@@ -57,7 +57,7 @@ class OpenVinoRunner:
             raise UsageError(f"unknown OpenVINO precision hint {hint!r}; choose from {', '.join(HINTS)}")
         ov = require("openvino", "the OpenVINO runner")
         core = ov.Core()
-        if hint == "bf16" and "BF16" not in capabilities():
+        if hint == "bf16" and "BF16" not in {str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")}:
             raise UsageError("bf16 needs a CPU with AVX512-BF16 or AMX, which OpenVINO does not find here; "
                              "use --precision int8-cpu or fp32")
         self.threads = threads or default_threads()
@@ -74,7 +74,7 @@ class OpenVinoRunner:
         self._local = threading.local()  # a thread's request goes with the thread (or with close)
         self.requests_made = 0
         self._lock = threading.Lock()
-        self.description = f"OpenVINO {version()} CPU ({self.threads} threads, {hint})"
+        self.description = f"OpenVINO {version()} CPU ({self.threads} threads, precision hint {hint})"
 
     def _request(self) -> Any:
         req = getattr(self._local, "request", None)

@@ -8,10 +8,13 @@ cached and keyed, the reasons said), never a winner.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -131,6 +134,97 @@ def test_a_damaged_cache_measures_again_and_an_unwritable_one_only_costs_time(ca
     with load(calibrated_googlenet, backend="openvino", precision="fp32", log=said.append) as clf:
         assert clf.backend == "openvino"  # one path: checked, not timed; the same cache code
     assert any("not cached" in s and "runs at every start" in s for s in said), said
+
+
+ORT_FP32, ORT_INT8 = cpu_choice.Route("onnxruntime", "fp32"), cpu_choice.Route("onnxruntime", "int8-cpu")
+
+
+def _kept(key: dict, route=ORT_INT8) -> dict:
+    trials = (cpu_choice.Trial(ORT_FP32, 0.2, 9.0, 0.0, 1.0, 16, 16),
+              cpu_choice.Trial(ORT_INT8, 0.3, 4.0, 0.05, 0.99, 15, 16))
+    assert not cpu_choice.write_cached(key, cpu_choice.Choice(route, trials, 1, 2, "test CPU", "2026-11-28 10:00",
+                                                              False))
+    return json.loads(cpu_choice._cache_file(key).read_text())
+
+
+def test_a_crafted_cache_is_measured_again_never_trusted(cache):
+    """A cache file edited by hand or by another program: anything but a timed choice among this
+    bundle's gated paths is ignored (measured again), never run and never a traceback."""
+    key, candidates = {"version": 1, "test": "crafted"}, [ORT_FP32, ORT_INT8]
+    good = _kept(key)
+    assert cpu_choice.read_cached(key, candidates).route == ORT_INT8
+    assert cpu_choice.read_cached(key, [ORT_FP32]) is None  # int8-cpu is no longer gated here
+    f = cpu_choice._cache_file(key)
+
+    def crafted(change) -> cpu_choice.Choice | None:
+        data = json.loads(json.dumps(good))
+        change(data)
+        f.write_text(json.dumps(data))
+        return cpu_choice.read_cached(key, candidates)
+
+    assert crafted(lambda d: None) is not None
+    assert crafted(lambda d: d.update(route={"backend": "openvino", "precision": "bf16"})) is None  # not a candidate
+    assert crafted(lambda d: d["trials"][1].update(ms=None, failed="cosine 0.5")) is None  # its check failed
+    assert crafted(lambda d: d["trials"][1].update(ms="4.0")) is None
+    assert crafted(lambda d: d["trials"][1].update(ms=float("nan"))) is None
+    assert crafted(lambda d: d["trials"][0].update(route={"backend": "tvm", "precision": "fp32"})) is None
+    assert crafted(lambda d: d.update(route={"backend": "onnxruntime", "precision": "int8-cpu", "x": 1})) is None
+    assert crafted(lambda d: d.update(batch=True)) is None
+    assert crafted(lambda d: d.update(threads="2")) is None
+    assert crafted(lambda d: d.update(trials={})) is None
+    assert crafted(lambda d: d.update(cpu=["x"])) is None
+    assert crafted(lambda d: d["trials"].append(7)) is None
+    f.write_text(json.dumps(good) + " " * cpu_choice.MAX_CACHE_BYTES)  # too big to be ours: not even parsed
+    assert cpu_choice.read_cached(key, candidates) is None
+    f.write_bytes(b"\xff\xfe{")
+    assert cpu_choice.read_cached(key, candidates) is None
+    f.unlink()
+    os.mkfifo(f)  # a FIFO where the file was: read at once as nothing, no waiting for a writer
+    t0 = time.monotonic()
+    assert cpu_choice.read_cached(key, candidates) is None and time.monotonic() - t0 < 1.0
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(cache):
+    key = {"version": 1, "test": "leftover"}
+    cache.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    name = cpu_choice._cache_file(key).name
+    stale, live = cache / f".{name}.tmp-{dead}-0123abcd", cache / f".{name}.tmp-{os.getpid()}-0123abcd"
+    stale.write_text("{")
+    live.write_text("{")  # a writer still running: left alone
+    _kept(key)
+    assert not stale.exists() and live.exists()
+
+
+def test_processes_starting_together_measure_once(calibrated_googlenet, cache, monkeypatch):
+    """While one process measures (holding the key's lock), another waits and then takes its result."""
+    man = mf.read(calibrated_googlenet)
+    from edgekit import cpuinfo
+
+    cpu = cpuinfo.detect()
+    candidates, _ = cpu_choice.routes(calibrated_googlenet, man, "auto", "auto", cpu, capabilities())
+    key = cpu_choice.cache_key(man, candidates, cpu, 2)
+    said: list[str] = []
+    got: list = []
+    with cpu_choice._measuring(key, said.append) as where:  # this test is the first process, measuring
+        assert where == cache
+        waiter = threading.Thread(target=lambda: got.append(
+            cpu_choice.choose(calibrated_googlenet, man, candidates, cpu, 2, said.append)))
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and any("another process is measuring" in s for s in said), said
+        _kept(key, ORT_FP32)  # the first process's result
+    waiter.join(30)
+    runner, choice = got[0]
+    runner.close()
+    assert choice.cached and choice.route == ORT_FP32 and not any(s.startswith("measuring") for s in said), said
+
+    monkeypatch.setattr(cpu_choice, "LOCK_WAIT_S", 0.3)  # a holder that hangs is not waited for forever
+    said.clear()
+    with cpu_choice._measuring(key, said.append), cpu_choice._measuring(key, said.append):
+        pass
+    assert any("measuring here as well" in s for s in said), said
 
 
 def test_cache_key_changes_with_cpu_library_versions_and_files(calibrated_googlenet):
