@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit import cpu_choice
+from edgekit import cpu_cache, cpu_choice
 from edgekit import manifest as mf
 from edgekit.classifier import load
 from edgekit.cpuinfo import CpuKind
@@ -142,9 +142,9 @@ ORT_FP32, ORT_INT8 = cpu_choice.Route("onnxruntime", "fp32"), cpu_choice.Route("
 def _kept(key: dict, route=ORT_INT8) -> dict:
     trials = (cpu_choice.Trial(ORT_FP32, 0.2, 9.0, 0.0, 1.0, 16, 16),
               cpu_choice.Trial(ORT_INT8, 0.3, 4.0, 0.05, 0.99, 15, 16))
-    assert not cpu_choice.write_cached(key, cpu_choice.Choice(route, trials, 1, 2, "test CPU", "2026-11-28 10:00",
+    assert not cpu_cache.write_cached(key, cpu_choice.Choice(route, trials, 1, 2, "test CPU", "2026-11-28 10:00",
                                                               False))
-    return json.loads(cpu_choice._cache_file(key).read_text())
+    return json.loads(cpu_cache.cache_file(key).read_text())
 
 
 def test_a_crafted_cache_is_measured_again_never_trusted(cache):
@@ -152,15 +152,15 @@ def test_a_crafted_cache_is_measured_again_never_trusted(cache):
     bundle's gated paths is ignored (measured again), never run and never a traceback."""
     key, candidates = {"version": 1, "test": "crafted"}, [ORT_FP32, ORT_INT8]
     good = _kept(key)
-    assert cpu_choice.read_cached(key, candidates).route == ORT_INT8
-    assert cpu_choice.read_cached(key, [ORT_FP32]) is None  # int8-cpu is no longer gated here
-    f = cpu_choice._cache_file(key)
+    assert cpu_cache.read_cached(key, candidates).route == ORT_INT8
+    assert cpu_cache.read_cached(key, [ORT_FP32]) is None  # int8-cpu is no longer gated here
+    f = cpu_cache.cache_file(key)
 
     def crafted(change) -> cpu_choice.Choice | None:
         data = json.loads(json.dumps(good))
         change(data)
         f.write_text(json.dumps(data))
-        return cpu_choice.read_cached(key, candidates)
+        return cpu_cache.read_cached(key, candidates)
 
     assert crafted(lambda d: None) is not None
     assert crafted(lambda d: d.update(route={"backend": "openvino", "precision": "bf16"})) is None  # not a candidate
@@ -174,14 +174,14 @@ def test_a_crafted_cache_is_measured_again_never_trusted(cache):
     assert crafted(lambda d: d.update(trials={})) is None
     assert crafted(lambda d: d.update(cpu=["x"])) is None
     assert crafted(lambda d: d["trials"].append(7)) is None
-    f.write_text(json.dumps(good) + " " * cpu_choice.MAX_CACHE_BYTES)  # too big to be ours: not even parsed
-    assert cpu_choice.read_cached(key, candidates) is None
+    f.write_text(json.dumps(good) + " " * cpu_cache.MAX_CACHE_BYTES)  # too big to be ours: not even parsed
+    assert cpu_cache.read_cached(key, candidates) is None
     f.write_bytes(b"\xff\xfe{")
-    assert cpu_choice.read_cached(key, candidates) is None
+    assert cpu_cache.read_cached(key, candidates) is None
     f.unlink()
     os.mkfifo(f)  # a FIFO where the file was: read at once as nothing, no waiting for a writer
     t0 = time.monotonic()
-    assert cpu_choice.read_cached(key, candidates) is None and time.monotonic() - t0 < 1.0
+    assert cpu_cache.read_cached(key, candidates) is None and time.monotonic() - t0 < 1.0
 
 
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(cache):
@@ -189,7 +189,7 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(cache):
     cache.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    name = cpu_choice._cache_file(key).name
+    name = cpu_cache.cache_file(key).name
     stale, live = cache / f".{name}.tmp-{dead}-0123abcd", cache / f".{name}.tmp-{os.getpid()}-0123abcd"
     stale.write_text("{")
     live.write_text("{")  # a writer still running: left alone
@@ -204,10 +204,10 @@ def test_processes_starting_together_measure_once(calibrated_googlenet, cache, m
 
     cpu = cpuinfo.detect()
     candidates, _ = cpu_choice.routes(calibrated_googlenet, man, "auto", "auto", cpu, capabilities())
-    key = cpu_choice.cache_key(man, candidates, cpu, 2)
+    key = cpu_cache.cache_key(man, candidates, cpu, 2)
     said: list[str] = []
     got: list = []
-    with cpu_choice._measuring(key, said.append) as where:  # this test is the first process, measuring
+    with cpu_cache.measuring(key, said.append) as where:  # this test is the first process, measuring
         assert where == cache
         waiter = threading.Thread(target=lambda: got.append(
             cpu_choice.choose(calibrated_googlenet, man, candidates, cpu, 2, said.append)))
@@ -220,9 +220,9 @@ def test_processes_starting_together_measure_once(calibrated_googlenet, cache, m
     runner.close()
     assert choice.cached and choice.route == ORT_FP32 and not any(s.startswith("measuring") for s in said), said
 
-    monkeypatch.setattr(cpu_choice, "LOCK_WAIT_S", 0.3)  # a holder that hangs is not waited for forever
+    monkeypatch.setattr(cpu_cache, "LOCK_WAIT_S", 0.3)  # a holder that hangs is not waited for forever
     said.clear()
-    with cpu_choice._measuring(key, said.append), cpu_choice._measuring(key, said.append):
+    with cpu_cache.measuring(key, said.append), cpu_cache.measuring(key, said.append):
         pass
     assert any("measuring here as well" in s for s in said), said
 
@@ -230,15 +230,15 @@ def test_processes_starting_together_measure_once(calibrated_googlenet, cache, m
 def test_cache_key_changes_with_cpu_library_versions_and_files(calibrated_googlenet):
     man = mf.read(calibrated_googlenet)
     routes = [cpu_choice.Route("onnxruntime", "fp32"), cpu_choice.Route("openvino", "int8-cpu")]
-    base = cpu_choice.cache_key(man, routes, VNNI, 2)
-    assert cpu_choice.cache_key(man, routes, VNNI, 2) == base
-    assert cpu_choice.cache_key(man, routes, AVX2, 2) != base
-    assert cpu_choice.cache_key(man, routes, VNNI, 1) != base
-    assert cpu_choice.cache_key(man, routes[:1], VNNI, 2) != base
+    base = cpu_cache.cache_key(man, routes, VNNI, 2)
+    assert cpu_cache.cache_key(man, routes, VNNI, 2) == base
+    assert cpu_cache.cache_key(man, routes, AVX2, 2) != base
+    assert cpu_cache.cache_key(man, routes, VNNI, 1) != base
+    assert cpu_cache.cache_key(man, routes[:1], VNNI, 2) != base
     assert base["openvino"] and base["onnxruntime"]
     other = replace(man, artifacts=tuple(replace(a, sha256="0" * 64) if a.precision == "int8-cpu" else a
                                          for a in man.artifacts))
-    assert cpu_choice.cache_key(other, routes, VNNI, 2) != base
+    assert cpu_cache.cache_key(other, routes, VNNI, 2) != base
 
 
 def _with_validation(man: mf.Manifest, **changes) -> mf.Manifest:
