@@ -208,6 +208,17 @@ def auto_rows(path: Path, man: mf.Manifest, batches: Sequence[int], threads: int
         return rows, f"auto (the default backend) chose {clf.backend} {clf.precision}: {clf.why}"
 
 
+def _cpu_only() -> bool:
+    """No NVIDIA GPU or Jetson here (a broken profile file says nothing either way: not CPU-only)."""
+    from edgekit import profiles as prof_mod
+
+    try:
+        profile, dev = prof_mod.detect()
+    except UsageError:
+        return False
+    return profile.kind == "cpu" and not dev.is_nvidia_board
+
+
 def standing(rows: Sequence[Row]) -> list[str]:
     """The auto row against ONNX Runtime FP32, ONNX Runtime's INT8 CPU form and OpenVINO's best, per batch."""
     out = []
@@ -468,7 +479,8 @@ def bench_bundle(path: Path, precisions: Sequence[str] | None = None, backend: s
     if backend == "auto" and precisions:
         raise UsageError("--backend auto times the path edgekit.load chooses, precision included; drop --precision, "
                          "or give --backend onnxruntime or openvino with it")
-    if backend in ("all", "auto") and not precisions:
+    if (backend == "auto" or (backend == "all" and _cpu_only())) and not precisions:
+        # with a GPU, auto is the TensorRT engine timed below: "all" does not time it twice (minutes on a Nano)
         auto, chose = auto_rows(path, man, kept, threads, settings, log)
         rows += auto
         notes.append(chose)

@@ -22,6 +22,7 @@ import shutil
 import signal
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -334,15 +335,20 @@ def recover(parent: Path, only: str | None = None, clean: bool = True, mine: str
             held.__exit__(None, None, None)
 
 
-def remove_dead_temp_files(parent: Path) -> None:
+def remove_dead_temp_files(parent: Path, older_than_s: float = 600.0) -> None:
     """Remove the ``.FILE.tmp-PID-XXXXXXXX`` plain files of write_bytes_atomic whose process is gone
-    (killed between writing and renaming) from ``parent``, a folder of edgekit's own files."""
+    (killed between writing and renaming) from ``parent``, a folder of edgekit's own files shared by
+    processes. A PID says nothing across containers sharing the folder, so the file must also be
+    older than ``older_than_s`` (a write takes milliseconds)."""
+    now = time.time()
     with contextlib.suppress(OSError):
         for entry in os.listdir(parent):
             m = _LEFTOVER.match(entry)
-            if m and m.group("kind") == "tmp" and m.group("tag") and not alive(int(m.group("pid"))) \
-                    and _is_plain_file(parent / entry):
-                with contextlib.suppress(OSError):
+            if not (m and m.group("kind") == "tmp" and m.group("tag") and not alive(int(m.group("pid")))):
+                continue
+            with contextlib.suppress(OSError):
+                st = os.lstat(parent / entry)
+                if stat.S_ISREG(st.st_mode) and now - st.st_mtime > older_than_s:
                     os.unlink(parent / entry)
 
 

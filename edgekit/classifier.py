@@ -105,14 +105,7 @@ class Classifier:
                 raise UsageError(f"image {i} of {len(frames)}: {exc}" if len(frames) > 1 else str(exc)) from None
         t0 = time.perf_counter()
         batch = np.stack([self.prepare(f) for f in frames])
-        shape = _runner_input_shape(self.runner)
-        static = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 1 else None
-        if static is not None and len(frames) != static:  # a bundle exported with --batch N takes N at a time
-            from edgekit.gate import run_all
-
-            logits = run_all(self.runner, batch, static, static=True)
-        else:
-            logits = self.runner.infer(batch)
+        logits = self._infer(batch)
         ms = (time.perf_counter() - t0) * 1000.0
         probs = softmax(logits.astype(np.float32))
         k = max(1, min(topk, probs.shape[1]))
@@ -122,6 +115,24 @@ class Classifier:
             out.append(Prediction(tuple(self.labels[i] for i in idx), tuple(int(i) for i in idx),
                                   tuple(float(row[i]) for i in idx), ms / len(frames)))
         return out
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """Any number of images on a model that takes between min_batch and max_batch at a time (a
+        static --batch N export, an engine built with --batch 4:4:8): in chunks of at most max_batch,
+        each padded with copies of its last image to at least min_batch."""
+        lo, hi, n = self.min_batch, self.max_batch, len(batch)
+        if n >= lo and (hi is None or n <= hi):
+            out: np.ndarray = self.runner.infer(batch)
+            return out
+        size = hi or n
+        parts = []
+        for i in range(0, n, size):
+            chunk = batch[i:i + size]
+            k = len(chunk)
+            if k < lo:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], lo - k, 0)])
+            parts.append(self.runner.infer(chunk)[:k])
+        return np.concatenate(parts)
 
     def close(self) -> None:
         self.runner.close()
@@ -172,12 +183,12 @@ def load(bundle: str | Path | None = None, backend: str = "auto", precision: str
                 raise
             why_not_trt = str(exc)
     runner, prec, why = _cpu(path, man, backend, precision, threads, profile, log or (lambda _: None),
-                             device_unknown=unknown is not None)
+                             device_unknown=unknown is not None, jetson=dev is not None and dev.is_nvidia_board)
     return Classifier(path, man, runner, prec, f"{why_not_trt}; {why}" if why_not_trt else why)
 
 
 def _cpu(path: Path, man: mf.Manifest, backend: str, precision: str, threads: int | None, profile: Any,
-         log: Callable[[str], None], device_unknown: bool = False) -> tuple[Any, str, str]:
+         log: Callable[[str], None], device_unknown: bool = False, jetson: bool = False) -> tuple[Any, str, str]:
     """ONNX Runtime as before where it is asked for, where a GPU is present or may be (its GPU
     providers, a Jetson's path unchanged; a broken profile file says nothing either way) or for
     TensorRT's own forms; otherwise the CPU paths measured. bf16 exists only on OpenVINO."""
@@ -187,7 +198,7 @@ def _cpu(path: Path, man: mf.Manifest, backend: str, precision: str, threads: in
         if precision == "bf16":
             raise UsageError("bf16 runs on OpenVINO only (--backend openvino, or auto with OpenVINO installed)")
         return _onnxruntime(path, man, precision, threads, profile)
-    gpu_here = profile is not None and profile.kind != "cpu"
+    gpu_here = jetson or (profile is not None and profile.kind != "cpu")  # a Jetson no profile names is one still
     if backend == "auto" and precision != "bf16" and (
             gpu_here or device_unknown or precision in ("int8", "fp16") or gpu_providers(gpu_here)):
         return _onnxruntime(path, man, precision, threads, profile)

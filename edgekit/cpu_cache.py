@@ -14,6 +14,7 @@ DIGEST.lock (flock, released if it dies) and the others wait for its result.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -27,9 +28,11 @@ from typing import Any
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
 from edgekit.cpu_choice import NAMES, PRECISIONS, Choice, Route, Trial
+from edgekit.runners import usable_cores
 
 CACHE_VERSION = 1
 MAX_CACHE_BYTES = 1 << 20  # a choice is a few kB; anything bigger is not one
+_NONBLOCK, _NOFOLLOW = getattr(os, "O_NONBLOCK", 0), getattr(os, "O_NOFOLLOW", 0)  # Unix only
 LOCK_WAIT_S = 120.0  # another process measuring the same bundle: wait this long for its result
 
 
@@ -46,15 +49,7 @@ def cache_key(man: mf.Manifest, candidates: list[Route], cpu: Any, threads: int)
     return {"version": CACHE_VERSION, "routes": [[r.backend, r.precision] for r in candidates], "files": files,
             "fp32": files.get("fp32") or getattr(man.artifact("onnx", "fp32"), "sha256", None),
             "input": [str(d) for d in man.input.shape], "cpu": cpu.describe(), "onnxruntime": str(ort.__version__),
-            "openvino": ov_version(), "threads": threads, "cores": _usable_cores()}
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on (taskset, a container's cpuset), not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
+            "openvino": ov_version(), "threads": threads, "cores": usable_cores()}
 
 
 def cache_file(key: dict[str, Any]) -> Path:
@@ -67,7 +62,7 @@ def read_cached(key: dict[str, Any], candidates: list[Route]) -> Choice | None:
     choice among ``candidates`` with a timed trial for its route (a file edited by hand, or by
     another edgekit: measuring again costs seconds, trusting it could run an ungated path)."""
     try:
-        fd = os.open(cache_file(key), os.O_RDONLY | os.O_NONBLOCK)  # a FIFO there must not block the load
+        fd = os.open(cache_file(key), os.O_RDONLY | _NONBLOCK)  # a FIFO there must not block the load
     except OSError:
         return None
     try:
@@ -149,7 +144,7 @@ def measuring(key: dict[str, Any], log: Callable[[str], None]) -> Iterator[Path 
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(cache_file(key).with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+        fd = os.open(cache_file(key).with_suffix(".lock"), os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK,
                      0o666)
     except OSError:
         yield None
@@ -168,7 +163,10 @@ def measuring(key: dict[str, Any], log: Callable[[str], None]) -> Iterator[Path 
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except OSError:
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # ENOLCK: NFS without locks
+                    log(f"note: {folder} cannot be locked ({exc.strerror}); measuring without waiting for others")
+                    break
                 if time.monotonic() > deadline:
                     log(f"note: another process has been measuring this bundle for {LOCK_WAIT_S:.0f} s; "
                         "measuring here as well")

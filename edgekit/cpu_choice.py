@@ -91,7 +91,8 @@ class Choice:
         else:
             others = ", ".join(f"{t.route.name} {t.ms:.1f}" if t.ms is not None else f"{t.route.name} left out "
                                f"({t.failed})" for t in self.trials if t.route != self.route)
-            text = (f"{self.route.name}, the fastest of {len(self.trials)} gated CPU paths measured on this CPU "
+            timed = sum(t.ms is not None for t in self.trials)
+            text = (f"{self.route.name}, the fastest of {timed} gated CPU paths measured on this CPU "
                     f"(batch {self.batch}, {self.threads} threads): {best.ms:.1f} ms; {others} ms")
         when = "cached measurement of " if self.cached else "measured "
         text += f" [{self.cpu}; {when}{self.measured_at}]"

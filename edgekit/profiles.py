@@ -293,6 +293,13 @@ class Device:
     def is_jetson(self) -> bool:
         return bool(self.model or self.compatible or self.l4t)
 
+    @property
+    def is_nvidia_board(self) -> bool:
+        """A Jetson, named by profile or not (L4T, or NVIDIA's device tree); a Raspberry Pi also has a
+        device tree, and is not one."""
+        return bool(self.l4t or any(c.startswith("nvidia,") for c in self.compatible)
+                    or "jetson" in self.model.lower() or "nvidia" in self.model.lower())
+
 
 def read_device(root: Path = Path("/"), gpu: tuple[str, str] | None = None) -> Device:
     """Read the device tree and L4T release under ``root`` (tests pass recorded files)."""

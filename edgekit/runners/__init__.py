@@ -9,8 +9,16 @@ import numpy as np
 
 
 def default_threads() -> int:
-    """CPU threads for a runner when neither the caller nor a device profile says: up to 4."""
-    return min(4, os.cpu_count() or 1)
+    """CPU threads for a runner when neither the caller nor a device profile says: up to 4, and no
+    more than the cores this process may use (taskset, a container's cpuset), not the machine's."""
+    return min(4, usable_cores())
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 class Runner(Protocol):

@@ -191,3 +191,62 @@ def test_tensorrt_provider_options_fit_the_installed_onnxruntime(tmp_path, monke
     assert ("trt_timing_cache_path" in opts) is timing_path
     assert opts["trt_engine_cache_enable"] == opts["trt_timing_cache_enable"] == "True"
     assert Path(opts["trt_engine_cache_path"]).is_dir()
+
+
+class _ProfileRange:
+    """Stands in for a TensorRT engine built with --batch 4:4:8 (no GPU here): TensorRT refuses an input
+    shape outside the optimization profile's [min, max] (IExecutionContext.set_input_shape returns
+    False); the real model behind it is the bundle's ONNX file on ONNX Runtime."""
+
+    backend, description, min_batch, max_batch = "tensorrt", "stand-in engine 4:4:8", 4, 8
+
+    def __init__(self, onnx_file: Path) -> None:
+        from edgekit.runners.ort import OrtRunner
+
+        self.ort, self.calls = OrtRunner(onnx_file, threads=2), []
+
+    def infer(self, x):
+        self.calls.append(len(x))
+        if not self.min_batch <= len(x) <= self.max_batch:
+            raise AssertionError(f"batch {len(x)} is outside the engine's profile 4..8")
+        return self.ort.infer(x)
+
+    def close(self) -> None:
+        self.ort.close()
+
+
+def test_classify_takes_any_number_of_frames_on_an_engine_with_a_batch_range(googlenet_bundle):
+    import numpy as np
+
+    man = mf.read(googlenet_bundle)
+    runner = _ProfileRange(googlenet_bundle / "model.onnx")
+    with classifier.Classifier(googlenet_bundle, man, runner, "fp32", "stand-in") as clf:
+        frames = [np.full((90, 120, 3), 20 * i, np.uint8) for i in range(11)]
+        one = clf.classify(frames[3])
+        eleven = clf.classify_batch(frames)
+        assert runner.calls == [4, 8, 4]  # one padded to 4; eleven as 8 and 3 padded to 4
+        assert eleven[3].indices == one.indices and len(eleven) == 11
+
+
+def test_a_jetson_no_profile_names_keeps_its_path_and_a_raspberry_pi_is_a_cpu(googlenet_bundle, monkeypatch):
+    """A Jetson edgekit has no profile for is still a GPU board: ONNX Runtime as before (its GPU
+    providers where installed), no CPU-path measurement; a Raspberry Pi has a device tree too and
+    is a CPU like any other."""
+    from edgekit import cpu_choice
+    from edgekit.runners import openvino
+
+    monkeypatch.setattr(openvino, "capabilities", lambda: frozenset({"FP32", "INT8"}))  # as if OpenVINO ran here
+
+    def measured(*a, **k):
+        raise LookupError("measured the CPU paths")
+
+    monkeypatch.setattr(cpu_choice, "choose", measured)
+    cpu = prof_mod.get("cpu")
+    board = prof_mod.Device(model="NVIDIA Jetson Thor Developer Kit", compatible=("nvidia,p3971",), l4t="38.2.0")
+    pi = prof_mod.Device(model="Raspberry Pi 5 Model B Rev 1.0", compatible=("raspberrypi,5-model-b", "brcm,bcm2712"))
+    monkeypatch.setattr(prof_mod, "detect", lambda root=Path("/"): (cpu, board))
+    with classifier.load(googlenet_bundle) as clf:
+        assert clf.backend == "onnxruntime"
+    monkeypatch.setattr(prof_mod, "detect", lambda root=Path("/"): (cpu, pi))
+    with pytest.raises(LookupError, match="measured"):
+        classifier.load(googlenet_bundle)

@@ -191,10 +191,14 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(cache):
                           text=True, check=True).stdout.strip()
     name = cpu_cache.cache_file(key).name
     stale, live = cache / f".{name}.tmp-{dead}-0123abcd", cache / f".{name}.tmp-{os.getpid()}-0123abcd"
-    stale.write_text("{")
-    live.write_text("{")  # a writer still running: left alone
+    recent = cache / f".{name}.tmp-{dead}-4567cdef"  # its PID may be another container's: young, so kept
+    for f in (stale, live, recent):
+        f.write_text("{")
+    hour_ago = time.time() - 3600
+    for f in (stale, live):
+        os.utime(f, (hour_ago, hour_ago))
     _kept(key)
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and recent.exists()  # live: a writer still running
 
 
 def test_processes_starting_together_measure_once(calibrated_googlenet, cache, monkeypatch):
@@ -225,6 +229,19 @@ def test_processes_starting_together_measure_once(calibrated_googlenet, cache, m
     with cpu_cache.measuring(key, said.append), cpu_cache.measuring(key, said.append):
         pass
     assert any("measuring here as well" in s for s in said), said
+
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):  # a home folder on NFS without a lock daemon
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    said.clear()
+    t0 = time.monotonic()
+    with cpu_cache.measuring(key, said.append) as where:
+        assert where == cache and time.monotonic() - t0 < 0.2  # not taken for a holder: no wait
+    assert said == [f"note: {cache} cannot be locked (No locks available); measuring without waiting for others"]
 
 
 def test_cache_key_changes_with_cpu_library_versions_and_files(calibrated_googlenet):
