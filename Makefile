@@ -63,7 +63,9 @@ pytest: $(STAMP) browser
 browser:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 
-test: lint pytest test-floors
+# lint and the floors' environment (tens of seconds each) run beside pytest, which leaves a core mostly idle
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j3 lint pytest test-floors
 
 # The device tier on the oldest dependencies pyproject.toml promises (tests/floors.py pins them),
 # in a second environment without torch: a floor the code has outgrown fails here.

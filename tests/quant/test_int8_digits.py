@@ -209,14 +209,15 @@ def test_fallback_auto_finds_a_deliberately_broken_layer(trained, monkeypatch):
         return cal.with_amax(broken_tensor, cal.amax[broken_tensor] / 100)
 
     monkeypatch.setattr(quantize, "calibrate", sabotaged)
+    # 250 of the 497 held-out digits (a spread sample: every class) find it as well, in half the time
     with pytest.raises(GateError, match="accuracy gate failed"):
-        calibrate_bundle(CalibrateRequest(b, root / "calib", val_data=root / "val"))
+        calibrate_bundle(CalibrateRequest(b, root / "calib", val_data=root / "val", num_val_images=250))
     said: list[str] = []
-    res = calibrate_bundle(CalibrateRequest(b, root / "calib", val_data=root / "val", fallback="auto"),
-                           log=said.append)
+    res = calibrate_bundle(CalibrateRequest(b, root / "calib", val_data=root / "val", num_val_images=250,
+                                            fallback="auto"), log=said.append)
     assert res.fallback_layers[0] == consumer and len(res.fallback_layers) <= 2
     assert mf.read(b).validation["int8"]["fallback_layers"] == res.fallback_layers
-    assert any("effect on the logits" in s and "497 images" in s for s in said)
+    assert any("effect on the logits" in s and "250 images" in s for s in said), said
     assert res.figures["int8"]["status"] != "fail"
 
 
@@ -257,7 +258,7 @@ def test_cli_calibrate_eval_and_build(trained, tmp_path):
     fresh = tmp_path / "fresh"
     shutil.copytree(fp32, fresh)
     res = runner.invoke(cli, ["build", str(fresh), "--int8", "--calib-data", str(root / "constant"),
-                              "--val-data", str(root / "val")])
+                              "--val-data", str(root / "val"), "--num-val-images", "100"])
     assert res.exit_code != 0 and isinstance(res.exception, GateError)
 
 
@@ -386,7 +387,7 @@ def test_gate_figures_are_bit_identical_on_an_avx2_cpu_and_the_cpu_form_does_not
     amax = {k: t["amax"] for k, t in cal["tensors"].items()}
     onnx.save(qdq.implicit_int8(m, amax, quantize.activations.preprocessing_nodes(m)), str(work / "dla.onnx"))
     man = mf.read(b)
-    items = calibdata.spread(calibdata.discover(b.parent / "val"), b.parent / "val")[:24]
+    items = calibdata.spread(calibdata.discover(b.parent / "val"), b.parent / "val")[:12]  # emulation is slow
     np.save(tmp_path / "imgs.npy", calibdata.collect(items, man.preprocess).images)
     _probe_script(tmp_path / "probe.py")
     env = {**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])}
