@@ -239,6 +239,8 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except OverflowError:  # a crafted name's PID no process can have
+        return False
     except OSError:
         return True
     return True

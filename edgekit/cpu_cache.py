@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from typing import Any
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
 from edgekit.cpu_choice import NAMES, PRECISIONS, Choice, Route, Trial
+from edgekit.errors import DiskFullError, EdgekitError
 from edgekit.runners import usable_cores
 
 CACHE_VERSION = 1
@@ -58,9 +60,11 @@ def cache_file(key: dict[str, Any]) -> Path:
 
 
 def read_cached(key: dict[str, Any], candidates: list[Route]) -> Choice | None:
-    """The cached choice for ``key``; None when there is none, it cannot be read, or it is not a
-    choice among ``candidates`` with a timed trial for its route (a file edited by hand, or by
-    another edgekit: measuring again costs seconds, trusting it could run an ungated path)."""
+    """The cached choice for ``key``; None when there is none, it cannot be read, or it is not
+    exactly what ``measure`` writes: one trial per candidate, the chosen one timed and passed
+    (a file edited by hand, damaged, or another program's: measuring again costs seconds, trusting
+    it could run an ungated path). Only the route and the trials' figures are taken from the file;
+    the CPU, batch and threads are this process's own (they are in the key)."""
     try:
         fd = os.open(cache_file(key), os.O_RDONLY | _NONBLOCK)  # a FIFO there must not block the load
     except OSError:
@@ -75,31 +79,30 @@ def read_cached(key: dict[str, Any], candidates: list[Route]) -> Choice | None:
             return None
         route = _route(data["route"])
         trials = tuple(_trial(t) for t in data["trials"])
-        timed = [t for t in trials if t.route == route and t.ms is not None]
-        if route not in candidates or not timed or any(t.route not in candidates for t in trials):
+        chosen = [t for t in trials if t.route == route]
+        if sorted(map(str, (t.route for t in trials))) != sorted(map(str, candidates)) \
+                or chosen[0].ms is None or chosen[0].failed:
             return None
-        batch, threads = data["batch"], data["threads"]
-        if not (_is_int(batch) and _is_int(threads) and batch > 0 and threads > 0):
+        when = data["measured_at"]
+        if not (isinstance(when, str) and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", when)):
             return None
-        if not (isinstance(data["cpu"], str) and isinstance(data["measured_at"], str)):
-            return None
-        return Choice(route, trials, batch, threads, data["cpu"][:200], data["measured_at"][:40], True)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # UnicodeDecodeError is a ValueError
-        return None
+        return Choice(route, trials, 0, 0, "", when, True)  # the caller fills in batch, threads and CPU
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError):
+        return None  # UnicodeDecodeError is a ValueError; RecursionError: JSON nested deeper than Python's stack
     finally:
         os.close(fd)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _number(v: Any, none: bool = False, signed: bool = False) -> float | None:
+    """A finite, plausible figure (under 1e6: a millisecond figure of 1000 s is no measurement)."""
     if v is None and none:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or (v < 0 and not signed):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"not a measurement: {v!r}")
-    return float(v)
+    f = float(v)  # OverflowError for a huge integer
+    if not (-1.0 if signed else 0.0) <= f < 1e6 and not (f == float("inf") and not signed):
+        raise ValueError(f"not a measurement: {v!r}")
+    return f
 
 
 def _route(d: Any) -> Route:
@@ -109,15 +112,21 @@ def _route(d: Any) -> Route:
     return Route(d["backend"], d["precision"])
 
 
+def _count(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1_000_000:
+        raise ValueError(f"not a count: {v!r}")
+    return v
+
+
 def _trial(d: Any) -> Trial:
-    if not isinstance(d, dict) or not _is_int(d.get("top1_equal")) or not _is_int(d.get("images")) \
-            or not isinstance(d.get("failed", ""), str):
+    if not isinstance(d, dict) or not isinstance(d.get("failed", ""), str):
         raise ValueError("not a trial")
     ms = _number(d["ms"], none=True)
     if ms is not None and (ms == float("inf") or ms <= 0):
         raise ValueError("not a time")
+    failed = "".join(c for c in d.get("failed", "")[:300] if c.isprintable())  # no escapes reach a terminal
     return Trial(_route(d["route"]), _number(d["startup_s"]) or 0.0, ms, _number(d["rel_error"]) or 0.0,
-                 _number(d["cosine"], signed=True) or 0.0, d["top1_equal"], d["images"], d.get("failed", "")[:300])
+                 _number(d["cosine"], signed=True) or 0.0, _count(d["top1_equal"]), _count(d["images"]), failed)
 
 
 def write_cached(key: dict[str, Any], choice: Choice) -> str:
@@ -129,8 +138,10 @@ def write_cached(key: dict[str, Any], choice: Choice) -> str:
         f.parent.mkdir(parents=True, exist_ok=True)
         bundle_mod.remove_dead_temp_files(f.parent)  # a process killed between write and rename
         bundle_mod.write_text_atomic(f, json.dumps(data, indent=1))
-    except OSError as exc:
-        return f"the measurement was not cached ({exc.strerror or exc} at {f.parent}), so it runs at every start"
+    except (OSError, EdgekitError) as exc:  # DiskFullError included: a full disk only costs the measurement
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the disk is full" \
+            if isinstance(exc, DiskFullError) else str(exc)
+        return f"the measurement was not cached ({why}: {f}), so it runs at every start"
     return ""
 
 
@@ -144,10 +155,15 @@ def measuring(key: dict[str, Any], log: Callable[[str], None]) -> Iterator[Path 
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(cache_file(key).with_suffix(".lock"), os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK,
-                     0o666)
     except OSError:
         yield None
+        return
+    lock = cache_file(key).with_suffix(".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o666)
+    except OSError as exc:  # a folder or a link there: measured without the lock, kept if the folder takes it
+        log(f"note: {lock} cannot be used as a lock ({exc.strerror}); measuring without waiting for others")
+        yield folder if os.access(folder, os.W_OK) else None
         return
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -323,7 +323,11 @@ def choose(path: Path, man: mf.Manifest, candidates: list[Route], cpu: Any, thre
                 runner.close()
         choice = Choice(best.route, tuple(trials), _batch(man), threads, cpu.describe(),
                         time.strftime("%Y-%m-%d %H:%M"), False)
-        not_kept = cpu_cache.write_cached(key, choice)
+        try:
+            not_kept = cpu_cache.write_cached(key, choice)
+        except BaseException:  # Ctrl-C while writing: the chosen runner goes too
+            runners[best.route].close()
+            raise
     if not_kept:
         log(f"note: {not_kept}")
     return runners[best.route], choice
@@ -336,6 +340,7 @@ def _open_cached(path: Path, man: mf.Manifest, key: dict[str, Any], candidates: 
     cached = read_cached(key, candidates)
     if cached is None:
         return None
+    cached = replace(cached, batch=_batch(man), threads=threads, cpu=key["cpu"])
     try:
         return open_route(path, man, cached.route, threads), cached
     except UsageError:

@@ -139,9 +139,9 @@ def test_a_damaged_cache_measures_again_and_an_unwritable_one_only_costs_time(ca
 ORT_FP32, ORT_INT8 = cpu_choice.Route("onnxruntime", "fp32"), cpu_choice.Route("onnxruntime", "int8-cpu")
 
 
-def _kept(key: dict, route=ORT_INT8) -> dict:
-    trials = (cpu_choice.Trial(ORT_FP32, 0.2, 9.0, 0.0, 1.0, 16, 16),
-              cpu_choice.Trial(ORT_INT8, 0.3, 4.0, 0.05, 0.99, 15, 16))
+def _kept(key: dict, route=ORT_INT8, candidates=(ORT_FP32, ORT_INT8)) -> dict:
+    """A choice as measure() writes it: a trial per candidate, ``route`` the fastest."""
+    trials = tuple(cpu_choice.Trial(r, 0.2, 4.0 if r == route else 9.0, 0.0, 1.0, 16, 16) for r in candidates)
     assert not cpu_cache.write_cached(key, cpu_choice.Choice(route, trials, 1, 2, "test CPU", "2026-11-28 10:00",
                                                               False))
     return json.loads(cpu_cache.cache_file(key).read_text())
@@ -169,11 +169,22 @@ def test_a_crafted_cache_is_measured_again_never_trusted(cache):
     assert crafted(lambda d: d["trials"][1].update(ms=float("nan"))) is None
     assert crafted(lambda d: d["trials"][0].update(route={"backend": "tvm", "precision": "fp32"})) is None
     assert crafted(lambda d: d.update(route={"backend": "onnxruntime", "precision": "int8-cpu", "x": 1})) is None
-    assert crafted(lambda d: d.update(batch=True)) is None
-    assert crafted(lambda d: d.update(threads="2")) is None
     assert crafted(lambda d: d.update(trials={})) is None
-    assert crafted(lambda d: d.update(cpu=["x"])) is None
     assert crafted(lambda d: d["trials"].append(7)) is None
+    assert crafted(lambda d: d["trials"].insert(0, {**d["trials"][1], "ms": None})) is None  # the chosen one twice
+    assert crafted(lambda d: d.update(trials=d["trials"][1:])) is None  # not every candidate: not what was measured
+    assert crafted(lambda d: d["trials"][1].update(failed="x")) is None  # the chosen one failed its check
+    assert crafted(lambda d: d["trials"][1].update(ms=1e308)) is None
+    assert crafted(lambda d: d["trials"][0].update(images=-1)) is None
+    assert crafted(lambda d: d.update(measured_at="\x1b[2J")) is None
+    f.write_text(json.dumps(good).replace('"ms": 4.0', '"ms": 1' + "0" * 400))  # float() overflows
+    assert cpu_cache.read_cached(key, candidates) is None
+    f.write_text("[" * 200_000 + "]" * 200_000)  # deeper than Python's stack, under the size cap
+    assert cpu_cache.read_cached(key, candidates) is None
+    # only figures come from the file: escapes in a reason are dropped, CPU and threads are this process's
+    said = crafted(lambda d: d.update(cpu="\x1b[31mEVIL", threads=10**6, batch=10**9)
+                   or d["trials"][0].update(ms=None, failed="\x1b[2Jcosine\n0.5"))
+    assert said is not None and said.trials[0].failed == "[2Jcosine0.5" and said.cpu == ""
     f.write_text(json.dumps(good) + " " * cpu_cache.MAX_CACHE_BYTES)  # too big to be ours: not even parsed
     assert cpu_cache.read_cached(key, candidates) is None
     f.write_bytes(b"\xff\xfe{")
@@ -201,6 +212,29 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(cache):
     assert not stale.exists() and live.exists() and recent.exists()  # live: a writer still running
 
 
+def test_a_full_disk_at_the_cache_only_costs_the_measurement(cache, monkeypatch):
+    """write_bytes_atomic's DiskFullError (ENOSPC) is the cache's note, not the load's error."""
+    from edgekit import bundle
+
+    def full(path, data):
+        raise bundle.disk_full(OSError(28, "No space left on device"), path, len(data))
+
+    monkeypatch.setattr(bundle, "write_bytes_atomic", full)
+    key = {"version": 1, "test": "full"}
+    trials = (cpu_choice.Trial(ORT_FP32, 0.2, 9.0, 0.0, 1.0, 16, 16),)
+    why = cpu_cache.write_cached(key, cpu_choice.Choice(ORT_FP32, trials, 1, 2, "test CPU", "2026-11-28 10:00", False))
+    assert why.startswith("the measurement was not cached (the disk is full: ") and "runs at every start" in why
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / ".x.json.tmp-99999999999999999999-deadbeef").write_text("{")  # a PID no process can have
+    bundle.remove_dead_temp_files(cache, older_than_s=-1)
+    assert not list(cache.glob(".x.json.tmp-*"))
+    cpu_cache.cache_file(key).with_suffix(".lock").mkdir()  # a folder where the lock goes: no lock, still kept
+    said: list[str] = []
+    with cpu_cache.measuring(key, said.append) as where:
+        assert where == cache
+    assert len(said) == 1 and "cannot be used as a lock" in said[0]
+
+
 def test_processes_starting_together_measure_once(calibrated_googlenet, cache, monkeypatch):
     """While one process measures (holding the key's lock), another waits and then takes its result."""
     man = mf.read(calibrated_googlenet)
@@ -218,7 +252,7 @@ def test_processes_starting_together_measure_once(calibrated_googlenet, cache, m
         waiter.start()
         time.sleep(0.5)
         assert waiter.is_alive() and any("another process is measuring" in s for s in said), said
-        _kept(key, ORT_FP32)  # the first process's result
+        _kept(key, ORT_FP32, candidates)  # the first process's result
     waiter.join(30)
     runner, choice = got[0]
     runner.close()
