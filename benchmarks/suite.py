@@ -320,13 +320,19 @@ def standing(results: list[ModelResult], cpu: str) -> list[str]:
                 continue
             best = min(ov, key=lambda r: r.p50_ms) if ov else None
             fastest = min([f, i] + ov, key=lambda r: r.p50_ms)
-            ok = f.p50_ms / auto.p50_ms >= goal and auto.p50_ms <= fastest.p50_ms * 1.05
+            # auto's row and the fastest row may be one path timed twice: then it chose the fastest, and the
+            # gap between the two timings is this machine's noise between them
+            same = (auto.backend[5:], auto.precision) == (fastest.backend, fastest.precision)
+            ok = f.p50_ms / auto.p50_ms >= goal and (same or auto.p50_ms <= fastest.p50_ms * 1.05)
+            verdict = "met" if ok else "missed"
+            if ok and same and auto.p50_ms > fastest.p50_ms * 1.05:
+                verdict = f"met (the same path as the fastest row, timed {auto.p50_ms / fastest.p50_ms - 1:.0%} slower)"
             ov_ms = f"{best.p50_ms:.1f} ({best.precision})" if best else "-"
             out.append(f"| {m.model} | {b} | {auto.backend[5:]} {auto.precision} | {auto.p50_ms:.1f} | "
                        f"{f.p50_ms:.1f} | {i.p50_ms:.1f} | {ov_ms} | {f.p50_ms / auto.p50_ms:.2f}x | "
                        f"{i.p50_ms / auto.p50_ms:.2f}x | "
                        + (f"{best.p50_ms / auto.p50_ms:.2f}x" if best else "-")
-                       + f" | {('met' if ok else 'missed') if b == 1 else ''} |")
+                       + f" | {verdict if b == 1 else ''} |")
     return out
 
 
@@ -334,7 +340,10 @@ WHY = """How auto chooses: on a machine without an NVIDIA GPU, the first load of
 gated CPU path side by side (ONNX Runtime and OpenVINO; FP32, the INT8 CPU form, and bf16 where
 the CPU has AVX512-BF16 or AMX and the bf16 gate passed) and keeps the fastest, cached per bundle,
 CPU and library versions (`edgekit/cpu_choice.py`). Ratios above 1 mean auto is faster; "OpenVINO
-best" is the fastest OpenVINO row, gated or not. OpenVINO's CPU plugin turns the Q/DQ pairs of the
+best" is the fastest OpenVINO row, gated or not. Each row here is timed on its own, minutes apart
+from the others: where auto chose the path of the fastest row, the two are one path timed twice
+and their gap is the machine's drift between them; the notes above give auto's own measurement,
+every path timed in interleaved rounds in one window. OpenVINO's CPU plugin turns the Q/DQ pairs of the
 INT8 CPU form into oneDNN's integer kernels; ONNX Runtime runs its QLinear (MLAS) kernels on the
 same file.
 
