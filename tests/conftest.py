@@ -223,6 +223,10 @@ def _gpu_here() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if any("keras_inception" in getattr(item, "fixturenames", ()) for item in items):
+        from tests.foreign import keras_env
+
+        keras_env.start()  # its download and unpacking overlap the tests before it
     why = None
     for item in items:
         if item.get_closest_marker("gpu") is None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -31,8 +30,6 @@ from edgekit.preprocess import Preprocess, fit_frame  # noqa: E402
 from edgekit.runners.ort import OrtRunner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-KERAS_VENV = ROOT / ".venv-keras"
-KERAS_PINS = ("tensorflow-cpu==2.21.0", "tf2onnx==1.17.0")
 KERAS_SCRIPT = Path(__file__).resolve().parent / "foreign" / "make_keras_inception.py"
 
 
@@ -445,22 +442,12 @@ def _parses(bundle: Path, files: tuple[str, ...]) -> None:
 
 
 def _keras_python() -> Path:
-    """The .venv-keras interpreter with the pinned TensorFlow and tf2onnx, made when missing."""
-    python = KERAS_VENV / "bin" / "python"
-    stamp = KERAS_VENV / ".edgekit-pins"
-    if python.exists() and stamp.exists() and stamp.read_text().split() == list(KERAS_PINS):
-        return python
-    steps = ([] if python.exists() else [[sys.executable, "-m", "venv", str(KERAS_VENV)]]) + [
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *KERAS_PINS]]
-    for cmd in steps:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if done.returncode:
-            tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-            # a failure, not a skip: make test installs from a package index anyway, and a skipped foreign
-            # exporter would let the import's only real foreign-model check go silently missing
-            pytest.fail(f"cannot make {KERAS_VENV.name} ({' '.join(cmd[-3:])}: {tail}); the Keras import test "
-                        "needs pip to reach a package index once")
-    stamp.write_text("\n".join(KERAS_PINS) + "\n")
+    """The .venv-keras interpreter with the pinned TensorFlow and tf2onnx (tests/foreign/keras_env.py)."""
+    from tests.foreign import keras_env
+
+    python, why = keras_env.python()
+    if python is None:
+        pytest.fail(why)
     return python
 
 
