@@ -296,7 +296,7 @@ def _onnx_input_shape(model: Any) -> tuple[int | str, ...]:
 def _check_sizes(bundle: Path, man: mf.Manifest, model: Any = None) -> None:
     """The preprocessing size must be the model's (as loading the bundle checks it), or every image
     would fail inside ONNX Runtime."""
-    from edgekit.classifier import check_input_size
+    from edgekit.runners.shapes import check_input_size
 
     check_input_size(bundle, man, _onnx_input_shape(model) if model is not None else None, ", then calibrate it")
 

@@ -14,7 +14,8 @@ import numpy as np
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
 from edgekit.errors import BundleError, DeviceError, EdgekitError, UsageError
-from edgekit.preprocess import check_frame, fit_frame, graph_input, size_mismatch
+from edgekit.preprocess import check_frame, fit_frame, graph_input
+from edgekit.runners.shapes import check_input_size, runner_input_shape
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "int8-cpu", "bf16")
@@ -54,7 +55,7 @@ class Classifier:
         self.preprocess = manifest.preprocess
         self._float = manifest.input.dtype != "uint8"
         try:
-            check_input_size(path, manifest, _runner_input_shape(runner))
+            check_input_size(path, manifest, runner_input_shape(runner))
         except BundleError:
             runner.close()
             raise
@@ -271,7 +272,7 @@ def _onnxruntime(path: Path, man: mf.Manifest, precision: str, threads: int | No
     gpu = gpu_providers(profile is not None and profile.kind != "cpu")
     cpu = detect_cpu()
     # 8-bit CPU forms (bundles calibrated before the 7-bit form) saturate in this CPU's u8 x s8 kernels
-    unsafe_cpu_form = cpu.saturates_u8s8 and not _seven_bit(man)
+    unsafe_cpu_form = cpu.saturates_u8s8 and not mf.seven_bit_weights(man)
     why = ""
     if precision == "auto":
         if gpu and man.artifact("onnx", "fp16") is not None:
@@ -306,46 +307,11 @@ def _onnxruntime(path: Path, man: mf.Manifest, precision: str, threads: int | No
     return runner, precision, "ONNX Runtime: " + (why or f"{precision} as asked")
 
 
-def _seven_bit(man: mf.Manifest) -> bool:
-    """Whether the bundle's CPU form has 7-bit weights (calibrated by this edgekit or later)."""
-    v = man.validation.get("int8")
-    return isinstance(v, dict) and v.get("cpu_weight_bits") == 7
-
-
 def profile_threads(profile: Any) -> int | None:
     """ONNX Runtime threads from the profile, at most this machine's cores less one."""
     if profile.cpu_threads is None:
         return None
     return max(1, min(profile.cpu_threads, (os.cpu_count() or 2) - 1))
-
-
-def check_input_size(path: Path, man: mf.Manifest, model_shape: tuple[Any, ...] | None = None,
-                     then: str = "") -> None:
-    """The manifest's preprocessing size, its input shape and the model's own input (when the
-    runner tells it) must agree, or every frame would fail inside the runner. ``then``: the step
-    to take after re-exporting (", then calibrate it")."""
-    pre = man.preprocess
-    for what, shape in (("its input shape in manifest.json", man.input.shape), ("the model file", model_shape)):
-        got = size_mismatch(pre, man.input.layout, shape)
-        if got is not None:
-            raise BundleError(
-                f"{path}: manifest.json's preprocessing makes {pre.height}x{pre.width} images but {what} takes "
-                f"{got[0]}x{got[1]}; the manifest was edited or mixes two exports: re-export the bundle "
-                f"(edgekit export ... --input-size N){then}")
-
-
-def _runner_input_shape(runner: Any) -> tuple[Any, ...] | None:
-    """The model's input shape as the runner loaded it (None when the runner does not say)."""
-    inputs = getattr(runner, "inputs", None)  # TensorRT runner
-    if inputs:
-        return tuple(inputs[0].shape)
-    shape = getattr(runner, "input_shape", None)  # OpenVINO runner
-    if shape is not None:
-        return tuple(shape)
-    session = getattr(runner, "_session", None)  # ONNX Runtime runner
-    if session is not None:
-        return tuple(session.get_inputs()[0].shape)
-    return None
 
 
 def _labels_artifact(man: mf.Manifest, path: Path) -> mf.Artifact:

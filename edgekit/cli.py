@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from edgekit import __version__
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.version import __version__
 
 F = TypeVar("F", bound=typing.Callable[..., Any])
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from edgekit import bundle as bundle_mod
 from edgekit import manifest as mf
-from edgekit.cpu_choice import NAMES, PRECISIONS, Choice, Route, Trial
+from edgekit.cpu_routes import NAMES, PRECISIONS, Choice, Route, Trial
 from edgekit.errors import DiskFullError, EdgekitError
 from edgekit.runners import usable_cores
 

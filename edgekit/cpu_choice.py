@@ -28,75 +28,24 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit import bundle as bundle_mod
+from edgekit import cpu_cache
 from edgekit import manifest as mf
+from edgekit.cpu_routes import NAMES, PRECISIONS, Choice, Route, Trial
 from edgekit.errors import UsageError
+
+__all__ = ["NAMES", "PRECISIONS", "Choice", "Route", "Trial", "choose", "routes", "measure"]
 
 PARITY_RTOL = 1e-3  # relative L2 error of an FP32 path's logits against ONNX Runtime FP32
 MIN_COSINE = 0.98  # a reduced-precision path: below this it is not the model the gate judged
 COSINE_MARGIN = 0.01  # ... nor this far below the gate's own cosine for it
 MIN_ROUNDS, MAX_ROUNDS, MIN_SECONDS, BLOCK, SETTLE_S = 3, 12, 0.5, 2, 0.06
-NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
-PRECISIONS = ("fp32", "int8-cpu", "bf16")
-
-
-@dataclass(frozen=True)
-class Route:
-    backend: str  # "onnxruntime" or "openvino"
-    precision: str  # "fp32", "int8-cpu" or "bf16"
-
-    @property
-    def model(self) -> str:
-        """The bundle's ONNX file it runs: bf16 is OpenVINO's hint on the FP32 model."""
-        return "fp32" if self.precision == "bf16" else self.precision
-
-    @property
-    def name(self) -> str:
-        return f"{NAMES[self.backend]} {self.precision}"
-
-
-@dataclass(frozen=True)
-class Trial:
-    route: Route
-    startup_s: float
-    ms: float | None  # median per call at ``batch``; None when it failed its check
-    rel_error: float  # against ONNX Runtime FP32 on the photographs
-    cosine: float
-    top1_equal: int
-    images: int
-    failed: str = ""  # why it was left out
-
-
-@dataclass(frozen=True)
-class Choice:
-    route: Route
-    trials: tuple[Trial, ...]
-    batch: int
-    threads: int
-    cpu: str
-    measured_at: str
-    cached: bool
-
-    def why(self, notes: list[str]) -> str:
-        best = next(t for t in self.trials if t.route == self.route)
-        if len(self.trials) == 1:
-            text = (f"{self.route.name} as asked; checked against ONNX Runtime FP32 on {best.images} photographs "
-                    f"(relative error {best.rel_error:.1e}, cosine {best.cosine:.4f})")
-        else:
-            others = ", ".join(f"{t.route.name} {t.ms:.1f}" if t.ms is not None else f"{t.route.name} left out "
-                               f"({t.failed})" for t in self.trials if t.route != self.route)
-            timed = sum(t.ms is not None for t in self.trials)
-            text = (f"{self.route.name}, the fastest of {timed} gated CPU paths measured on this CPU "
-                    f"(batch {self.batch}, {self.threads} threads): {best.ms:.1f} ms; {others} ms")
-        when = "cached measurement of " if self.cached else "measured "
-        text += f" [{self.cpu}; {when}{self.measured_at}]"
-        return text + "".join(f"; {n}" for n in notes)
 
 
 # ------------------------------------------------------------------ which paths may run
@@ -130,9 +79,7 @@ def _allowed(path: Path, man: mf.Manifest, prec: str, cpu: Any, ov_caps: frozens
     if prec == "int8-cpu":
         if man.artifact("onnx", "int8-cpu") is None:
             return False, "" if not asked else f"{path} has no int8-cpu model (edgekit calibrate {path})"
-        from edgekit.classifier import _seven_bit
-
-        if cpu.saturates_u8s8 and not _seven_bit(man):
+        if cpu.saturates_u8s8 and not mf.seven_bit_weights(man):
             why = (f"this bundle's CPU INT8 model has 8-bit weights, which this CPU's integer kernels ({cpu.kind}) "
                    f"saturate; edgekit calibrate {path} writes the 7-bit form that is safe here")
             return asked, ("int8-cpu as asked, but " if asked else "int8-cpu left out: ") + why
@@ -177,9 +124,9 @@ def open_route(path: Path, man: mf.Manifest, route: Route, threads: int) -> Any:
 
 def _photos(path: Path, man: mf.Manifest) -> np.ndarray:
     """The shipped photographs, prepared as the runtime prepares camera frames."""
-    from edgekit import bench
+    from edgekit import timing
 
-    return bench.prepare(path, man, bench.photos(len(bench._sample_frames())))
+    return timing.prepare(path, man, timing.photos(len(timing._sample_frames())))
 
 
 def _batch(man: mf.Manifest) -> int:
@@ -224,8 +171,8 @@ def measure(path: Path, man: mf.Manifest, candidates: list[Route], threads: int,
             log: Callable[[str], None]) -> tuple[list[Trial], dict[Route, Any]]:
     """Open, check and time every candidate; returns the trials and the runners still open
     (the caller keeps the winner and closes the rest)."""
-    from edgekit.classifier import _runner_input_shape, check_input_size
     from edgekit.runners.ort import OrtRunner
+    from edgekit.runners.shapes import check_input_size, runner_input_shape
 
     batch = _batch(man)
     fp32 = man.artifact("onnx", "fp32")
@@ -236,7 +183,7 @@ def measure(path: Path, man: mf.Manifest, candidates: list[Route], threads: int,
     try:
         with OrtRunner(bundle_mod.artifact_path(path, fp32), threads=threads) as ref_runner:
             # a manifest whose preprocessing disagrees with the model: the bundle's error, before any frame
-            check_input_size(path, man, _runner_input_shape(ref_runner))
+            check_input_size(path, man, runner_input_shape(ref_runner))
             x = _photos(path, man)
             ref = _run(ref_runner, x, batch)
         for route in candidates:
@@ -298,8 +245,6 @@ def measure(path: Path, man: mf.Manifest, candidates: list[Route], threads: int,
 def choose(path: Path, man: mf.Manifest, candidates: list[Route], cpu: Any, threads: int,
            log: Callable[[str], None]) -> tuple[Any, Choice]:
     """The open runner of the fastest candidate that passes its check, and the choice."""
-    from edgekit import cpu_cache
-
     key = cpu_cache.cache_key(man, candidates, cpu, threads)
     opened = _open_cached(path, man, key, candidates, threads)
     if opened is not None:
@@ -335,9 +280,7 @@ def choose(path: Path, man: mf.Manifest, candidates: list[Route], cpu: Any, thre
 
 def _open_cached(path: Path, man: mf.Manifest, key: dict[str, Any], candidates: list[Route],
                  threads: int) -> tuple[Any, Choice] | None:
-    from edgekit.cpu_cache import read_cached
-
-    cached = read_cached(key, candidates)
+    cached = cpu_cache.read_cached(key, candidates)
     if cached is None:
         return None
     cached = replace(cached, batch=_batch(man), threads=threads, cpu=key["cpu"])

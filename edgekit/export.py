@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import __version__, bundle
+from edgekit import bundle
 from edgekit import labels as labels_mod
 from edgekit import manifest as mf
 from edgekit.callbacks import Log
@@ -20,6 +20,7 @@ from edgekit.errors import EdgekitError, ExportError, UsageError
 from edgekit.gate import run_all
 from edgekit.images import read_image, sample_images
 from edgekit.preprocess import Preprocess, fit_frame, graph_constants, to_model_input
+from edgekit.version import __version__
 from edgekit.zoo.registry import ModelSpec, get_spec
 
 # Opset 17: the newest that TensorRT 8.5 (JetPack 5) parses; 8.6, 10.x and 11 take it too.

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import __version__, bundle
+from edgekit import bundle
 from edgekit import labels as labels_mod
 from edgekit import manifest as mf
 from edgekit.callbacks import Log
@@ -31,6 +31,7 @@ from edgekit.gate import run_all
 from edgekit.hashing import sha256_file
 from edgekit.images import read_image, sample_images
 from edgekit.preprocess import Preprocess, fit_frame, graph_constants
+from edgekit.version import __version__
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"

@@ -265,3 +265,10 @@ def read(bundle: str | Path, check_labels: bool = True) -> Manifest:
     if check_labels:
         bundle_mod.read_labels(Path(bundle), man)
     return man
+
+
+def seven_bit_weights(man: Manifest) -> bool:
+    """Whether the bundle's CPU INT8 form has 7-bit weights (calibrated by edgekit 0.1 with the
+    saturation fix, or later): the form that CPUs without VNNI compute without saturating."""
+    v = man.validation.get("int8")
+    return isinstance(v, dict) and v.get("cpu_weight_bits") == 7

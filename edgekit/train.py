@@ -33,13 +33,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit import __version__
 from edgekit import bundle as bundle_mod
 from edgekit.callbacks import Log
 from edgekit.dataset import SPLIT_FILE, ImageFolder, Split, make_split, scan
 from edgekit.deps import require
 from edgekit.errors import BundleError, EdgekitError, UsageError
 from edgekit.preprocess import Preprocess, _resize, crop_box, fit_frame
+from edgekit.version import __version__
 
 RUN_FILE = "run.json"
 RUN_SCHEMA = "edgekit-run"

@@ -89,12 +89,10 @@ def register(fn: Callable[[], ModelSpec]) -> Callable[[], ModelSpec]:
 
 
 def list_models() -> list[ModelSpec]:
-    _load_builtin()
     return list(_REGISTRY.values())
 
 
 def get_spec(name: str) -> ModelSpec:
-    _load_builtin()
     key = name.strip().lower().replace("-", "_")
     if key in _REGISTRY:
         return _REGISTRY[key]
@@ -110,7 +108,3 @@ def get_spec(name: str) -> ModelSpec:
             resolved.append(n)
     hint = f"; did you mean {' or '.join(repr(c) for c in resolved)}?" if resolved else ""
     raise UsageError(f"unknown model {name!r}{hint} (edgekit models lists all: {', '.join(names)})")
-
-
-def _load_builtin() -> None:
-    from edgekit.zoo import models  # noqa: F401  (registers on import)
