@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from edgekit import bench  # noqa: E402
+from edgekit import bench, torch_peer  # noqa: E402
 from edgekit import bundle as bundle_mod  # noqa: E402
 from edgekit import manifest as mf  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
@@ -133,7 +133,7 @@ def one_model(name: str, work: Path, batches: list[int], s: bench.Settings, thre
     rows: list[bench.Row] = []
     say(f"{name}: PyTorch")
     try:
-        rows += bench.torch_rows(b, man, batches, threads, None, s, log)
+        rows += torch_peer.torch_rows(b, man, batches, threads, None, s, log)
     except EdgekitError as exc:
         notes.append(f"PyTorch: {exc}")
     fp32_onnx = bundle_mod.artifact_path(b, man.artifact("onnx", "fp32"))  # type: ignore[arg-type]

@@ -19,13 +19,13 @@ from edgekit.deps import require
 from edgekit.errors import EdgekitError, ExportError, UsageError
 from edgekit.gate import run_all
 from edgekit.images import read_image, sample_images
+from edgekit.parity import PARITY_TOLERANCE, parity_figures  # noqa: F401 (moved; old path kept)
 from edgekit.preprocess import Preprocess, fit_frame, graph_constants, to_model_input
 from edgekit.version import __version__
 from edgekit.zoo.registry import ModelSpec, get_spec
 
 # Opset 17: the newest that TensorRT 8.5 (JetPack 5) parses; 8.6, 10.x and 11 take it too.
 OPSET = 17
-PARITY_TOLERANCE = 1e-4
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 MAX_INPUT_SIZE = 1024  # Inception fine-tunes go to 512; beyond this a trial forward pass alone takes gigabytes
@@ -312,24 +312,6 @@ def check_parity(model: Any, pre: Preprocess, onnx_path: Path, float_input: bool
     with OrtRunner(onnx_path) as runner:
         got = run_all(runner, feed, batch or 4, static=batch is not None)
     return parity_figures(got, ref, n_random)
-
-
-def parity_figures(got: np.ndarray, ref: np.ndarray, n_random: int) -> dict[str, Any]:
-    """How far a graph's outputs are from the reference's on the same images (export and import)."""
-    rel = np.linalg.norm(got - ref, axis=1) / np.maximum(np.linalg.norm(ref, axis=1), 1e-12)
-    top1 = int((got.argmax(1) == ref.argmax(1)).sum())
-    max_rel = float(rel.max())
-    return {
-        "inputs": int(len(got)),
-        "random_inputs": n_random,
-        "photographs": int(len(got) - n_random),
-        "max_rel_error": max_rel,
-        "mean_rel_error": float(rel.mean()),
-        "max_abs_error": float(np.abs(got - ref).max()),
-        "top1_equal": top1,
-        "tolerance": PARITY_TOLERANCE,
-        "passed": bool(max_rel <= PARITY_TOLERANCE and top1 == len(got)),
-    }
 
 
 def onnx_input(images_bgr: np.ndarray, pre: Preprocess, float_input: bool) -> np.ndarray:

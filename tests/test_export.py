@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from edgekit import export as export_mod  # noqa: E402
 from edgekit import manifest as mf  # noqa: E402
+from edgekit import parity  # noqa: E402
 from edgekit.errors import ExportError, UsageError  # noqa: E402
 from edgekit.export import ExportRequest, export  # noqa: E402
 
@@ -112,7 +112,7 @@ def test_force_replaces_atomically(tmp_path):
 
 
 def test_parity_failure_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(export_mod, "PARITY_TOLERANCE", 0.0)
+    monkeypatch.setattr(parity, "PARITY_TOLERANCE", 0.0)
     out = tmp_path / "never"
     with pytest.raises(ExportError, match="does not match PyTorch.*no bundle written"):
         export(ExportRequest("googlenet", out, weights="random", parity_random=1))
@@ -123,7 +123,7 @@ def test_parity_failure_keeps_the_old_bundle(tmp_path, monkeypatch):
     out = tmp_path / "keep"
     export(ExportRequest("googlenet", out, weights="random", parity_random=1))
     before = (out / "manifest.json").read_text()
-    monkeypatch.setattr(export_mod, "PARITY_TOLERANCE", 0.0)
+    monkeypatch.setattr(parity, "PARITY_TOLERANCE", 0.0)
     with pytest.raises(ExportError):
         export(ExportRequest("googlenet", out, weights="random", parity_random=1, force=True))
     assert (out / "manifest.json").read_text() == before

@@ -282,10 +282,9 @@ def test_existing_bundle_needs_force_and_parity_failure_leaves_nothing(tmp_path,
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(UsageError, match="already exists; pass --force to replace it"):
         import_model(ImportRequest(src, out, **flags()))
-    import edgekit.export
+    import edgekit.parity
 
-    monkeypatch.setattr(edgekit.export, "PARITY_TOLERANCE", 0.0)  # the limit every bundle's parity shares
-    monkeypatch.setattr(importer, "PARITY_TOLERANCE", 0.0)
+    monkeypatch.setattr(edgekit.parity, "PARITY_TOLERANCE", 0.0)  # the limit every bundle's parity shares
     with pytest.raises(ExportError, match=r"the wrapped model does not match m.onnx: relative error .* no bundle "
                                           r"written"):
         import_model(ImportRequest(src, out, force=True, **flags()))
@@ -301,7 +300,7 @@ def test_existing_bundle_needs_force_and_parity_failure_leaves_nothing(tmp_path,
 def edgekit(*args: str) -> tuple[int, str, str]:
     """`edgekit ARGS` through main()'s one error handler, with the import command registered."""
     from edgekit.cli import cli
-    from edgekit.cli_import import import_cmd
+    from edgekit.cli.export import import_cmd
 
     registered = "import" in cli.commands
     cli.add_command(import_cmd)
@@ -338,7 +337,7 @@ def test_cli_flags_one_number_for_all_channels_and_one_line_errors(tmp_path):
     assert code == 2 and "expected N or HxW" in err
     code, out, _ = edgekit("import", "--help")
     assert code == 0 and "Example" in out and "edgekit import model.onnx --preset keras-inception" in out
-    from edgekit.cli_import import _PRESETS
+    from edgekit.cli.export import _PRESETS
 
     assert list(_PRESETS) == list(PRESETS)  # --help describes every preset there is
 

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from edgekit import weights  # noqa: E402
+from edgekit import weights, weights_fetch  # noqa: E402
 from edgekit.cli import main  # noqa: E402
 from edgekit.errors import WeightsError, WeightsUnavailableError  # noqa: E402
 
@@ -183,7 +183,7 @@ def test_damaged_cached_file_is_not_probed_and_says_delete_it(no_cache_online, m
     def no_probe(*a, **k):
         raise AssertionError("a cached file needs no network")
 
-    monkeypatch.setattr(weights, "_probe", no_probe)
+    monkeypatch.setattr(weights_fetch, "_probe", no_probe)
     cached = no_cache_online / "cache" / "torch_home" / "hub" / "checkpoints" / "googlenet-1378be20.pth"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"<!DOCTYPE html><html>captive portal</html>")
@@ -195,7 +195,7 @@ def test_damaged_cached_file_is_not_probed_and_says_delete_it(no_cache_online, m
 
 def test_offline_switch_needs_no_network(no_cache_online, monkeypatch):
     monkeypatch.setenv("EDGEKIT_OFFLINE", "1")
-    monkeypatch.setattr(weights, "_probe", lambda *a, **k: pytest.fail("probed although offline"))
+    monkeypatch.setattr(weights_fetch, "_probe", lambda *a, **k: pytest.fail("probed although offline"))
     from edgekit.zoo import get_spec
 
     with pytest.raises(WeightsUnavailableError, match="EDGEKIT_OFFLINE=1 is set") as e:
@@ -205,13 +205,13 @@ def test_offline_switch_needs_no_network(no_cache_online, monkeypatch):
 
 def test_probe_refused_is_quick():
     t0 = time.perf_counter()
-    assert weights._probe("127.0.0.1", _closed_port()) == "127.0.0.1 refused the connection"
+    assert weights_fetch._probe("127.0.0.1", _closed_port()) == "127.0.0.1 refused the connection"
     assert time.perf_counter() - t0 < 2
 
 
 def test_probe_gives_up_on_silent_dns(dead_dns):
     t0 = time.perf_counter()
-    why = weights._probe("download.pytorch.org", 443, seconds=0.5)
+    why = weights_fetch._probe("download.pytorch.org", 443, seconds=0.5)
     assert why == "download.pytorch.org did not resolve within 0.5 s (no DNS answer: offline?)"
     assert time.perf_counter() - t0 < 2
 
@@ -220,25 +220,25 @@ def test_probe_passes_for_a_listening_port():
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
-        assert weights._probe("127.0.0.1", srv.getsockname()[1]) is None
+        assert weights_fetch._probe("127.0.0.1", srv.getsockname()[1]) is None
 
 
 def test_route_follows_proxy_variables_and_hides_credentials(monkeypatch):
     for var in PROXY_VARS:
         monkeypatch.delenv(var, raising=False)
     url = "https://download.pytorch.org/models/googlenet-1378be20.pth"
-    assert weights._route(url) == ("download.pytorch.org", 443, "download.pytorch.org")
-    assert weights._route("http://data.lip6.fr/x.pth") == ("data.lip6.fr", 80, "data.lip6.fr")
+    assert weights_fetch._route(url) == ("download.pytorch.org", 443, "download.pytorch.org")
+    assert weights_fetch._route("http://data.lip6.fr/x.pth") == ("data.lip6.fr", 80, "data.lip6.fr")
     monkeypatch.setenv("HTTPS_PROXY", "http://bob:pa%40ss@proxy.corp:3128")
-    assert weights._route(url) == ("proxy.corp", 3128, "the https proxy proxy.corp:3128")
-    assert weights._route("http://data.lip6.fr/x.pth")[0] == "data.lip6.fr"  # no http proxy set
+    assert weights_fetch._route(url) == ("proxy.corp", 3128, "the https proxy proxy.corp:3128")
+    assert weights_fetch._route("http://data.lip6.fr/x.pth")[0] == "data.lip6.fr"  # no http proxy set
     monkeypatch.setenv("NO_PROXY", ".pytorch.org")
-    assert weights._route(url)[0] == "download.pytorch.org"
+    assert weights_fetch._route(url)[0] == "download.pytorch.org"
     monkeypatch.delenv("NO_PROXY")
     monkeypatch.delenv("HTTPS_PROXY")
     monkeypatch.setenv("ALL_PROXY", "socks5://proxy.corp")
-    assert weights._route(url)[0] == "download.pytorch.org"  # urllib (torch.hub) ignores ALL_PROXY
-    assert weights._route(url, all_proxy=True) == ("proxy.corp", 1080, "the https proxy proxy.corp:1080")
+    assert weights_fetch._route(url)[0] == "download.pytorch.org"  # urllib (torch.hub) ignores ALL_PROXY
+    assert weights_fetch._route(url, all_proxy=True) == ("proxy.corp", 1080, "the https proxy proxy.corp:1080")
 
 
 def test_unavailable_is_a_weights_error_so_the_demo_falls_back():
@@ -271,9 +271,9 @@ def test_hub_tries_the_next_file_name_and_never_retries(tmp_path):
             calls.append(("get", name, kw["etag_timeout"]))
             return str(tmp_path / name)
 
-    fetch = weights._Fetch("m", "https://huggingface.co/x", "or copy it", hub=True)
-    got = weights._hf_download(Hub(), "timm/x", ["model.safetensors", "pytorch_model.bin"], None, tmp_path, fetch)
+    fetch = weights_fetch._Fetch("m", "https://huggingface.co/x", "or copy it", hub=True)
+    got = weights_fetch._hf_download(Hub(), "timm/x", ["model.safetensors", "pytorch_model.bin"], None, tmp_path, fetch)
     assert got == str(tmp_path / "pytorch_model.bin")
-    t = weights.HF_METADATA_SECONDS
+    t = weights_fetch.HF_METADATA_SECONDS
     assert calls == [("meta", "model.safetensors", t, False), ("meta", "pytorch_model.bin", t, False),
                      ("get", "pytorch_model.bin", t)]

@@ -91,9 +91,9 @@ def test_unreadable_files_are_skipped_with_their_reason(export_bundle, tmp_path)
 
 
 def test_more_validation_images_than_the_default_are_said_and_can_be_used(export_bundle, tmp_path, monkeypatch):
-    from edgekit import calibrate
+    from edgekit import calib_inputs
 
-    monkeypatch.setattr(calibrate, "DEFAULT_VAL_IMAGES", 10)
+    monkeypatch.setattr(calib_inputs, "DEFAULT_VAL_IMAGES", 10)  # _gather reads it there
     b = tmp_path / "b"
     shutil.copytree(export_bundle("googlenet", input_size=64), b)
     said: list[str] = []

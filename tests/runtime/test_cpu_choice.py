@@ -215,11 +215,12 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(cache):
 def test_a_full_disk_at_the_cache_only_costs_the_measurement(cache, monkeypatch):
     """write_bytes_atomic's DiskFullError (ENOSPC) is the cache's note, not the load's error."""
     from edgekit import bundle
+    from edgekit.bundle import atomic
 
     def full(path, data):
         raise bundle.disk_full(OSError(28, "No space left on device"), path, len(data))
 
-    monkeypatch.setattr(bundle, "write_bytes_atomic", full)
+    monkeypatch.setattr(atomic, "write_bytes_atomic", full)  # write_text_atomic reads it there
     key = {"version": 1, "test": "full"}
     trials = (cpu_choice.Trial(ORT_FP32, 0.2, 9.0, 0.0, 1.0, 16, 16),)
     why = cpu_cache.write_cached(key, cpu_choice.Choice(ORT_FP32, trials, 1, 2, "test CPU", "2026-11-28 10:00", False))

@@ -253,8 +253,8 @@ def test_an_open_that_hangs_shows_what_the_camera_stack_said_while_it_still_hang
     meanwhile are not captured either; the open's error still carries the line, exit 1."""
     res, seen = _watched(f"""
         import os, threading, time
-        from edgekit import sources
-        sources.OPEN_WATCHDOG_S = 0.5
+        from edgekit import liblog, sources
+        liblog.OPEN_WATCHDOG_S = 0.5
         sources.has_gstreamer = lambda cv2: True
         class Closed:
             def isOpened(self): return False

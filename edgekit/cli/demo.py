@@ -1,5 +1,5 @@
-"""The main job: export a model with real weights where possible, calibrate INT8 on real
-photographs, and classify real photos with FP32 and INT8 side by side."""
+"""``edgekit demo``, the main job: export a model with real weights where possible, calibrate INT8 on
+real photographs, and classify real photos with FP32 and INT8 side by side."""
 
 from __future__ import annotations
 
@@ -8,14 +8,30 @@ import shutil
 import sys
 from pathlib import Path
 
+import click
+
 from edgekit import manifest as mf
 from edgekit.callbacks import Log as Out
+from edgekit.cli.options import _echo_err
 from edgekit.errors import WeightsError
 from edgekit.export import ExportRequest, export
 from edgekit.images import IMAGE_SUFFIXES, read_image, sample_images
 
 CLIP_FPS = 30
 CLIP_SECONDS_EACH = 1.5
+
+
+@click.command()
+@click.option("--model", "-m", default="inception_v3", show_default=True, metavar="NAME")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("build/demo"), show_default=True)
+def demo(model: str, out: Path) -> None:
+    """The main job end to end: export with ImageNet weights (random if offline), classify photos.
+
+    \b
+    Example:
+      edgekit demo --model inception_v3
+    """
+    run_demo(model, out, click.echo, _echo_err)
 
 
 def run_demo(model: str, out: Path, say: Out, note: Out) -> None:
