@@ -13,20 +13,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edgekit.bundle.paths import CONTROL, MANIFEST  # noqa: F401 (mf.MANIFEST, mf.CONTROL as before)
 from edgekit.errors import BundleError
 from edgekit.keys import REQUIRED, Keys
 from edgekit.preprocess import Preprocess
 
 SCHEMA = "edgekit.bundle"
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 # model names become file and directory names (Triton models, DeepStream and JetPack 4 files)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # tensor names are written into Triton's config.pbtxt and DeepStream files: a conservative set
 TENSOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]{0,127}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_BYTES = 16_000_000  # a manifest is a few kB; anything near this is not one
 
 

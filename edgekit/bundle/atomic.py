@@ -20,10 +20,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgekit import manifest as mf
 from edgekit.bundle.lock import _try_lock, alive, lock, pause_point
 from edgekit.bundle.paths import (
     DISK_FULL,
+    MANIFEST,
     _is_bundle_dir,
     _is_plain_file,
     default_root,
@@ -234,7 +234,7 @@ def _swapping(tmp: Path, target: Path, need: int | None) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def staging(target: Path, force: bool, need: int | None = None, mark: str = mf.MANIFEST) -> Iterator[Path]:
+def staging(target: Path, force: bool, need: int | None = None, mark: str = MANIFEST) -> Iterator[Path]:
     """A new directory beside ``target`` that becomes ``target`` only on success.
 
     On any failure (or Ctrl-C, or kill -9) ``target`` is left as it was; a full disk is one
@@ -289,7 +289,7 @@ def updating(bundle: Path, fresh: tuple[str, ...] = (), need: int | None = None)
         tidy(bundle)
         with _swapping(_mkdir_new(bundle.parent, bundle.name), bundle, need) as tmp:
             shutil.copymode(bundle, tmp)
-            _link_tree(bundle, tmp, frozenset(fresh) | {mf.MANIFEST})
+            _link_tree(bundle, tmp, frozenset(fresh) | {MANIFEST})
             pause_point("update.linked")
             yield tmp
 
@@ -330,8 +330,8 @@ def find_latest(root: Path | None = None) -> Path:
     base = root or default_root()
     recover(base, clean=False)  # a bundle killed mid-replacement comes back first
     found = sorted(
-        (p.parent for p in base.glob(f"*/{mf.MANIFEST}") if not p.parent.name.startswith(".")),
-        key=lambda d: (d / mf.MANIFEST).stat().st_mtime,
+        (p.parent for p in base.glob(f"*/{MANIFEST}") if not p.parent.name.startswith(".")),
+        key=lambda d: (d / MANIFEST).stat().st_mtime,
     )
     if not found:
         raise UsageError(

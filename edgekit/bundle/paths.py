@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgekit import manifest as mf
 from edgekit.errors import BundleError, DiskFullError, UsageError
 from edgekit.hashing import sha256_file
+
+if TYPE_CHECKING:
+    from edgekit import manifest as mf
+
+MANIFEST = "manifest.json"  # the file that makes a folder a bundle (manifest.py reads it from here)
+# control characters: never in a label or a file name edgekit writes (manifest.py checks names with it too)
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 DEFAULT_ROOT = "build"
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -49,7 +56,7 @@ def real(target: Path) -> Path:
 def _is_bundle_dir(path: Path) -> bool:
     """A real directory (not a symlink) holding a manifest.json, or the run.json of an edgekit train run:
     something edgekit made."""
-    for name in (mf.MANIFEST, "run.json"):
+    for name in (MANIFEST, "run.json"):
         try:
             st = os.lstat(path)
             mst = os.lstat(path / name)
@@ -67,7 +74,7 @@ def _is_plain_file(path: Path) -> bool:
         return False
 
 
-def replaceable(target: Path, mark: str = mf.MANIFEST) -> bool:
+def replaceable(target: Path, mark: str = MANIFEST) -> bool:
     """Whether ``--force`` may replace ``target``: not there, empty, or holding ``mark``."""
     if not target.is_dir():
         return True
@@ -146,7 +153,7 @@ def read_labels(bundle: Path, man: mf.Manifest) -> list[str]:
     while names and not names[-1].strip():
         names.pop()
     for i, name in enumerate(names):
-        if mf.CONTROL.search(name):
+        if CONTROL.search(name):
             raise BundleError(f"{bundle}: {art.path} line {i + 1} has control characters ({name[:40]!r}); class "
                               "names are printed, so they must be plain text; fix the file or rebuild the bundle")
     n = man.model.num_classes
