@@ -138,11 +138,13 @@ def write_cached(key: dict[str, Any], choice: Choice) -> str:
         f.parent.mkdir(parents=True, exist_ok=True)
         bundle_mod.remove_dead_temp_files(f.parent)  # a process killed between write and rename
         bundle_mod.write_text_atomic(f, json.dumps(data, indent=1))
-    except (OSError, EdgekitError) as exc:  # DiskFullError included: a full disk only costs the measurement
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the disk is full" \
-            if isinstance(exc, DiskFullError) else str(exc)
-        return f"the measurement was not cached ({why}: {f}), so it runs at every start"
-    return ""
+    except DiskFullError:  # a full disk only costs the measurement, like any unwritable folder
+        why = "the disk is full"
+    except (OSError, EdgekitError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    else:
+        return ""
+    return f"the measurement was not cached ({why}: {f}), so it runs at every start"
 
 
 @contextlib.contextmanager

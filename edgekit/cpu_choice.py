@@ -266,7 +266,7 @@ def choose(path: Path, man: mf.Manifest, candidates: list[Route], cpu: Any, thre
         for route, runner in runners.items():
             if route != best.route:
                 runner.close()
-        choice = Choice(best.route, tuple(trials), _batch(man), threads, cpu.describe(),
+        choice = Choice(best.route, tuple(trials), _batch(man), threads, key["cpu"],
                         time.strftime("%Y-%m-%d %H:%M"), False)
         try:
             not_kept = cpu_cache.write_cached(key, choice)

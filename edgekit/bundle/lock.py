@@ -140,9 +140,7 @@ def alive(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OverflowError:  # a crafted name's PID no process can have
+    except (ProcessLookupError, OverflowError):  # gone, or a crafted name's PID no process can have
         return False
     except OSError:
         return True

@@ -36,9 +36,13 @@ def capabilities() -> frozenset[str]:
     try:
         import openvino as ov
 
-        return frozenset(str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        return _capabilities_of(ov.Core())
     except Exception:  # ImportError, or a plugin that fails to load: no OpenVINO path here
         return frozenset()
+
+
+def _capabilities_of(core: Any) -> frozenset[str]:
+    return frozenset(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def version() -> str | None:
@@ -57,7 +61,7 @@ class OpenVinoRunner:
             raise UsageError(f"unknown OpenVINO precision hint {hint!r}; choose from {', '.join(HINTS)}")
         ov = require("openvino", "the OpenVINO runner")
         core = ov.Core()
-        if hint == "bf16" and "BF16" not in {str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")}:
+        if hint == "bf16" and "BF16" not in _capabilities_of(core):
             raise UsageError("bf16 needs a CPU with AVX512-BF16 or AMX, which OpenVINO does not find here; "
                              "use --precision int8-cpu or fp32")
         self.threads = threads or default_threads()
