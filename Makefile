@@ -55,6 +55,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check edgekit tests benchmarks examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo --no-cache
 
 pytest: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -70,8 +71,8 @@ test: $(STAMP)
 # The device tier on the oldest dependencies pyproject.toml promises (tests/floors.py pins them),
 # in a second environment without torch: a floor the code has outgrown fails here.
 FLOORS := .venv-floors
-FLOOR_TESTS := tests/quant/test_simulate.py tests/test_stats.py tests/test_entropy.py tests/test_calibcache.py \
-	tests/test_profiles.py tests/test_preprocess.py tests/test_calibdata.py
+FLOOR_TESTS := tests/quant/test_simulate.py tests/quant/test_stats.py tests/quant/test_entropy.py tests/quant/test_calibcache.py \
+	tests/test_profiles.py tests/test_preprocess.py tests/quant/test_calibdata.py
 $(FLOORS)/.stamp: pyproject.toml tests/floors.py Makefile $(STAMP)
 	rm -rf $(FLOORS)
 	$(PYTHON) -m venv $(FLOORS)

@@ -3,7 +3,7 @@
 Steps, each timed and each saying why when it cannot run:
 
 1. the machine: GPU, driver, CUDA bindings, TensorRT flavours, torch, ONNX Runtime;
-2. the CUDA layer (edgekit.runners.cuda) on the real driver: round trip, memory query, four
+2. the CUDA layer (edgekit.trt.cuda) on the real driver: round trip, memory query, four
    threads, streams and events released;
 3. the gpu-marked tests (pytest -m gpu);
 4. a TensorRT or TensorRT-RTX engine built for this GPU and run against ONNX Runtime (parity),
@@ -158,7 +158,7 @@ def cuda_layer() -> dict[str, Any]:
 
     if _gpu():
         raise Skip(_gpu())
-    from edgekit.runners.cuda import available, open_cuda
+    from edgekit.trt.cuda import available, open_cuda
 
     if not available():
         raise Skip("no CUDA binding (pycuda or cuda-python) importable")
@@ -222,10 +222,10 @@ def engine_parity(work: Path) -> dict[str, Any]:
                    "wheel") from exc
     if _version("torch") is None:
         raise Skip("torch is missing: no bundle can be exported here")
-    from edgekit.classifier import load
-    from edgekit.engine import EngineRequest, build
-    from edgekit.export import ExportRequest, export
+    from edgekit.export.torch_onnx import ExportRequest, export
     from edgekit.images import read_image, sample_images
+    from edgekit.runtime.loader import load
+    from edgekit.trt.engine import EngineRequest, build
     from tests.threads import run_threads
 
     b = export(ExportRequest("googlenet", work / "gn", weights="random")).bundle
@@ -254,7 +254,7 @@ def bench_rows(work: Path, timeout: float) -> dict[str, Any]:
         raise Skip("torch sees no CUDA device")
     b = work / "gn"
     if not b.exists():
-        from edgekit.export import ExportRequest, export
+        from edgekit.export.torch_onnx import ExportRequest, export
 
         export(ExportRequest("googlenet", b, weights="random"))
     res = subprocess.run([sys.executable, "-m", "edgekit", "bench", str(b), "--compare", "torch", "--batch", "1,8",

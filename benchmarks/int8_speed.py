@@ -43,9 +43,9 @@ TABLE_SCRIPT = r"""
 import json, sys, numpy as np
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from edgekit import gate
+from edgekit.quant import gate
 from edgekit.runners.ort import OrtRunner
-from edgekit.simulate import SimRunner
+from edgekit.quant.simulate import SimRunner
 from edgekit.cpuinfo import detect
 b, x, y = Path(sys.argv[2]), np.load(sys.argv[3]), np.load(sys.argv[4])
 with OrtRunner(b / "model.onnx") as r:
@@ -78,10 +78,10 @@ def speed(work: Path, runs: int, threads: int) -> dict[str, float]:
     import onnx
     import torch
 
-    from edgekit import calibdata, qdq, quantize
     from edgekit import manifest as mf
-    from edgekit.export import ExportRequest, export
+    from edgekit.export.torch_onnx import ExportRequest, export
     from edgekit.preprocess import to_model_input
+    from edgekit.quant import calibdata, cpu_qdq, quantize
     from edgekit.runners.ort import OrtRunner
     from edgekit.zoo import get_spec
 
@@ -95,7 +95,7 @@ def speed(work: Path, runs: int, threads: int) -> dict[str, float]:
     quantize.quantize(b / "model.onnx", cal, work / "trt.onnx", "trt")
     quantize.quantize(b / "model.onnx", cal, work / "cpu7.onnx", "cpu")
     m = onnx.load(str(b / "model.onnx"))
-    cpu8, _ = qdq.cpu_qdq(m, cal.ranges, preprocessing=quantize.activations.preprocessing_nodes(m), weight_qmax=127)
+    cpu8, _ = cpu_qdq.cpu_qdq(m, cal.ranges, preprocessing=quantize.activations.preprocessing_nodes(m), weight_qmax=127)
     onnx.save(cpu8, str(work / "cpu8.onnx"))
     x1 = imgs[:1]
     model = get_spec("inception_v3").builder(1000, 299).eval()

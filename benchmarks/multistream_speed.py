@@ -36,9 +36,9 @@ from stream_speed import Looping, make_clip  # noqa: E402
 
 import edgekit  # noqa: E402
 from edgekit.cpuinfo import detect  # noqa: E402
-from edgekit.export import ExportRequest, export  # noqa: E402
-from edgekit.multistream import MultiStream  # noqa: E402
-from edgekit.streaming import Stream, StreamOptions  # noqa: E402
+from edgekit.export.torch_onnx import ExportRequest, export  # noqa: E402
+from edgekit.runtime.multistream import MultiStream  # noqa: E402
+from edgekit.runtime.streaming import Stream, StreamOptions  # noqa: E402
 
 WARMUP_S = 1.0
 
@@ -140,8 +140,8 @@ class _Tee:
 def with_view(clf: Any, clips: list[Path], seconds: float, rounds: int) -> None:
     """The batched stream writing to a live view (as `edgekit run --serve`), in alternating windows
     without and with one viewer connected: what serving costs the inference path."""
-    from edgekit.serve import LiveView
-    from edgekit.streaming import SinkThread
+    from edgekit.runtime.serve import LiveView
+    from edgekit.runtime.sink_thread import SinkThread
 
     rates: dict[bool, list[float]] = {False: [], True: []}
     encoded = 0

@@ -30,10 +30,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import edgekit  # noqa: E402
-from edgekit import sinks, sources  # noqa: E402
 from edgekit.cpuinfo import detect  # noqa: E402
 from edgekit.images import read_image, sample_images  # noqa: E402
-from edgekit.streaming import SinkThread, Stream, StreamOptions  # noqa: E402
+from edgekit.runtime import sinks, sources  # noqa: E402
+from edgekit.runtime.sink_thread import SinkThread  # noqa: E402
+from edgekit.runtime.streaming import Stream, StreamOptions  # noqa: E402
 
 
 def rss_mib() -> float:

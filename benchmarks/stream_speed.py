@@ -40,11 +40,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import edgekit  # noqa: E402
-from edgekit import bench, sources  # noqa: E402
-from edgekit.calibrate import CalibrateRequest, calibrate_bundle  # noqa: E402
-from edgekit.export import ExportRequest, export  # noqa: E402
+from edgekit.export.torch_onnx import ExportRequest, export  # noqa: E402
 from edgekit.images import read_image, sample_images  # noqa: E402
-from edgekit.streaming import Stream, StreamOptions  # noqa: E402
+from edgekit.quant.calibrate import CalibrateRequest, calibrate_bundle  # noqa: E402
+from edgekit.runtime import sources, timing  # noqa: E402
+from edgekit.runtime.streaming import Stream, StreamOptions  # noqa: E402
 
 CODECS = {"camera": "I420", "mjpeg": "MJPG"}
 
@@ -96,7 +96,7 @@ class Throughput:
 
 def _runner_window(clf: Any, x: np.ndarray, seconds: float, lat: list[float]) -> tuple[int, float]:
     n, t0 = len(lat), time.perf_counter()
-    lat += bench.measure(lambda: clf.runner.infer(x), bench.Settings(0, 1, seconds, max_runs=10**9))
+    lat += timing.measure(lambda: clf.runner.infer(x), timing.Settings(0, 1, seconds, max_runs=10**9))
     return len(lat) - n, time.perf_counter() - t0
 
 

@@ -33,10 +33,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from edgekit import bench, torch_peer  # noqa: E402
 from edgekit import bundle as bundle_mod  # noqa: E402
 from edgekit import manifest as mf  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
+from edgekit.export import torch_peer  # noqa: E402
+from edgekit.runtime import bench, timing  # noqa: E402
 
 MODELS = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2"]
 
@@ -49,7 +50,7 @@ class ModelResult:
     export_s: float
     calibrate_s: float
     build_s: dict[str, float]  # precision -> seconds (TensorRT-RTX, ahead of time)
-    rows: list[bench.Row]
+    rows: list[timing.Row]
     agreement: dict[str, float]  # "backend precision" -> top-1 agreement with FP32
     stream: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -84,7 +85,7 @@ def agreement_images() -> list[np.ndarray]:
 
 
 def top1(runner: Any, x: np.ndarray) -> np.ndarray:
-    from edgekit.gate import run_all
+    from edgekit.quant.gate import run_all
 
     return run_all(runner, x, batch=4).argmax(1)
 
@@ -93,13 +94,13 @@ def log(msg: str) -> None:
     say("  " + msg)
 
 
-def one_model(name: str, work: Path, batches: list[int], s: bench.Settings, threads: int,
+def one_model(name: str, work: Path, batches: list[int], s: timing.Settings, threads: int,
               stream_windows: tuple[int, float], calib_images: int | None) -> ModelResult:
-    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
-    from edgekit.engine import EngineRequest, build
     from edgekit.errors import WeightsError
-    from edgekit.export import ExportRequest, export
+    from edgekit.export.torch_onnx import ExportRequest, export
+    from edgekit.quant.calibrate import CalibrateRequest, calibrate_bundle
     from edgekit.runners.ort import OrtRunner
+    from edgekit.trt.engine import EngineRequest, build
 
     notes: list[str] = []
     say(f"{name}: export")
@@ -130,7 +131,7 @@ def one_model(name: str, work: Path, batches: list[int], s: bench.Settings, thre
         notes.append(f"TensorRT-RTX build: {exc}")
     man = mf.read(b)
 
-    rows: list[bench.Row] = []
+    rows: list[timing.Row] = []
     say(f"{name}: PyTorch")
     try:
         rows += torch_peer.torch_rows(b, man, batches, threads, None, s, log)
@@ -139,14 +140,14 @@ def one_model(name: str, work: Path, batches: list[int], s: bench.Settings, thre
     fp32_onnx = bundle_mod.artifact_path(b, man.artifact("onnx", "fp32"))  # type: ignore[arg-type]
     int8_onnx = bundle_mod.artifact_path(b, man.artifact("onnx", "int8-cpu"))  # type: ignore[arg-type]
 
-    x_agree = bench.prepare(b, man, agreement_images())
+    x_agree = timing.prepare(b, man, agreement_images())
     agreement: dict[str, float] = {}
     with OrtRunner(fp32_onnx, threads=threads) as ref:
         want = top1(ref, x_agree)
-        rows += bench.time_runner(ref, b, man, "onnxruntime", "fp32", batches, s, log)
+        rows += timing.time_runner(ref, b, man, "onnxruntime", "fp32", batches, s, log)
     with OrtRunner(int8_onnx, threads=threads) as r8:
         agreement["onnxruntime int8-cpu"] = float((top1(r8, x_agree) == want).mean())
-        rows += bench.time_runner(r8, b, man, "onnxruntime", "int8-cpu", batches, s, log)
+        rows += timing.time_runner(r8, b, man, "onnxruntime", "int8-cpu", batches, s, log)
     stream = stream_ratio(b, *stream_windows, work)
     ov_rows, why_not = bench.openvino_rows(b, man, None, batches, threads, s, log,
                                            check=lambda prec, ov: agreement.__setitem__(
@@ -182,8 +183,8 @@ def stream_ratio(path: Path, rounds: int, seconds: float, work: Path) -> dict[st
     import edgekit
 
     with edgekit.load(path, precision="int8-cpu") as clf:
-        x = bench.batch_input(path, clf.manifest, 1)
-        est = 1.0 / statistics.median(bench.measure(lambda: clf.runner.infer(x), bench.Settings(2, 10, 0.5)))
+        x = timing.batch_input(path, clf.manifest, 1)
+        est = 1.0 / statistics.median(timing.measure(lambda: clf.runner.infer(x), timing.Settings(2, 10, 0.5)))
         fps = next((r for r in SOURCE_RATES if r >= 2 * est), SOURCE_RATES[-1])
         clip = work / f"camera{fps}.avi"
         if not clip.exists():
@@ -222,7 +223,7 @@ def machine() -> dict[str, Any]:
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def row(results: list[ModelResult], model: str, backend: str, precision: str, batch: int) -> bench.Row | None:
+def row(results: list[ModelResult], model: str, backend: str, precision: str, batch: int) -> timing.Row | None:
     for m in results:
         if m.model == model:
             for r in m.rows:
@@ -249,7 +250,7 @@ def targets(results: list[ModelResult]) -> list[str]:
 
 
 def write_report(results: list[ModelResult], out: Path, info: dict[str, Any], batches: list[int],
-                 s: bench.Settings, smoke: bool) -> None:
+                 s: timing.Settings, smoke: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plots = make_plots(results, out)
     L: list[str] = ["# edgekit benchmark results", ""]
@@ -339,7 +340,7 @@ def standing(results: list[ModelResult], cpu: str) -> list[str]:
 WHY = """How auto chooses: on a machine without an NVIDIA GPU, the first load of a bundle times every
 gated CPU path side by side (ONNX Runtime and OpenVINO; FP32, the INT8 CPU form, and bf16 where
 the CPU has AVX512-BF16 or AMX and the bf16 gate passed) and keeps the fastest, cached per bundle,
-CPU and library versions (`edgekit/cpu_choice.py`). Ratios above 1 mean auto is faster; "OpenVINO
+CPU and library versions (`edgekit/runtime/cpu_choice.py`). Ratios above 1 mean auto is faster; "OpenVINO
 best" is the fastest OpenVINO row, gated or not. Each row here is timed on its own, minutes apart
 from the others: where auto chose the path of the fastest row, the two are one path timed twice
 and their gap is the machine's drift between them; the notes above give auto's own measurement,
@@ -435,9 +436,9 @@ def rerender(out: Path) -> None:
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     results = []
     for m in data["models"]:
-        rows = [bench.Row(**r) for r in m.pop("rows")]
+        rows = [timing.Row(**r) for r in m.pop("rows")]
         results.append(ModelResult(**{**m, "rows": rows}))
-    s = bench.Settings(**data["settings"])
+    s = timing.Settings(**data["settings"])
     write_report(results, out, data["machine"], data["batches"], s, smoke=False)
     say(f"rewrote {out / 'RESULTS.md'} from results.json")
 
@@ -456,13 +457,13 @@ def main() -> None:
         rerender(args.out)
         return
     if args.smoke:
-        from edgekit.calibrate import MIN_CALIB_IMAGES  # the fewest calibration images INT8 takes
+        from edgekit.quant.calib_inputs import MIN_CALIB_IMAGES  # the fewest calibration images INT8 takes
 
-        models, batches, s, frames, calib = ["googlenet"], [1], bench.Settings(1, 3, 0.0), (1, 1.0), MIN_CALIB_IMAGES
+        models, batches, s, frames, calib = ["googlenet"], [1], timing.Settings(1, 3, 0.0), (1, 1.0), MIN_CALIB_IMAGES
     else:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         batches = [int(b) for b in args.batch.split(",")]
-        s, frames, calib = bench.Settings(3, 10, 3.0), (3, 3.0), None
+        s, frames, calib = timing.Settings(3, 10, 3.0), (3, 3.0), None
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         sys.exit(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")

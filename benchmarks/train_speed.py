@@ -6,7 +6,7 @@
    cuDNN's autotuning and the workers' start).
 2. With --memory on a CUDA GPU: each zoo model's training memory per image (peak at batch 16
    minus peak at batch 8, over 8), with mixed precision as edgekit trains on a GPU: the figures
-   behind edgekit.train.TRAIN_MIB_PER_IMAGE, which sizes the default batch on a Jetson.
+   behind edgekit.export.train_data.TRAIN_MIB_PER_IMAGE, which sizes the default batch on a Jetson.
 
     python benchmarks/train_speed.py [--model googlenet] [--size 224] [--images 400] [--epochs 2] [--memory]
 
@@ -54,7 +54,7 @@ def make_data(root: Path, images: int, seed: int = 0) -> Path:
 
 
 def train_speed(model: str, size: int, images: int, epochs: int, device: str, batch: int | None) -> dict[str, Any]:
-    from edgekit.train import TrainRequest, train
+    from edgekit.export.train import TrainRequest, train
 
     with tempfile.TemporaryDirectory() as tmp:
         data = make_data(Path(tmp) / "data", images)
@@ -72,7 +72,7 @@ def train_speed(model: str, size: int, images: int, epochs: int, device: str, ba
 def memory_per_image(models: list[str]) -> list[dict[str, Any]]:
     import torch
 
-    from edgekit.export import wrap
+    from edgekit.export.torch_onnx import wrap
     from edgekit.zoo import get_spec
 
     rows = []

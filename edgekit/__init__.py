@@ -9,12 +9,13 @@ from edgekit.version import __version__
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from edgekit.classifier import Classifier
+    from edgekit.runtime.classifier import Classifier, Prediction  # noqa: F401 (for type checkers; see _LAZY)
+    from edgekit.runtime.streaming import Result, StreamOptions  # noqa: F401
 
 
 def load(bundle: str | None = None, backend: str = "auto", **kwargs: Any) -> Classifier:
     """Load a bundle for classification (the most recent build when none is named)."""
-    from edgekit.classifier import load as _load
+    from edgekit.runtime.loader import load as _load
 
     return _load(bundle, backend=backend, **kwargs)
 
@@ -26,15 +27,31 @@ def stream(source: str | int | Sequence[str | int], clf: Classifier, **options: 
     ``for r in edgekit.stream("csi://0", clf): print(r.prediction.label)``;
     ``for r in edgekit.stream(["csi://0", "/dev/video1"], clf): print(r.source, r.frame_index)``.
     Leaving the loop (or ``.stop()``) stops capture cleanly. Options: see
-    edgekit.streaming.StreamOptions.
+    edgekit.runtime.streaming.StreamOptions.
     """
-    from edgekit.streaming import Stream, StreamOptions
+    from edgekit.runtime.streaming import Stream, StreamOptions
 
     if isinstance(source, (str, int)):
         return Stream(source, clf, StreamOptions(**options))
-    from edgekit.multistream import MultiStream
+    from edgekit.runtime.multistream import MultiStream
 
     return MultiStream(list(source), clf, StreamOptions(**options))
 
 
-__all__ = ["__version__", "load", "stream"]
+_LAZY = {  # the types a caller names, imported when first asked for, so `import edgekit` stays light
+    "Classifier": "edgekit.runtime.classifier",
+    "Prediction": "edgekit.runtime.classifier",
+    "StreamOptions": "edgekit.runtime.streaming",
+    "Result": "edgekit.runtime.streaming",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
+
+
+__all__ = ["Classifier", "Prediction", "Result", "StreamOptions", "__version__", "load", "stream"]

@@ -1,6 +1,6 @@
 """One exception family: the CLI turns these into a one-line message and an exit code.
 
-The exit codes, the same for every command (README, "Exit codes"; tests/test_exit_codes.py):
+The exit codes, the same for every command (README, "Exit codes"; tests/cli/test_first_contact.py):
 
 ====  ===================================================================================
 0     done

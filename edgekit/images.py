@@ -208,7 +208,9 @@ def _pnm_size(b: bytes) -> tuple[int, int] | None:
     return None
 
 
+SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
+
+
 def sample_images() -> list[Path]:
     """The real photographs that ship with edgekit (see data/samples/README.md)."""
-    root = Path(__file__).parent / "data" / "samples"
-    return sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in SAMPLES.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

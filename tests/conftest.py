@@ -163,7 +163,7 @@ def long_step(what: str, detail: str = "") -> Any:
 @pytest.fixture(scope="session")
 def export_bundle(tmp_path_factory: pytest.TempPathFactory):
     """export_bundle(model, **options) -> bundle path, cached per argument set."""
-    from edgekit.export import ExportRequest, export
+    from edgekit.export.torch_onnx import ExportRequest, export
 
     cache: dict[tuple, Path] = {}
 
@@ -192,7 +192,7 @@ def calibrated_googlenet(googlenet_bundle, tmp_path_factory) -> Path:
     CPU form and its figures, for the tests that only read it (copy it to change it)."""
     import shutil
 
-    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+    from edgekit.quant.calibrate import CalibrateRequest, calibrate_bundle
 
     b = tmp_path_factory.mktemp("calibrated") / "googlenet"
     shutil.copytree(googlenet_bundle, b)

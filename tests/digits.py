@@ -67,7 +67,7 @@ def trained_bundle(root: Path, train: int, out: str = "fp32") -> tuple[Path, np.
     """
     import torch
 
-    from edgekit.export import ExportRequest, export
+    from edgekit.export.torch_onnx import ExportRequest, export
 
     x, y = images()
     model = train_googlenet(x[:train], y[:train])

@@ -109,7 +109,7 @@ def dead_pid() -> int:
 
 def verify(bundle: Path) -> mf.Manifest:
     """Every sha256 matches and the bundle loads and classifies."""
-    from edgekit.classifier import load
+    from edgekit.runtime.loader import load
 
     man = mf.read(bundle)
     for art in man.artifacts:
@@ -144,8 +144,8 @@ def _rehash(bundle: Path, rel: str) -> None:
 
 
 def test_labels_symlink_to_a_secret_is_not_exported(b, tmp_path):
-    from edgekit.deepstream import DeepStreamRequest, export_deepstream
-    from edgekit.triton import TritonRequest, export_triton
+    from edgekit.deploy.deepstream import DeepStreamRequest, export_deepstream
+    from edgekit.deploy.triton import TritonRequest, export_triton
 
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET\n" * 1000)  # as many lines as classes: only confinement can refuse it
@@ -164,10 +164,10 @@ def test_labels_symlink_to_a_secret_is_not_exported(b, tmp_path):
 
 
 def test_a_wrong_labels_sha256_is_refused_by_every_reader(b, tmp_path, photos):
-    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
-    from edgekit.deepstream import DeepStreamRequest, export_deepstream
-    from edgekit.evaluate import evaluate
-    from edgekit.triton import TritonRequest, export_triton
+    from edgekit.deploy.deepstream import DeepStreamRequest, export_deepstream
+    from edgekit.deploy.triton import TritonRequest, export_triton
+    from edgekit.quant.calibrate import CalibrateRequest, calibrate_bundle
+    from edgekit.quant.evaluate import evaluate
 
     with open(b / "labels.txt", "a") as f:
         f.write("extra\n")
@@ -207,8 +207,8 @@ def test_model_names_are_checked_when_the_manifest_is_read(b, name):
 
 
 def test_a_hostile_model_name_writes_nothing_outside_the_output(b, tmp_path):
-    from edgekit.deepstream import DeepStreamRequest, export_deepstream
-    from edgekit.triton import TritonRequest, export_triton
+    from edgekit.deploy.deepstream import DeepStreamRequest, export_deepstream
+    from edgekit.deploy.triton import TritonRequest, export_triton
 
     victim = tmp_path / "a" / "escape_onnx_fp32"  # where ../../escape_onnx_fp32 from the repository leads
     victim.mkdir(parents=True)
@@ -226,7 +226,7 @@ def test_a_hostile_model_name_writes_nothing_outside_the_output(b, tmp_path):
 
 
 def test_triton_names_from_options_and_engine_entries_stay_inside(b, tmp_path):
-    from edgekit.triton import TritonRequest, export_triton
+    from edgekit.deploy.triton import TritonRequest, export_triton
 
     with pytest.raises(UsageError, match="--name"):
         export_triton(TritonRequest(b, tmp_path / "repo", name="../up"))
@@ -254,10 +254,10 @@ def _modes(root: Path) -> set[tuple[str, int]]:
 
 @pytest.mark.parametrize("mask, dmode, fmode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
 def test_outputs_follow_the_umask(small, tmp_path, photos, mask, dmode, fmode):
-    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
-    from edgekit.deepstream import DeepStreamRequest, export_deepstream
-    from edgekit.export import ExportRequest, export
-    from edgekit.triton import TritonRequest, export_triton
+    from edgekit.deploy.deepstream import DeepStreamRequest, export_deepstream
+    from edgekit.deploy.triton import TritonRequest, export_triton
+    from edgekit.export.torch_onnx import ExportRequest, export
+    from edgekit.quant.calibrate import CalibrateRequest, calibrate_bundle
 
     old = os.umask(mask)
     try:
@@ -457,7 +457,7 @@ def test_an_atomic_write_on_a_full_disk_leaves_no_temporary_file(tmp_path):
 
 @pytest.mark.parametrize("lines, what", [(999, "has 999 names"), (1001, "has 1001 names")])
 def test_labels_that_do_not_match_the_classes_are_refused_at_load(b, lines, what):
-    from edgekit.classifier import load
+    from edgekit.runtime.loader import load
 
     names = (b / "labels.txt").read_text().splitlines()
     (b / "labels.txt").write_text("\n".join((names + ["more"])[:lines]) + "\n")
@@ -508,7 +508,7 @@ import sys
 from pathlib import Path
 
 from edgekit import profiles as prof_mod
-from edgekit.engine import EngineRequest, build
+from edgekit.trt.engine import EngineRequest, build
 from edgekit.trt import build as trt_build
 from edgekit.trt import parse as trt_parse
 from tests.trt.fake import HostCuda, fake_tensorrt
@@ -536,8 +536,8 @@ def device(monkeypatch, tmp_path):
 
 
 def _engine(b: Path, batch: tuple[int, int, int] = (1, 1, 2), **kw):
-    from edgekit.engine import EngineRequest, build
     from edgekit.profiles import Batch
+    from edgekit.trt.engine import EngineRequest, build
 
     kw.setdefault("precision", "fp32")
     kw.setdefault("profile", "desktop-ada")
@@ -556,7 +556,7 @@ def paused_build(b: Path, batch: str, step: str, tmp_path: Path) -> subprocess.P
 def verify_engines(b: Path) -> mf.Manifest:
     """verify(), and every engine entry's plan is there with its sha256, nothing else is in engines/, and
     the engine loads and classifies (the fake runtime)."""
-    from edgekit.classifier import load
+    from edgekit.runtime.loader import load
 
     man = verify(b)
     for e in man.engines:
@@ -582,7 +582,7 @@ def _holding_lock(b: Path) -> subprocess.Popen:
 def test_an_engine_build_on_a_locked_bundle_fails_fast_naming_the_holder(b, device):
     import re
 
-    from edgekit.engine import build_bare
+    from edgekit.trt.engine import build_bare
 
     device()
     holder = _holding_lock(b)

@@ -78,7 +78,7 @@ def test_sha_mismatch_is_reported_not_used(bundle_copy):
     man = mf.read(bundle_copy)
     with pytest.raises(BundleError, match="does not match its sha256"):
         bundle_mod.artifact_path(bundle_copy, man.artifact("onnx", "fp32"))
-    from edgekit.classifier import load
+    from edgekit.runtime.loader import load
 
     with pytest.raises(BundleError, match="does not match its sha256"):
         load(bundle_copy)

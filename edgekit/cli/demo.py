@@ -14,7 +14,7 @@ from edgekit import manifest as mf
 from edgekit.callbacks import Log as Out
 from edgekit.cli.options import _echo_err
 from edgekit.errors import WeightsError
-from edgekit.export import ExportRequest, export
+from edgekit.export.torch_onnx import ExportRequest, export
 from edgekit.images import IMAGE_SUFFIXES, read_image, sample_images
 
 CLIP_FPS = 30
@@ -52,8 +52,8 @@ def run_demo(model: str, out: Path, say: Out, note: Out) -> None:
         random_weights = True
         export(ExportRequest(model, out, "random", force=True), log=note)
 
-    from edgekit import calibdata
-    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+    from edgekit.quant import calibdata
+    from edgekit.quant.calibrate import CalibrateRequest, calibrate_bundle
 
     general = calibdata.default_set()
     n_photos = sum(1 for p in general.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -73,7 +73,7 @@ def run_demo(model: str, out: Path, say: Out, note: Out) -> None:
             f"{n_val} (the crops of {n_val // crops} photographs calibration never saw) gave the agreement "
             "figures above")
 
-    from edgekit.classifier import load
+    from edgekit.runtime.loader import load
 
     man = res.manifest
     fp32_file = _artifact(man, "fp32", "model.onnx")
@@ -100,8 +100,8 @@ def run_demo(model: str, out: Path, say: Out, note: Out) -> None:
         say(f"== 4/4  a stream: {clip} is a {len(photos) * CLIP_SECONDS_EACH:.0f} s video of the same photographs, "
             f"panning, standing in for a camera; read at its own {CLIP_FPS} frames/s, each newest frame classified "
             "with INT8; a line each time the top-1 label changes")
-        from edgekit.sinks import Stats
-        from edgekit.streaming import Stream, StreamOptions
+        from edgekit.runtime.counters import Stats
+        from edgekit.runtime.streaming import Stream, StreamOptions
 
         st = Stream(str(clip), int8, StreamOptions(topk=1))
         stats = Stats()

@@ -34,7 +34,7 @@ def export_deepstream_cmd(bundle: Path | None, out: Path, precision: str | None,
       edgekit export-deepstream build/v4-int8 -o ds/
       deepstream-app -c ds/deepstream_app_config.txt
     """
-    from edgekit.deepstream import DeepStreamRequest, export_deepstream
+    from edgekit.deploy.deepstream import DeepStreamRequest, export_deepstream
 
     req = DeepStreamRequest(_bundle_or_latest(bundle), out, precision, profile, dla, batch, sources,
                             threshold=threshold, force=force, trt_version=trt_version)
@@ -69,7 +69,7 @@ def export_triton_cmd(bundle: Path | None, out: Path, max_batch: int, instances:
       edgekit export-triton build/v4-int8 -o model_repository/ --max-batch 8 --instances 2
       tritonserver --model-repository model_repository/
     """
-    from edgekit.triton import TritonRequest, export_triton
+    from edgekit.deploy.triton import TritonRequest, export_triton
 
     models = export_triton(TritonRequest(_bundle_or_latest(bundle), out, max_batch, instances, kind, precision,
                                          not no_engine, name, force=force), log=_echo_err)

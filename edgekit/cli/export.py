@@ -19,7 +19,7 @@ from edgekit.cli.options import (
     weights_option,
 )
 from edgekit.errors import UsageError
-from edgekit.train import Progress
+from edgekit.export.train import Progress
 
 
 @click.command()
@@ -44,24 +44,24 @@ def export(run: Path | None, model: str | None, weights: str, out: Path | None, 
       edgekit export runs/parts -o build/parts
       edgekit export --model inception_v3 --weights random --float-input --batch 1
     """
-    from edgekit.export import ExportRequest
-    from edgekit.export import export as do_export
+    from edgekit.export.torch_onnx import ExportRequest
+    from edgekit.export.torch_onnx import export as do_export
 
     if (run is None) == (model is None):
         raise UsageError("give --model NAME, or the folder of an edgekit train run (edgekit export --help)")
     if run is not None:
         from edgekit import manifest as mf
-        from edgekit import train as train_mod
+        from edgekit.export import train_run
 
-        if not train_mod.is_run(run):
-            raise UsageError(f"{run} is not an edgekit train run (no {train_mod.RUN_FILE}); for a zoo model give "
+        if not train_run.is_run(run):
+            raise UsageError(f"{run} is not an edgekit train run (no {train_run.RUN_FILE}); for a zoo model give "
                              "--model NAME")
         given = [flag for flag, v in (("--labels", labels), ("--input-size", input_size), ("--mean", mean),
                                       ("--std", std)) if v is not None] + (["--weights"] if weights != "imagenet"
                                                                            else [])
         if given:
             raise UsageError(f"{', '.join(given)} come from the training run {run}; drop them")
-        path = train_mod.bundle_for_run(run, out, force, log=_echo_err, batch=batch, float_input=float_input)
+        path = train_run.bundle_for_run(run, out, force, log=_echo_err, batch=batch, float_input=float_input)
         man = mf.read(path)
         click.echo(f"{path}  ({man.model.name}, {man.model.num_classes} classes, parity "
                    f"{man.validation['parity']['max_rel_error']:.1e})")
@@ -74,7 +74,7 @@ def export(run: Path | None, model: str | None, weights: str, out: Path | None, 
                f"{res.seconds:.1f} s)")
 
 
-# the preset names and what they mean, for --help (edgekit.importer.PRESETS holds the values)
+# the preset names and what they mean, for --help (edgekit.export.importer.PRESETS holds the values)
 _PRESETS = {
     "keras-inception": "NHWC, RGB, x/127.5-1 (Keras inception_v3.preprocess_input)",
     "torch-imagenet": "NCHW, RGB, ImageNet mean/std on [0,1]",
@@ -140,7 +140,7 @@ def import_cmd(model: Path, preset: str | None, layout: str | None, color: str |
       edgekit import model.onnx --layout nhwc --mean 127.5 --std 127.5 --color rgb --labels labels.txt -o build/keras_v3
       edgekit import resnet.onnx --preset torch-imagenet --input-size 224
     """
-    from edgekit.importer import ImportRequest, import_model
+    from edgekit.export.importer import ImportRequest, import_model
 
     res = import_model(ImportRequest(
         model, out, labels, preset, layout, color, mean, std, float(scale) if scale else None, input_size,
@@ -217,7 +217,7 @@ def train_cmd(model: str | None, data: Path | None, out: Path, weights: str, val
       edgekit eval runs/parts/bundle --data ./held_out
     """
     from edgekit.errors import UsageError
-    from edgekit.train import TrainRequest, train
+    from edgekit.export.train import TrainRequest, train
 
     if resume and force:
         raise UsageError("--resume continues the run in --out and --force replaces it: give one")

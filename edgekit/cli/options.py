@@ -84,7 +84,7 @@ def model_input_options(f: F) -> F:
 
 
 def export_options(f: F) -> F:
-    """export's options; build --model has every one of them (tests/test_build_cli.py checks), its
+    """export's options; build --model has every one of them (tests/cli/test_build_cli.py checks), its
     --batch being the engine's batch range (N|MIN:OPT:MAX) with a dynamic-batch ONNX."""
     f = click.option("--batch", type=int, default=None, help="Static batch size [default: dynamic batch].")(f)
     return model_input_options(f)

@@ -15,7 +15,7 @@ def _calibrate(bundle: Path, data: Path | None, method: str, num_images: int | N
                val_data: Path | None, num_val_images: int | None, holdout: float, min_agreement: float,
                max_drop: float, fallback: str, max_fallback: int, cache_trt_version: str, split: Any = None,
                int8: bool = True) -> None:
-    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+    from edgekit.quant.calibrate import CalibrateRequest, calibrate_bundle
 
     if data is not None or val_data is not None:
         split = None  # the user's own images win over a training run's split
@@ -66,7 +66,7 @@ def eval_cmd(bundle: Path | None, data: Path, class_map: Path | None, limit: int
     Example:
       edgekit eval build/v4-int8 --data ./labelled_val
     """
-    from edgekit.evaluate import evaluate
+    from edgekit.quant.evaluate import evaluate
 
     rows = evaluate(_bundle_or_latest(bundle), data, class_map, limit)
     click.echo(f"{'precision':<10} {'top-1':>7} {'top-5':>7}  ({rows[0].images} images)")

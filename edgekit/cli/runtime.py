@@ -26,7 +26,7 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
       edgekit inspect build/inception_v4
     """
     from edgekit import manifest as mf
-    from edgekit.inspect import describe
+    from edgekit.runtime.inspect import describe
 
     path = _bundle_or_latest(bundle)
     if as_json:
@@ -56,8 +56,8 @@ def classify(args: tuple[Path, ...], topk: int, as_json: bool, backend: str, pre
       edgekit classify cat.jpg
     """
     from edgekit import manifest as mf
-    from edgekit.classifier import load
     from edgekit.images import IMAGE_SUFFIXES, read_image, sample_images
+    from edgekit.runtime.loader import load
 
     for a in args:
         if not a.exists() and not a.is_symlink():
@@ -136,10 +136,11 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
     """
     import signal
 
-    from edgekit import sinks
-    from edgekit.classifier import load
-    from edgekit.sources import Reconnect
-    from edgekit.streaming import SinkThread, Stream, StreamOptions
+    from edgekit.runtime import sinks
+    from edgekit.runtime.loader import load
+    from edgekit.runtime.sink_thread import SinkThread
+    from edgekit.runtime.sources import Reconnect
+    from edgekit.runtime.streaming import Stream, StreamOptions
 
     given = list(camera) + list(source)
     if not given:
@@ -154,7 +155,7 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
     bundle = _bundle_or_latest(bundle)
     clf = load(bundle, backend=backend, precision=precision, log=_echo_err)
     _echo_err(f"backend: {clf.runner.description}, {clf.precision} ({clf.why})")
-    from edgekit.streaming import camera_settings
+    from edgekit.runtime.streaming import camera_settings
 
     cam_w, cam_h, cam_fps, cam_mode = camera_settings(width, height, fps, sensor_mode)
     opts = StreamOptions(topk, threshold, smooth, every_frame, True, cam_w, cam_h, cam_fps, cam_mode,
@@ -164,7 +165,7 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
     if len(given) == 1:
         st = Stream(given[0], clf, opts, on_event=_echo_err, keep_frames=keep)
     else:
-        from edgekit.multistream import MultiStream
+        from edgekit.runtime.multistream import MultiStream
 
         st = MultiStream(given, clf, opts, on_event=_echo_err, keep_frames=keep)
     stats = sinks.Stats()
@@ -180,7 +181,7 @@ def run(bundle: Path | None, camera: tuple[str, ...], source: tuple[str, ...], p
     if display:
         out.append(sinks.Window())
     if host_port is not None:
-        from edgekit.serve import LiveView
+        from edgekit.runtime.serve import LiveView
 
         try:
             view = LiveView(host_port[0], host_port[1], model=clf.manifest.model.name,
@@ -298,13 +299,18 @@ def bench(bundle: Path | None, precision: str | None, backend: str, batch_text: 
       edgekit bench build/v4-int8 --batch 1,4,8 --json
       edgekit bench build/v4-int8 --compare torch
     """
-    from edgekit import bench as bench_mod
     from edgekit import manifest as mf
+    from edgekit.runtime import bench as bench_mod
 
     bundle = _bundle_or_latest(bundle)
     precisions = [p.strip() for p in precision.split(",")] if precision else None
+    peer = None
+    if compare == "torch":  # the desktop tier, asked for by name: only here does bench reach torch
+        from edgekit.export import torch_peer
+
+        peer = torch_peer.peer(weights)
     rows, notes = bench_mod.bench_bundle(
-        bundle, precisions, backend, _int_list(batch_text), threads, compare == "torch", weights,
+        bundle, precisions, backend, _int_list(batch_text), threads, peer,
         bench_mod.Settings(warmup, runs, seconds), log=lambda m: _echo_err(f"  timing {m}"))
     if as_json:
         click.echo(bench_mod.to_json(bundle, rows, notes))

@@ -75,8 +75,8 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
     from edgekit import bundle as bundle_mod
     from edgekit import manifest as mf
     from edgekit import profiles as prof_mod
-    from edgekit.engine import EngineRequest, parse_batch
-    from edgekit.engine import build as build_engine
+    from edgekit.trt.engine import EngineRequest, parse_batch
+    from edgekit.trt.engine import build as build_engine
 
     precision = _one_precision(int8, fp16, fp32)
     for flag, path in (("--calib-data", calib_data), ("--val-data", opts.get("val_data"))):
@@ -86,18 +86,18 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         raise UsageError(f"give either a BUNDLE ({bundle}) or --model {model}, not both (edgekit build --help)")
     if model is None:
         bundle = _bundle_or_latest(bundle)
-    from edgekit import train as train_mod
+    from edgekit.export import train_run
 
-    run = bundle if train_mod.is_run(bundle or Path("-")) else None
+    run = bundle if train_run.is_run(bundle or Path("-")) else None
     if run is not None:
-        train_mod.finished_run(run)  # refuse an unfinished run before any work
+        train_run.finished_run(run)  # refuse an unfinished run before any work
     given = [flag for flag, v in (("--labels", labels), ("--input-size", input_size), ("--float-input", float_input),
                                   ("--mean", mean), ("--std", std)) if v is not None and v is not False]
     if bundle is not None and given:
         raise UsageError(f"{', '.join(given)} apply to --model (the export); {bundle} was exported already: "
                          f"drop them, or re-export with edgekit export {' '.join(given)}")
     if bundle is not None and bundle.suffix.lower() == ".onnx":
-        from edgekit.engine import build_bare
+        from edgekit.trt.engine import build_bare
 
         res = build_bare(bundle, precision, profile, parse_batch(batch_text) if batch_text else None, workspace,
                          out, log=_echo_err)
@@ -116,8 +116,8 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
                            rebuild=rebuild)
     exported = False
     if model is not None:
-        from edgekit.export import ExportRequest, reuse_check
-        from edgekit.export import export as do_export
+        from edgekit.export.torch_onnx import ExportRequest, reuse_check
+        from edgekit.export.torch_onnx import export as do_export
         from edgekit.zoo import get_spec
 
         req = ExportRequest(get_spec(model).name, None, weights, labels, input_size, None, float_input, mean, std,
@@ -139,8 +139,8 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
             exported = True
     split = None
     if run is not None:
-        bundle = train_mod.bundle_for_run(run, out, force, log=_echo_err)
-        split = train_mod.run_split(run)
+        bundle = train_run.bundle_for_run(run, out, force, log=_echo_err)
+        split = train_run.run_split(run)
     assert bundle is not None
     man = mf.read(bundle)
     want = precision or (prof.default_precision if prof.kind != "cpu" else None)
@@ -148,7 +148,7 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         if want == "int8" and man.artifact("onnx", "int8") is None:
             _calibrate(bundle, calib_data, split=split, **opts)
         # JetPack 4 (TensorRT 8.0/8.2, Python 3.6): what the board can use without edgekit
-        from edgekit.jetpack4 import write_kit
+        from edgekit.deploy.jetpack4 import write_kit
 
         kit = write_kit(bundle, prof, want or "fp16", batch or prof.batch, workspace, out=None, force=force)
         trts = ", ".join(sw.tensorrt for sw in prof.software)
@@ -161,7 +161,7 @@ def build(bundle: Path | None, model: str | None, weights: str, out: Path | None
         _echo_err(f"{bundle} holds {want.upper()} already ({_calibrated_how(man, want)}): building from it; "
                   "--calib-data or another calibration option calibrates again")
     elif want in ("int8", "fp16"):
-        from edgekit.calibrate import GateError
+        from edgekit.quant.calibrate import GateError
 
         try:
             _calibrate(bundle, calib_data, split=split, int8=want == "int8", **opts)

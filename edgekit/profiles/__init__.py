@@ -20,7 +20,7 @@ import yaml
 
 from edgekit.errors import UsageError
 from edgekit.keys import Keys
-from edgekit.profiles.device import (  # noqa: F401 (moved; old path kept)
+from edgekit.profiles.device import (  # noqa: F401 (the package is their address: prof_mod.detect() and the rest)
     DLA_BATCH,
     Device,
     check_request,

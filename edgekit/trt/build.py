@@ -70,7 +70,7 @@ def _recorder(trt: ModuleType) -> Any:
 def _calibrator(trt: ModuleType, cache_text: str) -> Any:
     """Serves the bundle's calibration cache; rewrites the header for the running TensorRT
     (which ignores a cache of another version) and never asks for a calibration batch."""
-    from edgekit import calibcache
+    from edgekit.quant import calibcache
 
     cache = calibcache.loads(cache_text)
     cache = calibcache.CalibrationCache(calibcache.trt_version_number(trt.__version__), "EntropyCalibration2",
@@ -100,7 +100,7 @@ def _float_weight_model(path: Path, say: Callable[[str], None]) -> bytes:
     """The Q/DQ model with float weights behind a Q/DQ pair, as TensorRT 8.x's parser wants it."""
     import onnx
 
-    from edgekit.qdq import float_weights
+    from edgekit.quant.qdq import float_weights
 
     model = onnx.load(str(path))
     n = float_weights(model)

@@ -30,14 +30,14 @@ def _timm(arch: str) -> Any:
 
 def _bn_inception(num_classes: int, input_size: int) -> Any:
     require("torch", "building bn_inception")
-    from edgekit.zoo.bn_inception import BNInception
+    from edgekit.zoo.definitions.bn_inception import BNInception
 
     return BNInception(num_classes)
 
 
 def _inception_resnet_v1(num_classes: int, input_size: int) -> Any:
     require("torch", "building inception_resnet_v1")
-    from edgekit.zoo.inception_resnet_v1 import InceptionResNetV1
+    from edgekit.zoo.definitions.inception_resnet_v1 import InceptionResNetV1
 
     return InceptionResNetV1(num_classes)
 

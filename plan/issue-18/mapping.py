@@ -46,11 +46,30 @@ MODULES = {
     "edgekit.cli_import": "edgekit.cli.export",
     "edgekit.cli_train": "edgekit.cli.export",
     "edgekit.demo": "edgekit.cli.demo",
+    # modules split out in step 2 (at the top level until step 3)
+    "edgekit.weights_fetch": "edgekit.zoo.weights_fetch",
+    "edgekit.checkpoint": "edgekit.zoo.checkpoint",
+    "edgekit.onnx_wrap": "edgekit.export.onnx_wrap",
+    "edgekit.parity": "edgekit.export.parity",
+    "edgekit.torch_peer": "edgekit.export.torch_peer",
+    "edgekit.train_run": "edgekit.export.train_run",
+    "edgekit.train_data": "edgekit.export.train_data",
+    "edgekit.train_loop": "edgekit.export.train_loop",
+    "edgekit.calib_inputs": "edgekit.quant.calib_inputs",
+    "edgekit.cpu_qdq": "edgekit.quant.cpu_qdq",
+    "edgekit.cpu_routes": "edgekit.runtime.cpu_routes",
+    "edgekit.timing": "edgekit.runtime.timing",
+    "edgekit.liblog": "edgekit.runtime.liblog",
+    "edgekit.latest": "edgekit.runtime.latest",
+    "edgekit.sink_thread": "edgekit.runtime.sink_thread",
+    "edgekit.counters": "edgekit.runtime.counters",
+    "edgekit.serve_http": "edgekit.runtime.serve_http",
+    "edgekit.nvinfer": "edgekit.deploy.nvinfer",
 }
 # Names that leave their module's new home in a split: (old module, name) -> new module.
 NAMES = {
-    ("edgekit.classifier", "load"): "edgekit.runtime.load",
-    ("edgekit.classifier", "profile_threads"): "edgekit.runtime.load",
+    ("edgekit.classifier", "load"): "edgekit.runtime.loader",
+    ("edgekit.classifier", "profile_threads"): "edgekit.runtime.loader",
     ("edgekit.classifier", "check_input_size"): "edgekit.runners.shapes",
     ("edgekit.classifier", "_runner_input_shape"): "edgekit.runners.shapes",  # rename: runner_input_shape
     ("edgekit.classifier", "_seven_bit"): "edgekit.manifest",               # rename: seven_bit_weights

@@ -1,7 +1,7 @@
 """Rewrite edgekit module paths in files: python rewrite.py [--write] FILE...
 Dry run (default) prints per-file counts and lines needing a hand edit."""
 import re, sys, collections
-sys.path.insert(0, "/tmp/plan18")
+sys.path.insert(0, __import__("os").path.dirname(__file__))
 from mapping import MODULES, NAMES
 write = "--write" in sys.argv
 files = [f for f in sys.argv[1:] if f != "--write"]

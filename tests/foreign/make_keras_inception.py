@@ -1,8 +1,8 @@
 """A Keras InceptionV3 (random weights, real batch-norm statistics) converted to ONNX by tf2onnx,
 and Keras' own outputs on given photographs: a classifier from a foreign exporter for
-tests/test_import.py.
+tests/export/test_import.py.
 
-Runs in its own environment (tensorflow-cpu + tf2onnx, see tests/test_import.py), not edgekit's:
+Runs in its own environment (tensorflow-cpu + tf2onnx, see tests/export/test_import.py), not edgekit's:
 
     python make_keras_inception.py FRAMES.npy OUT_DIR
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from edgekit.runners.cuda import available, open_cuda
+from edgekit.trt.cuda import available, open_cuda
 from tests.threads import run_threads
 
 pytestmark = pytest.mark.gpu

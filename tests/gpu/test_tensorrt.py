@@ -22,7 +22,7 @@ TRAIN = 1300
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     pytest.importorskip("torch")
-    from edgekit.runners.cuda import available
+    from edgekit.trt.cuda import available
     from edgekit.trt.parse import load_trt
 
     try:
@@ -31,7 +31,7 @@ def bundle(tmp_path_factory):
         pytest.skip(str(exc))
     if not available():
         pytest.skip("no CUDA binding (pycuda or cuda-python)")
-    from edgekit.calibrate import CalibrateRequest, calibrate_bundle
+    from edgekit.quant.calibrate import CalibrateRequest, calibrate_bundle
 
     root = tmp_path_factory.mktemp("gpu")
     b, x, y = digits.trained_bundle(root, TRAIN, out="b")
@@ -42,8 +42,8 @@ def bundle(tmp_path_factory):
 
 @pytest.mark.parametrize("precision, target", [("fp16", 0.999), ("int8", 0.99), ("fp32", 0.999)])
 def test_engine_agrees_with_onnxruntime(bundle, precision, target):
-    from edgekit.classifier import load
-    from edgekit.engine import EngineRequest, build
+    from edgekit.runtime.loader import load
+    from edgekit.trt.engine import EngineRequest, build
 
     b, frames = bundle
     res = build(EngineRequest(b, precision=precision))
@@ -60,8 +60,8 @@ def test_engine_agrees_with_onnxruntime(bundle, precision, target):
 
 
 def test_four_threads_give_the_same_answers(bundle):
-    from edgekit.classifier import load
-    from edgekit.engine import EngineRequest, build
+    from edgekit.runtime.loader import load
+    from edgekit.trt.engine import EngineRequest, build
 
     b, frames = bundle
     build(EngineRequest(b, precision="fp16"))
@@ -76,9 +76,9 @@ def test_engine_from_another_version_is_refused_before_deserialising(bundle, tmp
     import json
 
     from edgekit import manifest as mf
-    from edgekit.classifier import load
-    from edgekit.engine import EngineRequest, build
-    from edgekit.runners.trt import EngineMismatch
+    from edgekit.runtime.loader import load
+    from edgekit.trt.engine import EngineRequest, build
+    from edgekit.trt.runner import EngineMismatch
 
     b, _ = bundle
     c = tmp_path / "c"

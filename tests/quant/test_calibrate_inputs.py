@@ -19,9 +19,9 @@ cv2 = pytest.importorskip("cv2")
 
 from edgekit import bundle as bundle_mod  # noqa: E402
 from edgekit import manifest as mf  # noqa: E402
-from edgekit.calibrate import CalibrateRequest, calibrate_bundle  # noqa: E402
 from edgekit.cli import cli  # noqa: E402
 from edgekit.errors import UsageError  # noqa: E402
+from edgekit.quant.calibrate import CalibrateRequest, calibrate_bundle  # noqa: E402
 
 
 def _photos(root, n=24, size=72, classes=("0", "1")):
@@ -91,7 +91,7 @@ def test_unreadable_files_are_skipped_with_their_reason(export_bundle, tmp_path)
 
 
 def test_more_validation_images_than_the_default_are_said_and_can_be_used(export_bundle, tmp_path, monkeypatch):
-    from edgekit import calib_inputs
+    from edgekit.quant import calib_inputs
 
     monkeypatch.setattr(calib_inputs, "DEFAULT_VAL_IMAGES", 10)  # _gather reads it there
     b = tmp_path / "b"

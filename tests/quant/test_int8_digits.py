@@ -19,11 +19,11 @@ pytest.importorskip("cv2")
 
 import onnx  # noqa: E402
 
-from edgekit import calibcache, quantize  # noqa: E402
 from edgekit import manifest as mf  # noqa: E402
-from edgekit.calibrate import CalibrateRequest, GateError, calibrate_bundle  # noqa: E402
 from edgekit.errors import UsageError  # noqa: E402
-from edgekit.evaluate import evaluate  # noqa: E402
+from edgekit.quant import calibcache, quantize  # noqa: E402
+from edgekit.quant.calibrate import CalibrateRequest, GateError, calibrate_bundle  # noqa: E402
+from edgekit.quant.evaluate import evaluate  # noqa: E402
 from tests import digits  # noqa: E402
 
 TRAIN = 1300
@@ -94,8 +94,8 @@ def test_openvino_computes_what_the_gate_simulated(trained, int8_bundle):
     """The CPU form's and bf16's gate figures hold for OpenVINO: its own kernels on this CPU agree
     with FP32 as the simulation said, on the 497 held-out digits (bf16 where this CPU has it)."""
     pytest.importorskip("openvino")
-    from edgekit import calibdata, gate
     from edgekit.preprocess import graph_input
+    from edgekit.quant import calibdata, gate
     from edgekit.runners.openvino import OpenVinoRunner, capabilities
     from edgekit.runners.ort import OrtRunner
 
@@ -302,7 +302,7 @@ def test_interrupted_calibration_leaves_the_bundle_as_it_was(trained, monkeypatc
 def test_calibration_scales_do_not_depend_on_the_order_of_the_images(trained):
     root, fp32 = trained
     man = mf.read(fp32)
-    from edgekit import calibdata
+    from edgekit.quant import calibdata
 
     imgs = calibdata.collect(calibdata.discover(root / "calib"), man.preprocess).images[:96]
     a = quantize.calibrate(fp32 / "model.onnx", imgs)
@@ -335,10 +335,10 @@ def _probe_script(path):
     path.write_text("""
 import sys, numpy as np, onnx
 from pathlib import Path
-from edgekit import qdq, quantize
+from edgekit.quant import qdq, quantize
 from edgekit.cpuinfo import detect
 from edgekit.runners.ort import OrtRunner
-from edgekit.simulate import SimRunner
+from edgekit.quant.simulate import SimRunner
 b, imgs, out = Path(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3]
 res = {}
 with SimRunner(b / "model.int8.onnx") as r:
@@ -375,14 +375,14 @@ def test_gate_figures_are_bit_identical_on_an_avx2_cpu_and_the_cpu_form_does_not
     if platform.machine() not in ("x86_64", "AMD64") or QEMU is None:
         pytest.skip("needs an x86_64 host with qemu-x86_64 (apt-get install qemu-user; .ci/run installs it)")
     b, _ = int8_bundle
-    from edgekit import calibdata, qdq
+    from edgekit.quant import calibdata, cpu_qdq, qdq
 
     work = tmp_path / "b"
     shutil.copytree(b, work)
     cal = json.loads((b / "calibration.json").read_text())
     ranges = {k: (t["min"], t["max"]) for k, t in cal["tensors"].items()}
     m = onnx.load(str(b / "model.onnx"))
-    cpu8, _ = qdq.cpu_qdq(m, ranges, preprocessing=quantize.activations.preprocessing_nodes(m), weight_qmax=127)
+    cpu8, _ = cpu_qdq.cpu_qdq(m, ranges, preprocessing=quantize.activations.preprocessing_nodes(m), weight_qmax=127)
     onnx.save(cpu8, str(work / "cpu8.onnx"))
     amax = {k: t["amax"] for k, t in cal["tensors"].items()}
     onnx.save(qdq.implicit_int8(m, amax, quantize.activations.preprocessing_nodes(m)), str(work / "dla.onnx"))

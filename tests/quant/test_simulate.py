@@ -14,9 +14,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit import activations, qdq
-from edgekit.quantize import Calibration
-from edgekit.simulate import SimRunner, integer_arithmetic
+from edgekit.quant import activations, cpu_qdq, qdq
+from edgekit.quant.quantize import Calibration
+from edgekit.quant.simulate import SimRunner, integer_arithmetic
 
 
 def _net(seed: int = 0) -> onnx.ModelProto:
@@ -179,7 +179,7 @@ def test_fused_cpu_kernels_are_not_what_the_gate_measures(quantized):
     m, _, _, _, images, stats = quantized
     cal = Calibration("minmax", {t: stats.absmax(t) for t in stats.hist},
                       {t: (stats.lo[t], stats.hi[t]) for t in stats.hist}, len(images), 0.0)
-    cpu, _ = qdq.cpu_qdq(m, cal.ranges)
+    cpu, _ = cpu_qdq.cpu_qdq(m, cal.ranges)
     with SimRunner(cpu) as s, OrtRunner(cpu.SerializeToString()) as k:
         a, b = s.infer(images), k.infer(images)
     assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.95
@@ -223,7 +223,7 @@ def test_bf16_storage_rounds_every_tensor_to_nearest_even_on_any_onnxruntime():
     """OpenVINO's bf16 gate: weights and every float tensor rounded to bfloat16 as the CPU's
     conversion rounds (nearest, ties to even). ONNX Runtime before 1.17 casts to bfloat16 by
     truncation, so the simulation must not use Cast: this runs on the floors' ONNX Runtime too."""
-    from edgekit.simulate import round_bf16
+    from edgekit.quant.simulate import round_bf16
 
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(20000) * 100).astype(np.float32)

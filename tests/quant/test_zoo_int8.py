@@ -13,10 +13,10 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 from edgekit import manifest as mf  # noqa: E402
-from edgekit import quantize  # noqa: E402
-from edgekit.calibrate import CalibrateRequest, calibrate_bundle  # noqa: E402
-from edgekit.engine import EngineRequest, build  # noqa: E402
 from edgekit.profiles import Batch  # noqa: E402
+from edgekit.quant import quantize  # noqa: E402
+from edgekit.quant.calibrate import CalibrateRequest, calibrate_bundle  # noqa: E402
+from edgekit.trt.engine import EngineRequest, build  # noqa: E402
 
 ALL = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2"]
 # The 299 px models at 139 px: the same layers, Q/DQ placement and engines, a fifth of the arithmetic to calibrate
@@ -109,7 +109,7 @@ def test_qdq_placement_follows_tensorrt_guidance(export_bundle, model, tmp_path)
 
     b = export_bundle(model, **SIZE.get(model, {}))
     fp32 = onnx_mod.load(str(b / "model.onnx"))
-    from edgekit import calibdata
+    from edgekit.quant import calibdata
 
     man = mf.read(b)
     imgs = calibdata.collect(calibdata.discover(calibdata.default_set(), variants=1)[:4], man.preprocess).images

@@ -14,14 +14,14 @@ import pytest
 
 pytest.importorskip("tensorrt_rtx")
 
-from edgekit import classifier  # noqa: E402
 from edgekit import manifest as mf  # noqa: E402
 from edgekit import profiles as prof_mod  # noqa: E402
-from edgekit.engine import EngineRequest, build  # noqa: E402
 from edgekit.errors import UsageError  # noqa: E402
 from edgekit.profiles import Batch  # noqa: E402
-from edgekit.runners.trt import EngineMismatch, Here, check_engine, pick_engine  # noqa: E402
-from tests.test_cli import run as run_cli  # noqa: E402
+from edgekit.runtime import classifier, loader  # noqa: E402
+from edgekit.trt.engine import EngineRequest, build  # noqa: E402
+from edgekit.trt.runner import EngineMismatch, Here, check_engine, pick_engine  # noqa: E402
+from tests.cli.test_cli import run as run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +102,11 @@ def test_pick_engine_prefers_this_device_and_fast_precision():
 
 
 def test_cpu_machine_falls_back_and_says_why(engine_bundle):
-    with classifier.load(engine_bundle) as clf:
+    with loader.load(engine_bundle) as clf:
         assert clf.backend == "onnxruntime"
         assert "no NVIDIA GPU" in clf.why
     with pytest.raises(UsageError, match="no NVIDIA GPU"):
-        classifier.load(engine_bundle, backend="tensorrt")
+        loader.load(engine_bundle, backend="tensorrt")
     err = run_cli(["classify", str(engine_bundle), "--backend", "tensorrt"], expect=2).stderr
     assert "no NVIDIA GPU" in err and len(err.strip().splitlines()) == 1
 
@@ -115,11 +115,11 @@ def test_gpu_described_but_cuda_absent_falls_back_before_tensorrt_runtime(engine
     ada = prof_mod.get("desktop-ada")
     dev = prof_mod.Device(gpu_name="NVIDIA GeForce RTX 4090", compute_capability="8.9")
     monkeypatch.setattr(prof_mod, "detect", lambda root=Path("/"): (ada, dev))
-    import edgekit.runners.cuda as cuda_mod
+    import edgekit.trt.cuda as cuda_mod
 
     if "cuda-python" not in cuda_mod.available():
         pytest.skip("cuda-python not installed")
-    clf = classifier.load(engine_bundle, precision="fp32")
+    clf = loader.load(engine_bundle, precision="fp32")
     try:
         assert clf.backend == "onnxruntime"
         assert "no NVIDIA driver" in clf.why  # CUDA tried for real; TensorRT's Runtime never made
@@ -130,19 +130,19 @@ def test_gpu_described_but_cuda_absent_falls_back_before_tensorrt_runtime(engine
 def test_engine_for_another_gpu_falls_back_with_the_fix(engine_bundle, monkeypatch):
     orin = prof_mod.get("jetson-orin-nano")
     monkeypatch.setattr(prof_mod, "detect", lambda root=Path("/"): (orin, prof_mod.Device(model="Orin Nano")))
-    with classifier.load(engine_bundle, precision="fp32") as clf:
+    with loader.load(engine_bundle, precision="fp32") as clf:
         assert clf.backend == "onnxruntime"
         assert "compute capability 8.9" in clf.why and "--profile jetson-orin-nano" in clf.why
         assert clf.runner.description.endswith("5 threads)") or "threads" in clf.runner.description
     with pytest.raises(EngineMismatch):
-        classifier.load(engine_bundle, backend="tensorrt", precision="fp32")
+        loader.load(engine_bundle, backend="tensorrt", precision="fp32")
 
 
 def test_profile_threads_cap_at_this_machine(monkeypatch):
     orin = prof_mod.get("jetson-agx-orin")
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     assert orin.cpu_threads == 8
-    assert classifier.profile_threads(orin) == 3
+    assert loader.profile_threads(orin) == 3
 
 
 def test_onnxruntime_tensorrt_provider_caches_its_engines(tmp_path, monkeypatch):
@@ -232,8 +232,8 @@ def test_a_jetson_no_profile_names_keeps_its_path_and_a_raspberry_pi_is_a_cpu(go
     """A Jetson edgekit has no profile for is still a GPU board: ONNX Runtime as before (its GPU
     providers where installed), no CPU-path measurement; a Raspberry Pi has a device tree too and
     is a CPU like any other."""
-    from edgekit import cpu_choice
     from edgekit.runners import openvino
+    from edgekit.runtime import cpu_choice
 
     monkeypatch.setattr(openvino, "capabilities", lambda: frozenset({"FP32", "INT8"}))  # as if OpenVINO ran here
 
@@ -245,8 +245,8 @@ def test_a_jetson_no_profile_names_keeps_its_path_and_a_raspberry_pi_is_a_cpu(go
     board = prof_mod.Device(model="NVIDIA Jetson Thor Developer Kit", compatible=("nvidia,p3971",), l4t="38.2.0")
     pi = prof_mod.Device(model="Raspberry Pi 5 Model B Rev 1.0", compatible=("raspberrypi,5-model-b", "brcm,bcm2712"))
     monkeypatch.setattr(prof_mod, "detect", lambda root=Path("/"): (cpu, board))
-    with classifier.load(googlenet_bundle) as clf:
+    with loader.load(googlenet_bundle) as clf:
         assert clf.backend == "onnxruntime"
     monkeypatch.setattr(prof_mod, "detect", lambda root=Path("/"): (cpu, pi))
     with pytest.raises(LookupError, match="measured"):
-        classifier.load(googlenet_bundle)
+        loader.load(googlenet_bundle)

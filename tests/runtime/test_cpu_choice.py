@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit import cpu_cache, cpu_choice
 from edgekit import manifest as mf
-from edgekit.classifier import load
 from edgekit.cpuinfo import CpuKind
 from edgekit.errors import MissingDependencyError, UsageError
 from edgekit.runners.ort import OrtRunner
+from edgekit.runtime import cpu_cache, cpu_choice
+from edgekit.runtime.loader import load
 from tests.inproc import edgekit
 
 pytest.importorskip("openvino")

@@ -15,9 +15,9 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 import edgekit  # noqa: E402
-from edgekit import sources  # noqa: E402
-from edgekit.multistream import MultiStream  # noqa: E402
-from edgekit.streaming import StreamOptions  # noqa: E402
+from edgekit.runtime import sources  # noqa: E402
+from edgekit.runtime.multistream import MultiStream  # noqa: E402
+from edgekit.runtime.streaming import StreamOptions  # noqa: E402
 from tests.runtime.test_stream import decode, encode, write_video  # noqa: E402
 
 
@@ -258,8 +258,9 @@ def test_run_cli_serves_the_live_view_while_it_runs(media, googlenet_bundle, tmp
 
 def test_only_sinks_that_draw_are_handed_the_frame():
     """A lagging JSON sink's queue must not hold full frames (64 x 6 MB at 1080p)."""
-    from edgekit.classifier import Prediction
-    from edgekit.streaming import Result, SinkThread
+    from edgekit.runtime.classifier import Prediction
+    from edgekit.runtime.sink_thread import SinkThread
+    from edgekit.runtime.streaming import Result
 
     class Keeps:
         def __init__(self, draws):
@@ -316,7 +317,7 @@ def test_json_lines_to_dev_null_and_to_a_file_cut_by_logrotate(media, googlenet_
 
 def test_summary_of_many_sources_says_which_file_skipped_frames(media, clf, tmp_path):
     """Each source's own line: a file played faster than the model says it skipped frames; a folder does not."""
-    from edgekit.sinks import PerSource
+    from edgekit.runtime.counters import PerSource
 
     _, _, folder = media
     video = write_video(tmp_path / "thousand.avi", 200, 1000.0)

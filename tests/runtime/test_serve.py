@@ -1,4 +1,4 @@
-"""The live view (edgekit.serve.LiveView) on real sockets, real photographs and a real browser:
+"""The live view (edgekit.runtime.serve.LiveView) on real sockets, real photographs and a real browser:
 what a person sees, what Prometheus reads, and that viewers never cost the run anything."""
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgekit.classifier import Prediction
 from edgekit.errors import UsageError
 from edgekit.images import read_image, sample_images
-from edgekit.serve import VIEW_WIDTH, LiveView
-from edgekit.sinks import annotate
-from edgekit.streaming import Result
+from edgekit.runtime.classifier import Prediction
+from edgekit.runtime.serve import VIEW_WIDTH, LiveView
+from edgekit.runtime.sinks import annotate
+from edgekit.runtime.streaming import Result
 
 PRED = Prediction(("tabby cat", "tiger cat", "Egyptian cat"), (281, 282, 285), (0.61, 0.2, 0.1), 5.0)
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -432,7 +432,7 @@ def test_hostile_clients_cannot_take_the_processes_descriptors(make_view):
     the process keeps its file descriptors; once they go, the view answers again."""
     import os
 
-    from edgekit.serve import MAX_CONNECTIONS
+    from edgekit.runtime.serve_http import MAX_CONNECTIONS
 
     v = make_view({"cam0": {"dropped": 0, "reconnects": 0, "state": "live"}}, stall_s=4.0)
     fds = len(os.listdir("/proc/self/fd"))

@@ -19,8 +19,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from edgekit import sources, streaming  # noqa: E402
 from edgekit.errors import UsageError  # noqa: E402
+from edgekit.runtime import liblog, sources, streaming  # noqa: E402
 
 _SCRIPT = Path(sys.executable).with_name("edgekit")
 EDGEKIT = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "edgekit"]
@@ -74,7 +74,7 @@ def test_opens_in_many_threads_keep_every_other_line_and_give_each_its_own_reaso
     fd 2 is what it was."""
     res = _run("""
         import os, sys, threading, time
-        from edgekit import sources
+        from edgekit.runtime import sources
         fd2 = os.readlink("/proc/self/fd/2")
         stop = threading.Event()
         def talk():
@@ -133,7 +133,7 @@ def test_library_lines_are_kept_for_the_error_and_dropped_on_success():
     (a status line ending in \\r, edgekit's lines) goes on; a partial library line waits for its end."""
     res = _run(r"""
         import os, time
-        from edgekit import sources
+        from edgekit.runtime import sources
         with sources.LIBRARY_LOG.capture() as said:
             os.write(2, b"[ WARN:0@0.050] global cap_v4l.cpp:914 open VIDEOIO(V4L2:/dev/video9): can't open\n")
             os.write(2, b"[rtsp @ 0x55d0c0a1b2c0] method DESCRIBE failed: 401 Unauthorized\n")
@@ -162,7 +162,7 @@ def test_a_line_cut_in_two_by_a_library_line_still_comes_out_whole():
     start goes on, the library line is kept, the newline follows: the terminal shows the line whole."""
     res = _run(r"""
         import os
-        from edgekit import sources
+        from edgekit.runtime import sources
         with sources.LIBRARY_LOG.capture() as said:
             os.write(2, b"edgekit line 9")
             os.write(2, b"[ WARN:9@0.017] global cap_v4l.cpp:914 open VIDEOIO(V4L2:/dev/video53): can't open\n")
@@ -253,7 +253,7 @@ def test_an_open_that_hangs_shows_what_the_camera_stack_said_while_it_still_hang
     meanwhile are not captured either; the open's error still carries the line, exit 1."""
     res, seen = _watched(f"""
         import os, threading, time
-        from edgekit import liblog, sources
+        from edgekit.runtime import liblog, sources
         liblog.OPEN_WATCHDOG_S = 0.5
         sources.has_gstreamer = lambda cv2: True
         class Closed:
@@ -296,7 +296,7 @@ def test_other_lines_reach_stderr_while_the_open_is_under_way():
     """A line that is not the libraries' goes on within a poll or two, not when the open ends."""
     res, seen = _watched("""
         import os, time
-        from edgekit import sources
+        from edgekit.runtime import sources
         with sources.LIBRARY_LOG.capture() as said:
             os.write(2, b"[ WARN:0@0.100] global cap.cpp:1 open held\\n")
             os.write(2, b"edgekit line while opening\\n")
@@ -318,7 +318,7 @@ def test_debugging_the_user_switched_on_is_not_captured(var):
     where it is written; set but empty, the capture works as usual."""
     code = """
         import os
-        from edgekit import sources
+        from edgekit.runtime import sources
         before = os.readlink("/proc/self/fd/2")
         with sources.LIBRARY_LOG.capture() as said:
             during = os.readlink("/proc/self/fd/2")
@@ -342,7 +342,7 @@ def test_a_c_extension_writing_much_while_it_holds_the_gil_does_not_deadlock():
     plain lines come out in order, the library lines are kept (the newest KEEP)."""
     code = """
         import ctypes, time
-        from edgekit import sources
+        from edgekit.runtime import sources
         libc = ctypes.PyDLL(None)
         plain = b"".join(b"plain %05d " % i + b"x" * 90 + b"\\n" for i in range(2000))
         lib = b"".join(b"[ WARN:0@0.%05d] global cap.cpp:1 " % i + b"y" * 70 + b"\\n" for i in range(2000))
@@ -358,7 +358,7 @@ def test_a_c_extension_writing_much_while_it_holds_the_gil_does_not_deadlock():
         pytest.fail("a 200 KB write to fd 2 with the GIL held did not return in 30 s: the capture deadlocks")
     assert res.returncode == 0, res.stderr
     ok, big, kept, last, secs = res.stdout.split("|")
-    assert (ok, big, kept) == ("True", "True", str(sources.LibraryLog.KEEP)), res.stdout
+    assert (ok, big, kept) == ("True", "True", str(liblog.LibraryLog.KEEP)), res.stdout
     assert last == "[ WARN:0@0.01999] global ", res.stdout
     assert float(secs) < 5, res.stdout
     assert res.stderr.splitlines() == [f"plain {i:05d} " + "x" * 90 for i in range(2000)]
@@ -371,7 +371,8 @@ def test_a_filter_redirecting_stderr_on_top_of_the_capture_is_pointed_back():
     no descriptor is left on the deleted file (which would grow with all of stderr)."""
     res = _run("""
         import os, time
-        from edgekit import redact, sources
+        from edgekit import redact
+        from edgekit.runtime import sources
         with sources.LIBRARY_LOG.capture() as said:
             redact.protect("rtsp://admin:hunter22@cam.local/s")
             os.write(2, b"inside: hunter22\\n")

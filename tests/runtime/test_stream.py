@@ -16,8 +16,8 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 import edgekit  # noqa: E402
-from edgekit import sources  # noqa: E402
-from edgekit.streaming import Stream, StreamOptions  # noqa: E402
+from edgekit.runtime import latest, sources  # noqa: E402
+from edgekit.runtime.streaming import Stream, StreamOptions  # noqa: E402
 from tests.threads import run_threads  # noqa: E402
 
 BITS = 10
@@ -87,9 +87,9 @@ def test_every_frame_skips_none(fast_video, clf):
 
 
 def _stats(infer_ms: float, every_s: float, n: int = 20):
-    from edgekit.classifier import Prediction
-    from edgekit.sinks import Stats
-    from edgekit.streaming import Result
+    from edgekit.runtime.classifier import Prediction
+    from edgekit.runtime.counters import Stats
+    from edgekit.runtime.streaming import Result
 
     st = Stats()
     for i in range(n):
@@ -101,8 +101,8 @@ def _stats(infer_ms: float, every_s: float, n: int = 20):
 def test_summary_says_why_a_file_skipped_frames_exactly_when_it_did():
     """Issue 17: a video file played like a camera skips the frames a slow model cannot take, and results
     differ from run to run; the summary says so, and how to keep them all, only then."""
-    from edgekit.sinks import PerSource
-    from edgekit.streaming import Played
+    from edgekit.runtime.counters import PerSource
+    from edgekit.runtime.streaming import Played
 
     slow = _stats(40.0, 0.050)  # 20 results a second: 50 ms a frame
     line = slow.summary(37, 0, played=Played(240, 30.0))
@@ -127,8 +127,8 @@ def test_summary_says_why_a_file_skipped_frames_exactly_when_it_did():
 
 def test_a_file_faster_than_the_model_says_it_skipped_frames(tmp_path, clf):
     """A real file at 1000 fps, a real model: frames are skipped for certain, and the summary tells why."""
-    from edgekit.sinks import Stats
-    from edgekit.streaming import Played
+    from edgekit.runtime.counters import Stats
+    from edgekit.runtime.streaming import Played
 
     video = write_video(tmp_path / "thousand.avi", 300, 1000.0)
     st = Stream(str(video), clf, StreamOptions(topk=1))
@@ -160,7 +160,7 @@ def test_idle_capture_hands_over_the_frame_it_holds(fast_video):
     """A file paced at 2 fps: a consumer asking halfway between two frames gets the one grabbed
     before it asked, decoded on demand, instead of waiting 250 ms for the next grab."""
     spec = sources.parse(str(fast_video))
-    cap = sources.LatestFrame(lambda: sources.Reader(spec), live=False, pace_fps=2)
+    cap = latest.LatestFrame(lambda: sources.Reader(spec), live=False, pace_fps=2)
     ages = []
     try:
         first = cap.next(timeout=2)
@@ -197,7 +197,7 @@ def test_capture_decodes_ahead_of_a_regular_consumer(fast_video):
     and decodes the last frame before each ask, so the ask does not wait for the next grab,
     and frames no one takes are not decoded."""
     spec = sources.parse(str(fast_video))
-    cap = sources.LatestFrame(lambda: Camera(spec), live=True, pace_fps=None)
+    cap = latest.LatestFrame(lambda: Camera(spec), live=True, pace_fps=None)
     waits, ages = [], []
     try:
         for i in range(24):
@@ -221,7 +221,7 @@ def test_capture_stops_decoding_for_a_consumer_that_stops_asking(fast_video):
     """Decoding ahead is for a consumer that keeps its rhythm: one that pauses (busy elsewhere)
     costs a few decodes, not one per frame of the pause."""
     spec = sources.parse(str(fast_video))
-    cap = sources.LatestFrame(lambda: Camera(spec), live=True, pace_fps=None)
+    cap = latest.LatestFrame(lambda: Camera(spec), live=True, pace_fps=None)
     try:
         for _ in range(10):
             assert cap.next(timeout=2) is not None
@@ -254,7 +254,7 @@ def test_source_that_fails_mid_stream_reconnects(fast_video):
         return r
 
     events: list[str] = []
-    cap = sources.LatestFrame(open_reader, live=True, pace_fps=400,
+    cap = latest.LatestFrame(open_reader, live=True, pace_fps=400,
                               reconnect=sources.Reconnect(3, 0.05, 0.1), on_event=events.append)
     seen = 0
     t0 = time.time()
@@ -283,7 +283,7 @@ def test_lost_live_source_gives_up_after_attempts(fast_video):
             raise sources.SourceInputError("cannot open camera")
         return sources.Reader(spec)
 
-    cap = sources.LatestFrame(open_reader, live=True, pace_fps=None, reconnect=sources.Reconnect(2, 0.01, 0.02))
+    cap = latest.LatestFrame(open_reader, live=True, pace_fps=None, reconnect=sources.Reconnect(2, 0.01, 0.02))
     with pytest.raises(sources.SourceError, match="not back after 2 attempts") as e:
         while True:
             cap.next(timeout=1)
@@ -373,7 +373,7 @@ def test_run_takes_the_device_profiles_camera_settings(monkeypatch):
     """A Jetson Nano's profile (1280x720 at 30 fps) stands in for detection here. Sensor modes
     belong to the camera module (IMX219, IMX477), not the board: only the user sets one."""
     from edgekit import profiles as pm
-    from edgekit.streaming import camera_settings
+    from edgekit.runtime.streaming import camera_settings
 
     nano = pm.get("jetson-nano")
     monkeypatch.setattr(pm, "detect", lambda *a, **k: (nano, pm.Device(model="NVIDIA Jetson Nano")))

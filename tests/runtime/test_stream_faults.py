@@ -25,9 +25,11 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 import edgekit  # noqa: E402
-from edgekit import redact, sinks, sources  # noqa: E402
-from edgekit.classifier import Prediction  # noqa: E402
-from edgekit.streaming import Result, SinkError, SinkThread, Stream, StreamOptions  # noqa: E402
+from edgekit import redact  # noqa: E402
+from edgekit.runtime import latest, sinks, sources  # noqa: E402
+from edgekit.runtime.classifier import Prediction  # noqa: E402
+from edgekit.runtime.sink_thread import SinkError, SinkThread  # noqa: E402
+from edgekit.runtime.streaming import Result, Stream, StreamOptions  # noqa: E402
 from tests.runtime.test_stream import Camera, decode, encode, write_video  # noqa: E402
 
 EDGEKIT = [sys.executable, "-m", "edgekit"]
@@ -118,7 +120,7 @@ def test_cli_keeps_the_whole_output_past_a_bad_file(folder, googlenet_bundle, tm
 
 INJECT = textwrap.dedent("""
     import sys
-    from edgekit import sources
+    from edgekit.runtime import sources
     read = sources.Reader.read
     def failing(self):
         if self._next >= 30:
@@ -402,7 +404,7 @@ def test_fresh_frame_after_the_consumer_pauses(fast_video):
     """After a pause the frame handed over was 173/556/1465 ms old with 8/27/73 newer frames
     grabbed; it must be the newest grabbed when asked, or the next one."""
     spec = sources.parse(str(fast_video))
-    cap = sources.LatestFrame(lambda: Camera(spec), live=True, pace_fps=None)
+    cap = latest.LatestFrame(lambda: Camera(spec), live=True, pace_fps=None)
     try:
         for _ in range(8):
             assert cap.next(timeout=2) is not None

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.runners.cuda import Cuda
+from edgekit.trt.cuda import Cuda
 
 _ONNX_TYPES = {1: "FLOAT", 2: "UINT8", 10: "HALF"}
 _NP = {"FLOAT": np.float32, "UINT8": np.uint8, "HALF": np.float16}
@@ -512,9 +512,9 @@ def pose_as(monkeypatch: Any, version: str, profile: str, cc: str) -> tuple[Any,
     """This process poses as ``profile`` with the fake TensorRT ``version`` and a host-memory GPU of
     compute capability ``cc``: the builder, the parser and the runner all get this fake."""
     from edgekit import profiles as prof_mod
-    from edgekit.runners import trt as trt_runner
     from edgekit.trt import build as trt_build
     from edgekit.trt import parse as trt_parse
+    from edgekit.trt import runner as trt_runner
 
     cuda = HostCuda()
     cuda.compute_capability = cc

@@ -15,10 +15,10 @@ pytest.importorskip("torch")
 
 from edgekit import manifest as mf  # noqa: E402
 from edgekit.cli import cli  # noqa: E402
-from edgekit.engine import EngineRequest, build, parse_batch  # noqa: E402
 from edgekit.errors import UsageError  # noqa: E402
 from edgekit.profiles import Batch  # noqa: E402
 from edgekit.trt.build import BuildError, build_engine  # noqa: E402
+from edgekit.trt.engine import EngineRequest, build, parse_batch  # noqa: E402
 
 
 @pytest.fixture()
@@ -26,7 +26,7 @@ def bundle(googlenet_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
     b = tmp_path / "b"
     shutil.copytree(googlenet_bundle, b)
-    from edgekit.quantize import to_fp16
+    from edgekit.quant.quantize import to_fp16
 
     # an FP16 model, as calibrate would add it (kept out of the manifest check on purpose: added below)
     to_fp16(b / "model.onnx", b / "model.fp16.onnx")
@@ -75,8 +75,8 @@ def test_cache_reuses_and_invalidates(bundle):
 
 
 def test_timing_cache_path_per_device_and_version(bundle, tmp_path):
-    from edgekit.engine import timing_cache_path
     from edgekit.trt.compat import features
+    from edgekit.trt.engine import timing_cache_path
 
     a = timing_cache_path("jetson-agx-orin", "tensorrt", "10.3.0")
     assert a != timing_cache_path("jetson-agx-orin", "tensorrt", "8.6.2")
@@ -164,8 +164,8 @@ def test_dla_int8_is_refused_when_its_simulation_failed_the_gate(googlenet_bundl
     from dataclasses import replace
 
     from edgekit import manifest as mf
-    from edgekit.calibrate import GateError
-    from edgekit.engine import _check_implicit_gate
+    from edgekit.quant.calibrate import GateError
+    from edgekit.trt.engine import _check_implicit_gate
 
     man = mf.read(googlenet_bundle)
     said: list[str] = []
@@ -197,7 +197,7 @@ def test_a_jetpack4_board_gets_what_it_can_use(googlenet_bundle, tmp_path):
     import numpy as np
     import onnxruntime as ort
 
-    from edgekit.deepstream import float_front
+    from edgekit.deploy.deepstream import float_front
 
     before, _ = float_front(onnx.load(str(b / "model.onnx")), drop_normalisation=False)
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, 224, 224)).astype(np.float32)
@@ -228,7 +228,7 @@ def test_a_board_no_tensorrt_here_can_target_is_told_where_to_build(googlenet_bu
 
 def _qdq_file(bundle: Path, out: Path) -> Path:
     """The bundle's model quantized for TensorRT (Q/DQ) from a quick calibration on 4 images."""
-    from edgekit import calibdata, quantize
+    from edgekit.quant import calibdata, quantize
 
     man = mf.read(bundle)
     imgs = calibdata.collect(calibdata.discover(calibdata.default_set(), variants=1)[:4], man.preprocess).images
@@ -300,7 +300,7 @@ def test_jetpack4_lowering_keeps_what_opset_13_cannot_say():
     """Ops that opset 13 lacks or defines otherwise keep the model's opset (and are named)."""
     from onnx import TensorProto, helper
 
-    from edgekit.jetpack4 import for_tensorrt_8_2
+    from edgekit.deploy.jetpack4 import for_tensorrt_8_2
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])

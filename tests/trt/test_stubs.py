@@ -17,7 +17,7 @@ import pytest
 from tests.trt.stubs import generate
 
 ROOT = Path(__file__).resolve().parents[2]
-GPU_TIER = ["edgekit/runners/trt.py", "edgekit/trt/build.py", "edgekit/trt/parse.py"]
+GPU_TIER = ["edgekit/trt/runner.py", "edgekit/trt/build.py", "edgekit/trt/parse.py"]
 
 pytest.importorskip("tensorrt_rtx")
 pytest.importorskip("pybind11_stubgen")
@@ -69,7 +69,7 @@ def _driver_calls(path: Path) -> set[str]:
 
 def test_cuda_python_calls_exist_in_the_bindings() -> None:
     driver = pytest.importorskip("cuda.bindings.driver")
-    names = _driver_calls(ROOT / "edgekit/runners/cuda.py")
+    names = _driver_calls(ROOT / "edgekit/trt/cuda.py")
     assert {"cuCtxPushCurrent", "cuCtxPopCurrent", "cuMemcpyHtoDAsync", "cuMemHostAlloc"} <= names
     missing = sorted(n for n in names if not hasattr(driver, n))
     assert not missing, f"not in cuda.bindings.driver {getattr(driver, '__version__', '')}: {missing}"

@@ -6,8 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgekit.zoo.bn_inception import BNInception, caffe_key_map  # noqa: E402
-from edgekit.zoo.inception_resnet_v1 import InceptionResNetV1  # noqa: E402
+from edgekit.zoo.definitions.bn_inception import BNInception, caffe_key_map  # noqa: E402
+from edgekit.zoo.definitions.inception_resnet_v1 import InceptionResNetV1  # noqa: E402
 
 
 def _count(model, skip=()):

@@ -1,0 +1,128 @@
+"""The layout's contracts (pyproject.toml [tool.importlinter]): the stages are layers, the device tier never
+imports torch or the desktop tier, no import circles; plus what import-linter cannot see (``require("torch")``
+strings), the size and docstring of every module, and README's "Where things live" against the tree."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "edgekit"
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+# what only the desktop tier (edgekit[export]) installs: the device tier may not ask for these by name either
+DESKTOP_ONLY = ("torch", "torchvision", "timm", "safetensors", "matplotlib")
+
+
+def _contracts() -> list[dict]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+: the dev environment's
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]["contracts"]
+
+
+def desktop_tier() -> list[str]:
+    """The desktop tier's modules as the forbidden contract names them (the CLI, their caller, is not one)."""
+    forbidden = next(c for c in _contracts() if c["type"] == "forbidden")["forbidden_modules"]
+    return [m for m in forbidden if m.startswith("edgekit.") and m != "edgekit.cli"]
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _lint_imports(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    if not LINT_IMPORTS.exists():
+        pytest.fail(f"{LINT_IMPORTS} is missing: import-linter is in the dev extra (make venv installs it)")
+    return subprocess.run([str(LINT_IMPORTS), "--no-logo", "--no-cache", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(cwd)})
+
+
+def test_the_contracts_hold():
+    res = _lint_imports(REPO)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Contracts: 3 kept, 0 broken." in res.stdout
+
+
+@pytest.mark.parametrize("line, broken", [
+    ("import torch  # noqa: F401", "edgekit.runtime.streaming -> torch"),
+    ("from edgekit.export import torch_onnx  # noqa: F401", "edgekit.runtime.streaming -> edgekit.export"),
+    ("from edgekit.cli import options  # noqa: F401", "edgekit.runtime.streaming -> edgekit.cli"),
+])
+def test_the_contracts_catch_a_device_module_reaching_up(tmp_path, line, broken):
+    """What CI would say: the same check on a copy of the package with one bad import in the runtime."""
+    shutil.copytree(PACKAGE, tmp_path / "edgekit", ignore=shutil.ignore_patterns("__pycache__", "data"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    mod = tmp_path / "edgekit" / "runtime" / "streaming.py"
+    text = mod.read_text(encoding="utf-8")
+    mod.write_text(text.replace("\nimport ", f"\n{line}\nimport ", 1), encoding="utf-8")
+    res = _lint_imports(tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert broken in res.stdout and "BROKEN" in res.stdout
+
+
+def test_a_circle_between_siblings_is_caught(tmp_path):
+    shutil.copytree(PACKAGE, tmp_path / "edgekit", ignore=shutil.ignore_patterns("__pycache__", "data"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    mod = tmp_path / "edgekit" / "runtime" / "classifier.py"  # loader imports classifier: close the circle
+    mod.write_text(mod.read_text(encoding="utf-8") + "\n\ndef _late() -> None:\n"
+                   "    from edgekit.runtime import loader  # noqa: F401\n", encoding="utf-8")
+    res = _lint_imports(tmp_path)
+    assert res.returncode == 1 and "No cycles are allowed in edgekit.runtime" in res.stdout, res.stdout
+
+
+def _named_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """Modules named as strings to deps.require/available or importlib.import_module (invisible to the linter)."""
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)):
+            continue
+        fn = node.func
+        name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
+        if name in ("require", "available", "import_module"):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def test_the_device_tier_does_not_ask_for_torch_by_name():
+    desktop = tuple(desktop_tier())
+    builders = "edgekit.zoo.models"  # a spec's builder, run only by zoo.weights.build (the contract's ignore line)
+    seen, wrong = set(), []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module(path)
+        for line, name in _named_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if name.split(".")[0] in DESKTOP_ONLY:
+                seen.add(module)
+                if not (module.startswith(desktop) or module == builders):
+                    wrong.append(f"{path.relative_to(REPO)}:{line} asks for {name}")
+    assert not wrong, "device-tier modules that would import a desktop-only package:\n" + "\n".join(wrong)
+    assert {"edgekit.zoo.weights", "edgekit.export.torch_onnx", "edgekit.export.torch_peer"} <= seen  # it looks
+
+
+def test_every_module_has_one_job_in_at_most_400_lines():
+    long, bare = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 400:
+            long.append(f"{path.relative_to(REPO)}: {text.count(chr(10))} lines")
+        if path.name != "__main__.py" and not ast.get_docstring(ast.parse(text)):
+            bare.append(str(path.relative_to(REPO)))
+    assert not long, "split these (a module holds one job):\n" + "\n".join(long)
+    assert not bare, "say the module's one job in a docstring:\n" + "\n".join(bare)
+
+
+def test_where_things_live_matches_the_tree():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^\| `edgekit/([a-z_]+)/`", section, re.M))
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert named == folders, f"README names {sorted(named - folders)} that are not folders, " \
+                             f"and misses {sorted(folders - named)}"
+    for path in re.findall(r"`(edgekit/[\w/]+\.py)`", readme):
+        assert (REPO / path).is_file(), f"README names {path}, which does not exist"
