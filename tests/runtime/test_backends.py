@@ -103,8 +103,9 @@ def test_pick_engine_prefers_this_device_and_fast_precision():
 
 def test_cpu_machine_falls_back_and_says_why(engine_bundle):
     with loader.load(engine_bundle) as clf:
-        assert clf.backend == "onnxruntime"
-        assert "no NVIDIA GPU" in clf.why
+        # the CPU path measured fastest here: ONNX Runtime or OpenVINO FP32, a close race either may win
+        assert clf.backend in ("onnxruntime", "openvino") and clf.precision == "fp32"
+        assert clf.why.startswith("no NVIDIA GPU or Jetson detected, so no TensorRT; "), clf.why
     with pytest.raises(UsageError, match="no NVIDIA GPU"):
         loader.load(engine_bundle, backend="tensorrt")
     err = run_cli(["classify", str(engine_bundle), "--backend", "tensorrt"], expect=2).stderr
