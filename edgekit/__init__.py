@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from edgekit.runtime.classifier import Classifier, Prediction  # noqa: F401 (for type checkers; see _LAZY)
+    from edgekit.runtime.sources import Reconnect  # noqa: F401
     from edgekit.runtime.streaming import Result, StreamOptions  # noqa: F401
 
 
@@ -43,7 +44,17 @@ _LAZY = {  # the types a caller names, imported when first asked for, so `import
     "Prediction": "edgekit.runtime.classifier",
     "StreamOptions": "edgekit.runtime.streaming",
     "Result": "edgekit.runtime.streaming",
+    "Reconnect": "edgekit.runtime.sources",  # edgekit.stream(..., reconnect=edgekit.Reconnect(attempts=10))
 }
+
+
+def _moved(old: str, new: str) -> None:
+    """Warn that old-path module ``old`` (before the stage folders) now lives at ``new``."""
+    import warnings
+
+    warnings.warn(f"{old} moved to {new}; edgekit.load, stream, Classifier, Prediction, StreamOptions, Result and "
+                  f"Reconnect are on the package itself. The old path goes in a later release",
+                  DeprecationWarning, stacklevel=3)
 
 
 def __getattr__(name: str) -> Any:
@@ -54,4 +65,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
 
 
-__all__ = ["Classifier", "Prediction", "Result", "StreamOptions", "__version__", "load", "stream"]
+__all__ = ["Classifier", "Prediction", "Reconnect", "Result", "StreamOptions", "__version__", "load", "stream"]

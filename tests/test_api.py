@@ -22,8 +22,8 @@ def test_every_public_name_resolves(googlenet_bundle):
     from edgekit.runtime.classifier import Classifier, Prediction
     from edgekit.runtime.streaming import Result, StreamOptions
 
-    assert sorted(edgekit.__all__) == sorted(["Classifier", "Prediction", "Result", "StreamOptions", "__version__",
-                                              "load", "stream"])
+    assert sorted(edgekit.__all__) == sorted(["Classifier", "Prediction", "Reconnect", "Result", "StreamOptions",
+                                              "__version__", "load", "stream"])
     assert (edgekit.Classifier, edgekit.Prediction, edgekit.StreamOptions, edgekit.Result) == (
         Classifier, Prediction, StreamOptions, Result)
     with edgekit.load(googlenet_bundle, backend="onnxruntime") as clf:
@@ -40,3 +40,36 @@ def test_every_public_name_resolves(googlenet_bundle):
         assert "no attribute 'Nothing'" in str(exc)
     else:
         raise AssertionError("edgekit.Nothing resolved")
+
+
+def test_the_old_paths_still_import_and_warn():
+    """Code written against the flat layout (from edgekit.classifier import Classifier ...) keeps working for a
+    release, told where each moved; every name those modules offered callers is still there."""
+    code = ("import warnings\n"
+            "warnings.simplefilter('error', DeprecationWarning)\n"
+            "import importlib\n"
+            "for old in ('classifier', 'streaming', 'sources', 'sinks'):\n"
+            "    try:\n"
+            "        importlib.import_module('edgekit.' + old)\n"
+            "    except DeprecationWarning as w:\n"
+            "        print(old, 'warns:', w)\n"
+            "    else:\n"
+            "        print(old, 'did not warn')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) == 4 and all(" warns: edgekit." in line and "edgekit.runtime." in line for line in lines), lines
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from edgekit.classifier import Classifier, Prediction, load
+        from edgekit.sinks import Callback, JsonLines
+        from edgekit.sources import LatestFrame, Reader, Reconnect
+        from edgekit.streaming import Result, Stream, StreamOptions
+    from edgekit.runtime import classifier, latest, loader, sinks, sources, streaming
+
+    assert (Classifier, Prediction, load) == (classifier.Classifier, classifier.Prediction, loader.load)
+    assert (Callback, JsonLines, LatestFrame, Reader, Reconnect) == (
+        sinks.Callback, sinks.JsonLines, latest.LatestFrame, sources.Reader, sources.Reconnect)
+    assert (Result, Stream, StreamOptions) == (streaming.Result, streaming.Stream, streaming.StreamOptions)

@@ -37,6 +37,20 @@ def wheel(tmp_path_factory) -> Path:
     return next(out.glob("edgekit-*.whl"))
 
 
+def test_the_wheel_holds_every_file_of_the_package(wheel):
+    """Every module of every stage folder, the profiles, the photographs and the default calibration set (with the
+    README that carries their licences) reach a board that installs the wheel, not only a source checkout."""
+    import zipfile
+
+    tracked = subprocess.run(["git", "ls-files", "edgekit"], cwd=REPO, capture_output=True, text=True, check=True)
+    want = set(tracked.stdout.split())
+    with zipfile.ZipFile(wheel) as zf:
+        have = {n for n in zf.namelist() if n.startswith("edgekit/")}
+    assert len(want) > 100 and "edgekit/runtime/loader.py" in want
+    assert not want - have, f"tracked but not in the wheel: {sorted(want - have)}"
+    assert {"edgekit/data/calibration/README.md", "edgekit/data/calibration/general/china.jpg"} <= have
+
+
 # pip's --python-version and --platform choose wheels but do not set python_version or platform_machine for
 # requirement markers (pip evaluates those for the Python running it), so the dry run patches what
 # packaging's marker environment reads: pip then takes the lines pyproject.toml gives that board.

@@ -14,7 +14,6 @@ from edgekit import manifest as mf
 from edgekit.callbacks import Log as Out
 from edgekit.cli.options import _echo_err
 from edgekit.errors import WeightsError
-from edgekit.export.torch_onnx import ExportRequest, export
 from edgekit.images import IMAGE_SUFFIXES, read_image, sample_images
 
 CLIP_FPS = 30
@@ -35,6 +34,8 @@ def demo(model: str, out: Path) -> None:
 
 
 def run_demo(model: str, out: Path, say: Out, note: Out) -> None:
+    from edgekit.export.torch_onnx import ExportRequest, export  # the desktop tier: only when the demo runs
+
     say(f"== 1/4  export {model} from PyTorch to ONNX into the bundle {out}/ (checked against PyTorch)")
     random_weights = False
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,7 +20,9 @@ from edgekit.cli.options import (
     weights_option,
 )
 from edgekit.errors import UsageError
-from edgekit.export.train import Progress
+
+if TYPE_CHECKING:  # the desktop tier is imported inside the commands that run it, never at start
+    from edgekit.export.train_run import Progress
 
 
 @click.command()

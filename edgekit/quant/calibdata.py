@@ -20,6 +20,9 @@ from edgekit.preprocess import Preprocess, fit_frame
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 FRAMES_PER_VIDEO = 50
 
+# package data (edgekit/data/calibration/README.md: sources and licences); `calibration/` in a checkout links here
+GENERAL = Path(__file__).resolve().parents[1] / "data" / "calibration" / "general"
+
 
 @dataclass(frozen=True)
 class Item:
@@ -48,12 +51,10 @@ class Collected:
 
 
 def default_set() -> Path:
-    """The general-purpose set that ships with edgekit (see calibration/README.md)."""
-    # a source checkout holds calibration/ beside edgekit/ (this file is edgekit/quant/calibdata.py)
-    repo = Path(__file__).resolve().parents[2] / "calibration" / "general"
-    if repo.is_dir():
-        return repo
-    return SAMPLES
+    """The general-purpose set that ships with edgekit (see edgekit/data/calibration/README.md)."""
+    if GENERAL.is_dir():
+        return GENERAL
+    return SAMPLES  # a package stripped of its data: the four sample photographs
 
 
 def discover(source: Path, variants: int = 1) -> list[Item]:

@@ -1,0 +1,17 @@
+"""The old path of edgekit.runtime.sinks and counters (before the stage folders): importing it warns, and it goes in a
+later release."""
+
+from __future__ import annotations
+
+from edgekit import _moved
+from edgekit.runtime.counters import LatencyHistogram, PerSource, Stats  # noqa: F401
+from edgekit.runtime.sinks import (  # noqa: F401
+    Callback,
+    JsonLines,
+    TerminalStatus,
+    VideoOutput,
+    Window,
+    annotate,
+)
+
+_moved(__name__, "edgekit.runtime.sinks and counters")

@@ -1,0 +1,16 @@
+"""The old path of edgekit.runtime.streaming (before the stage folders): importing it warns, and it goes in a
+later release."""
+
+from __future__ import annotations
+
+from edgekit import _moved
+from edgekit.runtime.streaming import (  # noqa: F401
+    Played,
+    Result,
+    Stream,
+    StreamOptions,
+    camera_settings,
+    top_k,
+)
+
+_moved(__name__, "edgekit.runtime.streaming")
