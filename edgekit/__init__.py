@@ -65,4 +65,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
 __all__ = ["Classifier", "Prediction", "Reconnect", "Result", "StreamOptions", "__version__", "load", "stream"]

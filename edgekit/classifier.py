@@ -4,7 +4,19 @@ and it goes in a later release."""
 from __future__ import annotations
 
 from edgekit import _moved
-from edgekit.runtime.classifier import Classifier, Prediction, softmax  # noqa: F401
-from edgekit.runtime.loader import BACKENDS, PRECISIONS, load, profile_threads  # noqa: F401
+from edgekit.runners.shapes import (  # noqa: F401
+    check_input_size,
+)
+from edgekit.runtime.classifier import (  # noqa: F401
+    Classifier,
+    Prediction,
+    softmax,
+)
+from edgekit.runtime.loader import (  # noqa: F401
+    BACKENDS,
+    PRECISIONS,
+    load,
+    profile_threads,
+)
 
 _moved(__name__, "edgekit.runtime.classifier and loader")

@@ -1,11 +1,16 @@
-"""The old path of edgekit.runtime.sinks and counters (before the stage folders): importing it warns, and it goes in a
-later release."""
+"""The old path of edgekit.runtime.sinks and counters (before the stage folders): importing it warns,
+and it goes in a later release."""
 
 from __future__ import annotations
 
 from edgekit import _moved
-from edgekit.runtime.counters import LatencyHistogram, PerSource, Stats  # noqa: F401
+from edgekit.runtime.counters import (  # noqa: F401
+    LatencyHistogram,
+    PerSource,
+    Stats,
+)
 from edgekit.runtime.sinks import (  # noqa: F401
+    VIDEO_CODECS,
     Callback,
     JsonLines,
     TerminalStatus,

@@ -1,18 +1,31 @@
-"""The old path of edgekit.runtime.sources and latest (before the stage folders): importing it warns, and it goes in a
-later release."""
+"""The old path of edgekit.runtime.sources and latest (before the stage folders): importing it warns,
+and it goes in a later release."""
 
 from __future__ import annotations
 
 from edgekit import _moved
-from edgekit.runtime.latest import LatestFrame  # noqa: F401
+from edgekit.runtime.latest import (  # noqa: F401
+    LatestFrame,
+)
+from edgekit.runtime.liblog import (  # noqa: F401
+    DEBUG_ENV,
+    LIBRARY_LOG,
+    OPEN_WATCHDOG_S,
+    POLL_S,
+    LibraryLog,
+    library_reason,
+)
 from edgekit.runtime.sources import (  # noqa: F401
+    V4L2_NODE,
     Frame,
     Reader,
     Reconnect,
     SourceError,
     SourceInputError,
     SourceSpec,
+    csi_pipeline,
     every_frame,
+    has_gstreamer,
     parse,
 )
 

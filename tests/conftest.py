@@ -234,3 +234,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         why = _gpu_here() if why is None else why
         if why:
             item.add_marker(pytest.mark.skip(reason=why))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every edgekit module the tests loaded came from this checkout: an editable install of another checkout (a
+    .pth or finder in the venv) would serve a module this layout no longer has, and tests would pass for it."""
+    package = Path(__file__).resolve().parents[1] / "edgekit"
+    stray = sorted(f"{name} from {mod.__file__}" for name, mod in list(sys.modules.items())
+                   if (name == "edgekit" or name.startswith("edgekit.")) and getattr(mod, "__file__", None)
+                   and package not in Path(mod.__file__).resolve().parents)
+    if stray:
+        sys.stderr.write("edgekit modules loaded from outside this checkout (check the venv's edgekit install):\n  "
+                         + "\n  ".join(stray) + "\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -61,8 +61,23 @@ def test_the_old_paths_still_import_and_warn():
     assert len(lines) == 4 and all(" warns: edgekit." in line and "edgekit.runtime." in line for line in lines), lines
     import warnings
 
+    offered = {  # the names each flat module defined (main before the move), all still there
+        "classifier": "BACKENDS Classifier PRECISIONS Prediction check_input_size load profile_threads softmax",
+        "streaming": "Played Result SinkError SinkThread Stream StreamOptions camera_settings played_status sink_error "
+                     "top_k",
+        "sources": "DEBUG_ENV Frame LIBRARY_LOG LatestFrame LibraryLog OPEN_WATCHDOG_S POLL_S Reader Reconnect "
+                   "SourceError SourceInputError SourceSpec V4L2_NODE csi_pipeline every_frame has_gstreamer "
+                   "library_reason parse",
+        "sinks": "Callback JsonLines LatencyHistogram PerSource Stats TerminalStatus VIDEO_CODECS VideoOutput Window "
+                 "annotate",
+    }
+    import importlib
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        for old, names in offered.items():
+            module = importlib.import_module(f"edgekit.{old}")
+            assert not [n for n in names.split() if not hasattr(module, n)], old
         from edgekit.classifier import Classifier, Prediction, load
         from edgekit.sinks import Callback, JsonLines
         from edgekit.sources import LatestFrame, Reader, Reconnect
@@ -73,3 +88,9 @@ def test_the_old_paths_still_import_and_warn():
     assert (Callback, JsonLines, LatestFrame, Reader, Reconnect) == (
         sinks.Callback, sinks.JsonLines, latest.LatestFrame, sources.Reader, sources.Reconnect)
     assert (Result, Stream, StreamOptions) == (streaming.Result, streaming.Stream, streaming.StreamOptions)
+
+
+def test_dir_lists_the_lazy_names():
+    import edgekit
+
+    assert {"Classifier", "Prediction", "Reconnect", "Result", "StreamOptions", "load", "stream"} <= set(dir(edgekit))

@@ -57,7 +57,7 @@ TABLE: dict[tuple[str, tuple[int, int]], Features] = {
 
 # TensorRT before 8.5 (JetPack 4.6: 8.0/8.2; JetPack 5.0.2: 8.4.1) takes no uint8 network input
 # ("Unsupported ONNX data type: UINT8 (2)", NVIDIA/TensorRT #1503) and has no execute_async_v3:
-# edgekit's engines and runner cannot work there; the JetPack 4 kit (edgekit/jetpack4.py) can.
+# edgekit's engines and runner cannot work there; the JetPack 4 kit (edgekit/deploy/jetpack4.py) can.
 FLOOR = (8, 5)
 
 # Version-compatible plans load only in a later runtime (never an earlier one): within their
