@@ -18,5 +18,6 @@ from edgekit.runtime.sinks import (  # noqa: F401
     Window,
     annotate,
 )
+from edgekit.runtime.streaming import Played, Result  # noqa: F401
 
 _moved(__name__, "edgekit.runtime.sinks and counters")

@@ -4,6 +4,7 @@ and it goes in a later release."""
 from __future__ import annotations
 
 from edgekit import _moved
+from edgekit.redact import redact  # noqa: F401
 from edgekit.runtime.latest import (  # noqa: F401
     LatestFrame,
 )
@@ -28,5 +29,8 @@ from edgekit.runtime.sources import (  # noqa: F401
     has_gstreamer,
     parse,
 )
+
+__all__ = ["Frame", "SourceSpec", "SourceError", "SourceInputError", "Reader", "LatestFrame", "Reconnect", "parse",
+           "redact", "every_frame"]  # as the flat module had it
 
 _moved(__name__, "edgekit.runtime.sources and latest")

@@ -4,6 +4,7 @@ and it goes in a later release."""
 from __future__ import annotations
 
 from edgekit import _moved
+from edgekit.runtime.classifier import Classifier, Prediction, softmax  # noqa: F401
 from edgekit.runtime.sink_thread import (  # noqa: F401
     SinkError,
     SinkThread,

@@ -61,15 +61,15 @@ def test_the_old_paths_still_import_and_warn():
     assert len(lines) == 4 and all(" warns: edgekit." in line and "edgekit.runtime." in line for line in lines), lines
     import warnings
 
-    offered = {  # the names each flat module defined (main before the move), all still there
+    offered = {  # the names each flat module defined or offered (main before the move), all still there
         "classifier": "BACKENDS Classifier PRECISIONS Prediction check_input_size load profile_threads softmax",
-        "streaming": "Played Result SinkError SinkThread Stream StreamOptions camera_settings played_status sink_error "
-                     "top_k",
+        "streaming": "Classifier Prediction softmax Played Result SinkError SinkThread Stream StreamOptions "
+                     "camera_settings played_status sink_error top_k",
         "sources": "DEBUG_ENV Frame LIBRARY_LOG LatestFrame LibraryLog OPEN_WATCHDOG_S POLL_S Reader Reconnect "
                    "SourceError SourceInputError SourceSpec V4L2_NODE csi_pipeline every_frame has_gstreamer "
-                   "library_reason parse",
-        "sinks": "Callback JsonLines LatencyHistogram PerSource Stats TerminalStatus VIDEO_CODECS VideoOutput Window "
-                 "annotate",
+                   "library_reason parse redact",
+        "sinks": "Played Result Callback JsonLines LatencyHistogram PerSource Stats TerminalStatus VIDEO_CODECS "
+                 "VideoOutput Window annotate",
     }
     import importlib
 

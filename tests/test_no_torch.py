@@ -31,6 +31,8 @@ def test_runtime_modules_work_without_torch(googlenet_bundle):
         for name in walked:  # every module of the device tier, and the CLI's
             importlib.import_module(name)
         assert len(walked) > 60 and "edgekit.runtime.streaming" in walked, walked
+        for name in edgekit._LAZY:  # the package's lazy names too
+            getattr(edgekit, name)
         # the CLI imports the desktop tier only inside the commands that export (a board never loads it)
         loaded = sorted(m for m in sys.modules if inside(m))
         assert not loaded, loaded

@@ -20,9 +20,6 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 DESKTOP_ONLY = ("torch", "torchvision", "timm", "safetensors", "matplotlib", "onnxslim")
 
 
-# the CLI modules that run the desktop tier's commands (export, train, import, demo), importing it inside them;
-# the package's __init__ only re-exports main (test_no_torch imports all three with torch blocked)
-CLI_EXEMPT = {"edgekit.cli", "edgekit.cli.export", "edgekit.cli.demo"}
 
 
 def _contracts() -> list[dict]:
@@ -74,7 +71,7 @@ def test_every_module_is_bound_by_a_contract():
     loose = []
     for path in sorted(PACKAGE.rglob("*.py")):
         module = _module(path)
-        if not (within(module, device) or module in exact or module in cli or module in CLI_EXEMPT
+        if not (within(module, device) or module in exact or within(module, tuple(cli))
                 or within(module, desktop_tier())):
             loose.append(module)
     assert not loose, "name these in a contract's source_modules (pyproject.toml), or the desktop tier's list:\n" + \
@@ -109,6 +106,7 @@ def test_every_forbidden_package_exists():
     ("quant/calibrate.py", "import timm  # noqa: F401", "edgekit.quant.calibrate -> timm"),
     ("cli/runtime.py", "from edgekit.export import torch_onnx  # noqa: F401", "edgekit.cli.runtime -> edgekit.export"),
     ("cli/trt.py", "import matplotlib  # noqa: F401", "edgekit.cli.trt -> matplotlib"),
+    ("cli/__init__.py", "import onnxslim  # noqa: F401", "edgekit.cli -> onnxslim"),
 ])
 def test_the_contracts_catch_a_device_module_reaching_up(tmp_path, where, line, broken):
     """What CI would say: the same check on a copy of the package with one bad import in a device module."""
@@ -131,33 +129,92 @@ def test_a_circle_between_siblings_is_caught(tmp_path):
     assert res.returncode == 1 and "No cycles are allowed in edgekit.runtime" in res.stdout, res.stdout
 
 
-def _named_imports(tree: ast.AST) -> list[tuple[int, str]]:
-    """Modules named as strings to deps.require/available or importlib.import_module (invisible to the linter)."""
+def _module_strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string in the code that names a module the way an import would (``"torch"``, ``"torch.nn"``,
+    ``"edgekit.export..."``, or ``"import torch"`` for exec): what require(), import_module(), __import__(), exec()
+    or resolve_name() would load, written directly, in parts (``"edgekit.export" + "..."``), as a package for a
+    relative name, in a variable or in an f-string. Prose (an error message) is not a module name."""
     found = []
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)):
-            continue
-        fn = node.func
-        name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
-        if name in ("require", "available", "import_module", "__import__"):
-            found.append((node.lineno, node.args[0].value))
+        if isinstance(node, ast.Call) and len(node.args) >= 2 and all(  # import_module(".weights", "edgekit.zoo")
+                isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args[:2]) \
+                and node.args[0].value.startswith("."):
+            found.append((node.lineno, node.args[1].value + node.args[0].value))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value.strip()
+            m = re.match(r"^(?:import|from)\s+([\w.]+)", text)
+            name = m.group(1) if m else text
+            if re.fullmatch(r"[A-Za-z_][\w]*(\.[\w]+)*", name):
+                found.append((node.lineno, name))
     return found
+
+
+def _blinds(tree: ast.AST) -> list[tuple[int, str]]:
+    """Ways to hide an import from the linter: TYPE_CHECKING set true by hand."""
+    return [(n.lineno, "assigns TYPE_CHECKING") for n in ast.walk(tree) if isinstance(n, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "TYPE_CHECKING" for t in n.targets)]
 
 
 def test_the_device_tier_does_not_ask_for_torch_by_name():
     desktop = tuple(desktop_tier())
-    builders = "edgekit.zoo.models"  # a spec's builder, run only by zoo.weights.build (the contract's ignore line)
+    # a spec's builder, run only by zoo.weights.build (the contracts' ignore line), asks for these and no more
+    builders, builders_may = "edgekit.zoo.models", ("torch", "torchvision", "timm")
+    # "torch" as a word, not a module: a backend's name in bench's rows and --compare's choice; deps' extras table
+    words = {("edgekit.runtime.bench", "torch"), ("edgekit.cli.runtime", "torch")}
     seen, wrong = set(), []
     for path in sorted(PACKAGE.rglob("*.py")):
         module = _module(path)
-        for line, name in _named_imports(ast.parse(path.read_text(encoding="utf-8"))):
-            if name.split(".")[0] in DESKTOP_ONLY or within(name, desktop):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for line, name in _module_strings(tree) + _blinds(tree):
+            if name == "assigns TYPE_CHECKING" and not within(module, desktop):
+                wrong.append(f"{path.relative_to(REPO)}:{line} {name}")
+            elif name.split(".")[0] in DESKTOP_ONLY or within(name, desktop):
                 seen.add(module)
-                if not (within(module, desktop) or module == builders):
-                    wrong.append(f"{path.relative_to(REPO)}:{line} asks for {name}")
+                if within(module, desktop) or (module == builders and name.split(".")[0] in builders_may) or \
+                        (module, name) in words or (module == "edgekit.deps" and name in DESKTOP_ONLY):
+                    continue
+                wrong.append(f"{path.relative_to(REPO)}:{line} names {name}")
     assert not wrong, "device-tier modules that would import a desktop-only package:\n" + "\n".join(wrong)
     assert {"edgekit.zoo.weights", "edgekit.export.torch_onnx", "edgekit.export.torch_peer"} <= seen  # it looks
+
+
+# the lazy edges contract 4 allows, each only inside the command that needs it: (CLI module, target) -> functions
+LAZY_EDGES = {
+    ("edgekit.cli.trt", "edgekit.export.torch_onnx"): {"build"},
+    ("edgekit.cli.trt", "edgekit.export.train_run"): {"build"},
+    ("edgekit.cli.runtime", "edgekit.export.torch_peer"): {"bench"},
+    ("edgekit.cli.demo", "edgekit.export.torch_onnx"): {"run_demo"},
+}
+
+
+def test_the_cli_reaches_the_desktop_tier_only_inside_the_commands_that_need_it():
+    wrong, found = [], set()
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        module = _module(path)
+        if module == "edgekit.cli.export":  # every command there is a desktop-tier command
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        command = {}  # import node -> the top-level function it sits in (None: at import time)
+        for top in tree.body:
+            for node in ast.walk(top):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    command[node] = top.name if isinstance(top, ast.FunctionDef) else None
+        for node, fn in command.items():
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                targets = [f"{node.module}.{a.name}" if node.module == "edgekit.export" else str(node.module)
+                           for a in node.names]
+            for target in (t for t in targets if within(t, ["edgekit.export"])):
+                edge = next((k for k in LAZY_EDGES if k[0] == module and within(target, [k[1]])), None)
+                if edge is None or fn not in LAZY_EDGES[edge]:
+                    wrong.append(f"{path.relative_to(REPO)}:{node.lineno} imports {target} "
+                                 f"{'at import time' if fn is None else 'in ' + fn}")
+                else:
+                    found.add(edge)
+    assert not wrong, "the desktop tier reached outside the commands that export:\n" + "\n".join(sorted(set(wrong)))
+    assert found == set(LAZY_EDGES), f"edges no longer there (drop them here and from contract 4): " \
+                                     f"{sorted(set(LAZY_EDGES) - found)}"
 
 
 def test_every_module_has_one_job_in_at_most_400_lines():
