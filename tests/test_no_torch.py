@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.test_tiers import desktop_tier
+from tests.test_tiers import DESKTOP_ONLY, desktop_tier
 
 
 def test_runtime_modules_work_without_torch(googlenet_bundle):
@@ -16,7 +16,7 @@ def test_runtime_modules_work_without_torch(googlenet_bundle):
         import sys
         class Block:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "torchvision", "timm", "safetensors", "matplotlib", "onnxslim"):
+                if name.split(".")[0] in {DESKTOP_ONLY!r}:
                     raise ImportError("blocked by test: " + name)
         sys.meta_path.insert(0, Block())
         import importlib, pathlib
@@ -44,7 +44,7 @@ def test_runtime_modules_work_without_torch(googlenet_bundle):
         assert len(pred.labels) == 5
         from edgekit.runtime.inspect import describe
         describe(clf.path)
-        assert not any(m.split(".")[0] in ("torch", "torchvision", "timm") for m in sys.modules)
+        assert not any(m.split(".")[0] in {DESKTOP_ONLY!r} for m in sys.modules)
         print("ok")
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

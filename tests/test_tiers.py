@@ -20,8 +20,6 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 DESKTOP_ONLY = ("torch", "torchvision", "timm", "safetensors", "matplotlib", "onnxslim")
 
 
-
-
 def _contracts() -> list[dict]:
     try:
         import tomllib
@@ -30,8 +28,9 @@ def _contracts() -> list[dict]:
     return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]["contracts"]
 
 
-def _device_contract() -> dict:
-    return next(c for c in _contracts() if c["type"] == "forbidden" and "edgekit.runtime" in c["source_modules"])
+def _device_contract(contracts: list[dict] | None = None) -> dict:
+    return next(c for c in contracts or _contracts()
+                if c["type"] == "forbidden" and "edgekit.runtime" in c["source_modules"])
 
 
 def desktop_tier() -> list[str]:
@@ -48,11 +47,20 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _lint_imports(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
     if not LINT_IMPORTS.exists():
         pytest.fail(f"{LINT_IMPORTS} is missing: import-linter is in the dev extra (make venv installs it)")
-    return subprocess.run([str(LINT_IMPORTS), "--no-logo", "--no-cache", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([str(LINT_IMPORTS), "--no-logo", "--no-cache"], cwd=cwd, capture_output=True,
                           text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(cwd)})
+
+
+def _lint_with(tmp_path: Path, where: str, line: str) -> subprocess.CompletedProcess[str]:
+    """lint-imports on a copy of the package whose module ``where`` gains a function holding ``line``."""
+    shutil.copytree(PACKAGE, tmp_path / "edgekit", ignore=shutil.ignore_patterns("__pycache__", "data"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    mod = tmp_path / "edgekit" / where
+    mod.write_text(mod.read_text(encoding="utf-8") + f"\n\ndef _mutant() -> None:\n    {line}\n", encoding="utf-8")
+    return _lint_imports(tmp_path)
 
 
 def test_the_contracts_hold():
@@ -63,10 +71,12 @@ def test_the_contracts_hold():
 
 def test_every_module_is_bound_by_a_contract():
     """A new module lands in a package a contract names, or this says where to add it."""
-    forbidden = [c for c in _contracts() if c["type"] == "forbidden"]
-    device = _device_contract()["source_modules"]
+    contracts = _contracts()
+    forbidden = [c for c in contracts if c["type"] == "forbidden"]
+    device_contract = _device_contract(contracts)
+    device = device_contract["source_modules"]
     exact = {m for c in forbidden if c.get("as_packages") is False for m in c["source_modules"]}
-    cli = {m for c in forbidden if c is not _device_contract() and c.get("as_packages") is not False
+    cli = {m for c in forbidden if c is not device_contract and c.get("as_packages") is not False
            for m in c["source_modules"]}
     loose = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -110,22 +120,14 @@ def test_every_forbidden_package_exists():
 ])
 def test_the_contracts_catch_a_device_module_reaching_up(tmp_path, where, line, broken):
     """What CI would say: the same check on a copy of the package with one bad import in a device module."""
-    shutil.copytree(PACKAGE, tmp_path / "edgekit", ignore=shutil.ignore_patterns("__pycache__", "data"))
-    shutil.copy(REPO / "pyproject.toml", tmp_path)
-    mod = tmp_path / "edgekit" / where
-    mod.write_text(mod.read_text(encoding="utf-8") + f"\n\ndef _mutant() -> None:\n    {line}\n", encoding="utf-8")
-    res = _lint_imports(tmp_path)
+    res = _lint_with(tmp_path, where, line)
     assert res.returncode == 1, res.stdout + res.stderr
     assert broken in res.stdout and "BROKEN" in res.stdout
 
 
 def test_a_circle_between_siblings_is_caught(tmp_path):
-    shutil.copytree(PACKAGE, tmp_path / "edgekit", ignore=shutil.ignore_patterns("__pycache__", "data"))
-    shutil.copy(REPO / "pyproject.toml", tmp_path)
-    mod = tmp_path / "edgekit" / "runtime" / "classifier.py"  # loader imports classifier: close the circle
-    mod.write_text(mod.read_text(encoding="utf-8") + "\n\ndef _late() -> None:\n"
-                   "    from edgekit.runtime import loader  # noqa: F401\n", encoding="utf-8")
-    res = _lint_imports(tmp_path)
+    # loader imports classifier: close the circle
+    res = _lint_with(tmp_path, "runtime/classifier.py", "from edgekit.runtime import loader  # noqa: F401")
     assert res.returncode == 1 and "No cycles are allowed in edgekit.runtime" in res.stdout, res.stdout
 
 
